@@ -1,0 +1,140 @@
+#!/usr/bin/env node
+// npm run bench: the router's added latency and throughput, measured against a direct call to the
+// upstream and a bare pass-through proxy in the same run, so machine noise hits all three alike.
+//
+//   BENCH_SECONDS   seconds measured per target and concurrency (default 4)
+//   BENCH_WARMUP    warm-up seconds before each measurement (default 1)
+//
+// The targets: p50 added ≤ 250 µs at concurrency 1, and at concurrency 32 a throughput of at least
+// 0.4 of the bare baseline's.
+import { fork, spawn } from "node:child_process"
+import { mkdtempSync, writeFileSync, rmSync, existsSync } from "node:fs"
+import { createServer } from "node:net"
+import { tmpdir } from "node:os"
+import { join, dirname } from "node:path"
+import { fileURLToPath } from "node:url"
+import { Pool } from "undici"
+
+const here = dirname(fileURLToPath(import.meta.url))
+const root = join(here, "..")
+const seconds = Number(process.env.BENCH_SECONDS ?? 4)
+const warmup = Number(process.env.BENCH_WARMUP ?? 1)
+
+const children = []
+const cleanup = () => { for (const c of children) c.kill("SIGTERM") }
+process.on("exit", cleanup)
+process.on("SIGINT", () => process.exit(130))
+
+const forkServer = (file, env) => new Promise((resolve, reject) => {
+  const child = fork(join(here, file), [], { env: { ...process.env, ...env }, stdio: ["ignore", "inherit", "inherit", "ipc"] })
+  children.push(child)
+  child.once("message", (m) => resolve(m.port))
+  child.once("exit", (code) => reject(new Error(`${file} exited with ${code}`)))
+})
+
+const freePort = () => new Promise((resolve) => {
+  const s = createServer()
+  s.listen(0, "127.0.0.1", () => { const { port } = s.address(); s.close(() => resolve(port)) })
+})
+
+const waitHealthy = async (port, child) => {
+  for (let i = 0; i < 200; i++) {
+    if (child.exitCode !== null) throw new Error(`router exited with ${child.exitCode}`)
+    try {
+      const r = await fetch(`http://127.0.0.1:${port}/health`)
+      if (r.ok) return
+    } catch {}
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  throw new Error("router did not become healthy")
+}
+
+const startRouter = async (upstreamPort) => {
+  const bin = join(root, "dist", "cli", "bin.js")
+  if (!existsSync(bin)) throw new Error("dist/ is missing: run `npm install` (or `npm run build`) first")
+  const dir = mkdtempSync(join(tmpdir(), "sanctum-bench-"))
+  process.on("exit", () => rmSync(dir, { recursive: true, force: true }))
+  const config = join(dir, "router.yaml")
+  writeFileSync(config, JSON.stringify({
+    providers: { bench: { endpoint: `http://127.0.0.1:${upstreamPort}/v1`, models: ["bench-model"], priority: 1 } }
+  }))
+  const port = await freePort()
+  const child = spawn(process.execPath, [bin, "serve", "--config", config, "--port", String(port), "--db", join(dir, "router.db")], {
+    stdio: ["ignore", "ignore", "inherit"],
+    env: { ...process.env, ROUTER_CLIENT_KEY: "", ROUTER_ADMIN_KEY: "" }
+  })
+  children.push(child)
+  await waitHealthy(port, child)
+  return port
+}
+
+const body = JSON.stringify({
+  model: "bench-model",
+  messages: [{ role: "system", content: "You are terse." }, { role: "user", content: "Say hello." }],
+  temperature: 0.2
+})
+
+// Closed-loop load: `concurrency` workers, each sends its next request when the last one is answered.
+const run = async (port, concurrency, durationS) => {
+  const pool = new Pool(`http://127.0.0.1:${port}`, { connections: concurrency, pipelining: 1 })
+  const latencies = []
+  let errors = 0
+  const deadline = performance.now() + durationS * 1000
+  const worker = async () => {
+    while (performance.now() < deadline) {
+      const t0 = process.hrtime.bigint()
+      try {
+        const r = await pool.request({
+          method: "POST", path: "/v1/chat/completions",
+          headers: { "content-type": "application/json" }, body
+        })
+        await r.body.arrayBuffer()
+        if (r.statusCode !== 200) errors++
+      } catch { errors++ }
+      latencies.push(Number(process.hrtime.bigint() - t0) / 1000)
+    }
+  }
+  const started = performance.now()
+  await Promise.all(Array.from({ length: concurrency }, worker))
+  const elapsed = (performance.now() - started) / 1000
+  await pool.close()
+  latencies.sort((a, b) => a - b)
+  const pct = (p) => latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))] ?? NaN
+  return { rps: latencies.length / elapsed, p50: pct(0.5), p99: pct(0.99), errors, n: latencies.length }
+}
+
+const measure = async (port, concurrency) => {
+  await run(port, concurrency, warmup)
+  return run(port, concurrency, seconds)
+}
+
+const fmt = (n) => n.toFixed(0).padStart(7)
+const main = async () => {
+  const upstreamPort = await forkServer("bench-upstream.mjs", {})
+  const baselinePort = await forkServer("bench-baseline.mjs", { UPSTREAM_PORT: String(upstreamPort) })
+  const routerPort = await startRouter(upstreamPort)
+  const targets = { direct: upstreamPort, baseline: baselinePort, router: routerPort }
+  console.log(`sanctum-router bench: ${seconds}s per run after ${warmup}s warm-up, node ${process.version}`)
+  const report = {}
+  for (const concurrency of [1, 32]) {
+    const results = {}
+    for (const [name, port] of Object.entries(targets)) results[name] = await measure(port, concurrency)
+    report[concurrency] = results
+    console.log(`\nconcurrency ${concurrency}`)
+    console.log("target       req/s   p50 µs   p99 µs  added p50  added p99  share of direct  errors")
+    for (const [name, r] of Object.entries(results)) {
+      const addedP50 = name === "direct" ? "" : fmt(r.p50 - results.direct.p50)
+      const addedP99 = name === "direct" ? "" : fmt(r.p99 - results.direct.p99)
+      console.log(`${name.padEnd(9)} ${fmt(r.rps)}  ${fmt(r.p50)}  ${fmt(r.p99)}    ${addedP50.padStart(7)}    ${addedP99.padStart(7)}  ${(r.rps / results.direct.rps).toFixed(2).padStart(15)}  ${String(r.errors).padStart(6)}`)
+    }
+  }
+  const c1 = report[1], c32 = report[32]
+  const added = c1.router.p50 - c1.direct.p50
+  const share = c32.router.rps / c32.baseline.rps
+  console.log(`\nrouter added p50 at c=1: ${added.toFixed(0)} µs (target ≤ 250)`)
+  console.log(`router throughput at c=32: ${share.toFixed(2)} of the bare baseline's (target ≥ 0.40)`)
+  const errors = Object.values(report).flatMap((r) => Object.values(r)).reduce((n, r) => n + r.errors, 0)
+  if (errors > 0) { console.error(`${errors} requests failed`); process.exitCode = 1 }
+}
+
+main().catch((e) => { console.error(e); process.exitCode = 1 }).finally(cleanup)

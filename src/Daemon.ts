@@ -1,0 +1,51 @@
+/**
+ * The daemon's Layers, built in one place: settings and the config file first (they say where the
+ * database is and how to listen), then persistence, configuration, providers, the workflow and HTTP.
+ */
+import { HttpServer } from "@effect/platform"
+import { Effect, Layer } from "effect"
+import { ConfigFileError, type LoadedFile, loadConfigFile } from "./config/ConfigFile.js"
+import * as RouterConfig from "./config/RouterConfig.js"
+import { configPath, type Flags, resolveSettings, Settings, type SettingsShape, StartupError } from "./config/Settings.js"
+import * as FastLane from "./http/FastLane.js"
+import * as Http from "./http/Server.js"
+import { ConfigRepo } from "./persistence/ConfigRepo.js"
+import * as RequestLog from "./persistence/RequestLog.js"
+import * as Sql from "./persistence/Sql.js"
+import * as Providers from "./providers/Providers.js"
+import * as Upstream from "./providers/Upstream.js"
+import * as Router from "./router/Router.js"
+
+/** Reads the config file named by `--config` or `ROUTER_CONFIG` (none is fine) and resolves settings. */
+export const loadSettings = (flags: Flags, env: Readonly<Record<string, string | undefined>>) =>
+  Effect.gen(function* () {
+    const path = yield* configPath(flags)
+    const loaded: LoadedFile = path === null ? { path: null, file: {}, missingEnv: [] } : yield* loadConfigFile(path, env)
+    for (const missing of loaded.missingEnv) {
+      yield* Effect.logWarning(`environment variable ${missing} is not set; using an empty value`)
+    }
+    const settings = yield* resolveSettings(flags, loaded.file.server, path)
+    return { settings, loaded }
+  })
+
+/** Every service of a running daemon, given its settings and config file. */
+export const services = (settings: SettingsShape, loaded: LoadedFile) => {
+  const SettingsLive = Layer.succeed(Settings, settings)
+  const SqlLive = Sql.layer(settings.dbPath)
+  const ConfigLive = RouterConfig.layer(loaded).pipe(Layer.provide(ConfigRepo.Default), Layer.provide(SettingsLive))
+  const ProvidersLive = Providers.layer.pipe(Layer.provide(ConfigLive), Layer.provide(Upstream.layer))
+  const RouterLive = Router.layer.pipe(Layer.provide([ProvidersLive, Upstream.layer, RequestLog.layer]))
+  const FastLaneLive = FastLane.layer.pipe(Layer.provide([RouterLive, SettingsLive]))
+  return Http.layer.pipe(
+    HttpServer.withLogAddress,
+    Layer.provide(FastLaneLive),
+    Layer.provideMerge(Layer.mergeAll(ProvidersLive, ConfigLive, RequestLog.layer, RouterLive, SettingsLive)),
+    Layer.provide(SqlLive)
+  )
+}
+
+/** The daemon as one Layer: `Layer.launch(Daemon.layer(flags, process.env))` runs it. */
+export const layer = (flags: Flags, env: Readonly<Record<string, string | undefined>>) =>
+  Layer.unwrapEffect(Effect.map(loadSettings(flags, env), ({ loaded, settings }) => services(settings, loaded)))
+
+export { ConfigFileError, StartupError }

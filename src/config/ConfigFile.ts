@@ -1,0 +1,212 @@
+/**
+ * The YAML configuration file, compatible with the original sanctum-router: parsing, `${VAR}`
+ * substitution from the environment, validation, and conversion to `ProviderSpec`s.
+ * JSON is valid YAML, so a JSON file works too.
+ */
+import { Effect, ParseResult, Redacted, Schema } from "effect"
+import * as Yaml from "yaml"
+import { readFile } from "node:fs/promises"
+import {
+  type AliasSpec,
+  type ConfigState,
+  defaultTimeouts,
+  type ProviderSpec,
+  ProviderType,
+  splitPinned
+} from "../domain/Provider.js"
+
+/** The file could not be read, parsed or validated. The message names the file and the key path. */
+export class ConfigFileError extends Schema.TaggedError<ConfigFileError>()("ConfigFileError", {
+  path: Schema.String,
+  message: Schema.String
+}) {}
+
+const Seconds = Schema.Number.pipe(Schema.positive({ message: () => "must be a positive number of seconds" }))
+
+const Timeouts = Schema.Struct({
+  connect: Schema.optional(Seconds),
+  first_byte: Schema.optional(Seconds),
+  total: Schema.optional(Seconds)
+})
+
+const HttpUrl = Schema.String.pipe(
+  Schema.filter((s) => {
+    try {
+      const u = new URL(s)
+      return u.protocol === "http:" || u.protocol === "https:" || `must be an http:// or https:// URL, got '${s}'`
+    } catch {
+      return `must be an http:// or https:// URL, got '${s}'`
+    }
+  })
+)
+
+/** Provider ids and alias names appear in `provider+model` ids and URLs: no `+`, no spaces. */
+const Name = Schema.String.pipe(
+  Schema.pattern(/^[A-Za-z0-9][A-Za-z0-9_.:-]*$/, {
+    message: () => "must start with a letter or digit and contain only letters, digits, '_', '.', ':' or '-'"
+  })
+)
+
+export const ProviderFile = Schema.Struct({
+  endpoint: HttpUrl,
+  api_key: Schema.optional(Schema.NullOr(Schema.String)),
+  provider_type: Schema.optional(ProviderType),
+  models: Schema.optional(Schema.NullOr(Schema.Array(Schema.NonEmptyTrimmedString))),
+  priority: Schema.optional(Schema.Int),
+  supports_tools: Schema.optional(Schema.Boolean),
+  supports_streaming: Schema.optional(Schema.Boolean),
+  supports_multimodal: Schema.optional(Schema.Boolean),
+  timeouts: Schema.optional(Schema.NullOr(Timeouts))
+})
+export type ProviderFile = typeof ProviderFile.Type
+
+const AliasTargets = Schema.Union(
+  Schema.NonEmptyTrimmedString,
+  Schema.NonEmptyArray(Schema.NonEmptyTrimmedString)
+)
+
+export const ServerFile = Schema.Struct({
+  host: Schema.optional(Schema.NonEmptyTrimmedString),
+  port: Schema.optional(Schema.Int.pipe(Schema.between(0, 65535))),
+  max_body_bytes: Schema.optional(Schema.Int.pipe(Schema.positive()))
+})
+export type ServerFile = typeof ServerFile.Type
+
+/** The whole file. Sections this version does not know (`monitoring`, `routing`, …) are ignored. */
+export const ConfigFile = Schema.Struct({
+  server: Schema.optional(Schema.NullOr(ServerFile)),
+  providers: Schema.optional(Schema.NullOr(Schema.Record({ key: Name, value: ProviderFile }))),
+  aliases: Schema.optional(Schema.NullOr(Schema.Record({ key: Name, value: AliasTargets })))
+})
+export type ConfigFile = typeof ConfigFile.Type
+
+const decodeFile = Schema.decodeUnknownEither(ConfigFile, { errors: "all" })
+
+const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
+  path.map((p, i) => (typeof p === "number" ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join("") || "(top level)"
+
+/**
+ * Replaces `${VAR}` and `${VAR:-default}` in every string of the parsed document. Done after YAML
+ * parsing so a value with YAML-special characters (a key containing `:` or `#`) cannot break the file.
+ * Unset variables become empty strings and are reported, so a provider without its key still loads.
+ */
+export const substituteEnv = (
+  value: unknown,
+  env: Readonly<Record<string, string | undefined>>,
+  missing: Array<string>,
+  path: ReadonlyArray<PropertyKey> = []
+): unknown => {
+  if (typeof value === "string") {
+    return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (_, name: string, fallback: string | undefined) => {
+      const v = env[name]
+      if (v !== undefined && v !== "") return v
+      if (fallback !== undefined) return fallback
+      missing.push(`${name} (${formatPath(path)})`)
+      return ""
+    })
+  }
+  if (Array.isArray(value)) return value.map((v, i) => substituteEnv(v, env, missing, [...path, i]))
+  if (value !== null && typeof value === "object") {
+    const out: Record<string, unknown> = {}
+    for (const [k, v] of Object.entries(value)) out[k] = substituteEnv(v, env, missing, [...path, k])
+    return out
+  }
+  return value
+}
+
+export interface LoadedFile {
+  readonly path: string | null
+  readonly file: ConfigFile
+  /** Environment variables referenced by the file but not set. */
+  readonly missingEnv: ReadonlyArray<string>
+}
+
+/** Validates an already-parsed document (YAML or a plain object from a library user). */
+export const decodeConfig = (
+  document: unknown,
+  path: string,
+  env: Readonly<Record<string, string | undefined>> = {}
+): Effect.Effect<LoadedFile, ConfigFileError> =>
+  Effect.suspend(() => {
+    const missing: Array<string> = []
+    const substituted = substituteEnv(document ?? {}, env, missing)
+    const decoded = decodeFile(substituted)
+    if (decoded._tag === "Left") {
+      const issues = ParseResult.ArrayFormatter.formatErrorSync(decoded.left)
+      const lines = issues.map((i) => `  ${formatPath(i.path)}: ${i.message}`)
+      return Effect.fail(new ConfigFileError({ path, message: `${path} is not a valid configuration:\n${lines.join("\n")}` }))
+    }
+    const file = decoded.right
+    const problem = checkAliases(file)
+    if (problem !== null) return Effect.fail(new ConfigFileError({ path, message: `${path} is not a valid configuration:\n  ${problem}` }))
+    return Effect.succeed({ path, file, missingEnv: missing })
+  })
+
+/** Pinned alias targets must name a provider the file defines; a typo would otherwise route nowhere. */
+const checkAliases = (file: ConfigFile): string | null => {
+  const providers = file.providers ?? {}
+  for (const [name, targets] of Object.entries(file.aliases ?? {})) {
+    const list = typeof targets === "string" ? [targets] : targets
+    for (let i = 0; i < list.length; i++) {
+      const pinned = splitPinned(list[i]!)
+      if (pinned !== null && !(pinned[0] in providers)) {
+        return `aliases.${name}${typeof targets === "string" ? "" : `[${i}]`}: unknown provider '${pinned[0]}' in '${list[i]}'`
+      }
+    }
+  }
+  return null
+}
+
+/** Reads, parses and validates the file at `path`. */
+export const loadConfigFile = (
+  path: string,
+  env: Readonly<Record<string, string | undefined>>
+): Effect.Effect<LoadedFile, ConfigFileError> =>
+  Effect.tryPromise({
+    try: () => readFile(path, "utf8"),
+    catch: (e) => new ConfigFileError({ path, message: `cannot read config file ${path}: ${(e as Error).message}` })
+  }).pipe(
+    Effect.flatMap((text) => {
+      const doc = Yaml.parseDocument(text, { prettyErrors: true })
+      if (doc.errors.length > 0) {
+        const first = doc.errors[0]!
+        return Effect.fail(new ConfigFileError({ path, message: `${path} is not valid YAML: ${first.message}` }))
+      }
+      return decodeConfig(doc.toJS(), path, env)
+    })
+  )
+
+const seconds = (s: number | undefined, fallbackMs: number) => (s === undefined ? fallbackMs : Math.round(s * 1000))
+
+/** The file's providers as specs, their `api_key` wrapped so it never prints. */
+export const providerSpecs = (file: ConfigFile): ReadonlyArray<ProviderSpec> =>
+  Object.entries(file.providers ?? {}).map(([id, p]): ProviderSpec => ({
+    id,
+    endpoint: p.endpoint.replace(/\/+$/, ""),
+    apiKey: p.api_key ? Redacted.make(p.api_key) : null,
+    type: p.provider_type ?? "openai_compat",
+    models: p.models ?? null,
+    priority: p.priority ?? 100,
+    supportsTools: p.supports_tools ?? null,
+    supportsStreaming: p.supports_streaming ?? null,
+    supportsMultimodal: p.supports_multimodal ?? null,
+    timeouts: {
+      connectMs: seconds(p.timeouts?.connect, defaultTimeouts.connectMs),
+      firstByteMs: seconds(p.timeouts?.first_byte, defaultTimeouts.firstByteMs),
+      totalMs: seconds(p.timeouts?.total, defaultTimeouts.totalMs)
+    },
+    source: "file"
+  }))
+
+export const aliasSpecs = (file: ConfigFile): ReadonlyArray<AliasSpec> =>
+  Object.entries(file.aliases ?? {}).map(([name, targets]) => ({
+    name,
+    targets: typeof targets === "string" ? [targets] : targets,
+    source: "file"
+  }))
+
+/** The file alone as a configuration state (no database): what library users and tests start from. */
+export const configState = (file: ConfigFile): ConfigState => ({
+  providers: providerSpecs(file),
+  aliases: aliasSpecs(file)
+})

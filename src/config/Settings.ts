@@ -1,0 +1,94 @@
+/**
+ * Process settings: command-line flags, then environment, then the config file's `server`
+ * section, then defaults. Nothing else in the router reads the environment.
+ */
+import { Config, Context, Effect, Option, Redacted, Schema } from "effect"
+import type { ServerFile } from "./ConfigFile.js"
+
+/** Flags of `sanctum-router serve`; each wins over its environment variable. */
+export interface Flags {
+  readonly config?: string | undefined
+  readonly port?: number | undefined
+  readonly host?: string | undefined
+  readonly db?: string | undefined
+}
+
+export interface SettingsShape {
+  readonly host: string
+  readonly port: number
+  readonly dbPath: string
+  readonly configPath: string | null
+  /** `ROUTER_CLIENT_KEY`: required on `/v1/*` when set. */
+  readonly clientKey: Redacted.Redacted<string> | null
+  /** `ROUTER_ADMIN_KEY`: required on `/admin/*`; while unset the admin surface answers 401. */
+  readonly adminKey: Redacted.Redacted<string> | null
+  readonly maxBodyBytes: number
+  /** How long shutdown waits for open requests (streams included) before closing them. */
+  readonly drainMs: number
+}
+
+export class Settings extends Context.Tag("sanctum/Settings")<Settings, SettingsShape>() {}
+
+/** Start-up refused: bad settings or an unsafe combination of them. */
+export class StartupError extends Schema.TaggedError<StartupError>()("StartupError", {
+  message: Schema.String
+}) {}
+
+export const defaults = {
+  host: "127.0.0.1",
+  port: 8480,
+  dbPath: "./data/router.db",
+  maxBodyBytes: 20 * 1024 * 1024,
+  drainMs: 10_000
+} as const
+
+const nonEmpty = (name: string) =>
+  Config.option(Config.string(name)).pipe(Config.map(Option.filter((s) => s.trim() !== "")))
+
+/** The environment part, read through Effect's `Config` so tests can supply a `ConfigProvider`. */
+export const EnvSettings = Config.all({
+  config: nonEmpty("ROUTER_CONFIG"),
+  host: nonEmpty("ROUTER_HOST"),
+  port: Config.option(Config.port("ROUTER_PORT")),
+  dbPath: nonEmpty("ROUTER_DB_PATH"),
+  clientKey: nonEmpty("ROUTER_CLIENT_KEY"),
+  adminKey: nonEmpty("ROUTER_ADMIN_KEY"),
+  maxBodyBytes: Config.option(Config.integer("ROUTER_MAX_BODY_BYTES").pipe(
+    Config.validate({ message: "Expected a positive number of bytes", validation: (n) => n > 0 })
+  ))
+})
+
+/** Which config file to load, if any: `--config` wins over `ROUTER_CONFIG`. */
+export const configPath = (flags: Flags) =>
+  Effect.map(EnvSettings, (env) => flags.config ?? Option.getOrNull(env.config))
+
+export const isLoopback = (host: string): boolean =>
+  host === "localhost" || host === "::1" || host === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(host)
+
+/** Merges flags, environment and file into settings, refusing to expose `/v1` without a key. */
+export const resolveSettings = (flags: Flags, file: ServerFile | null | undefined, path: string | null) =>
+  Effect.gen(function* () {
+    const env = yield* EnvSettings.pipe(
+      Effect.mapError((e) => new StartupError({ message: `Invalid environment: ${e.toString()}` }))
+    )
+    const settings: SettingsShape = {
+      host: flags.host ?? Option.getOrUndefined(env.host) ?? file?.host ?? defaults.host,
+      port: flags.port ?? Option.getOrUndefined(env.port) ?? file?.port ?? defaults.port,
+      dbPath: flags.db ?? Option.getOrUndefined(env.dbPath) ?? defaults.dbPath,
+      configPath: path,
+      clientKey: Option.getOrNull(Option.map(env.clientKey, Redacted.make)),
+      adminKey: Option.getOrNull(Option.map(env.adminKey, Redacted.make)),
+      maxBodyBytes: Option.getOrUndefined(env.maxBodyBytes) ?? file?.max_body_bytes ?? defaults.maxBodyBytes,
+      drainMs: defaults.drainMs
+    }
+    if (!Number.isInteger(settings.port) || settings.port < 0 || settings.port > 65535) {
+      return yield* new StartupError({ message: `Invalid port ${settings.port}: expected 0-65535` })
+    }
+    if (settings.clientKey === null && !isLoopback(settings.host)) {
+      return yield* new StartupError({
+        message: `Refusing to listen on ${settings.host} without a client key: set ROUTER_CLIENT_KEY, ` +
+          `or bind to a loopback address (127.0.0.1), so /v1 is never open to the network`
+      })
+    }
+    return settings
+  })

@@ -1,0 +1,117 @@
+/**
+ * Every error a request can end in, as tagged classes. The HTTP edge maps each one to an
+ * OpenAI-shaped body in one exhaustive switch (`http/Errors.ts`); library users match on `_tag`.
+ */
+import { Schema } from "effect"
+
+/** The request body is not valid JSON, or does not match the endpoint's schema. */
+export class InvalidRequest extends Schema.TaggedError<InvalidRequest>()("InvalidRequest", {
+  message: Schema.String,
+  param: Schema.NullOr(Schema.String),
+  code: Schema.NullOr(Schema.String)
+}) {}
+
+/** The request body is larger than the configured limit. */
+export class PayloadTooLarge extends Schema.TaggedError<PayloadTooLarge>()("PayloadTooLarge", {
+  limit: Schema.Number
+}) {
+  get message() {
+    return `Request body exceeds the limit of ${this.limit} bytes`
+  }
+}
+
+/** Missing or wrong API key. */
+export class Unauthorized extends Schema.TaggedError<Unauthorized>()("Unauthorized", {
+  message: Schema.String
+}) {}
+
+/** The requested model is neither an upstream model id, a `provider+model` id nor an alias. */
+export class ModelNotFound extends Schema.TaggedError<ModelNotFound>()("ModelNotFound", {
+  model: Schema.String
+}) {
+  get message() {
+    return `The model '${this.model}' does not exist on this router (see GET /v1/models)`
+  }
+}
+
+/** The model is known but no configured provider can serve this request. */
+export class NoCandidates extends Schema.TaggedError<NoCandidates>()("NoCandidates", {
+  model: Schema.String,
+  reasons: Schema.Array(Schema.String)
+}) {
+  get message() {
+    const why = this.reasons.length > 0 ? `: ${this.reasons.join("; ")}` : ""
+    return `No provider can serve model '${this.model}' for this request${why}`
+  }
+}
+
+/** One attempt at one candidate, as reported in `X-Router-Attempts` and the request record. */
+export const Attempt = Schema.Struct({
+  provider: Schema.String,
+  upstreamModel: Schema.String,
+  outcome: Schema.String,
+  detail: Schema.String,
+  status: Schema.NullOr(Schema.Number),
+  durationMs: Schema.Number
+})
+export type Attempt = typeof Attempt.Type
+
+/** Every candidate was tried and none produced an answer. */
+export class AllCandidatesFailed extends Schema.TaggedError<AllCandidatesFailed>()("AllCandidatesFailed", {
+  model: Schema.String,
+  attempts: Schema.Array(Attempt)
+}) {
+  get message() {
+    const tried = this.attempts.map((a) => `${a.provider}+${a.upstreamModel} (${a.detail})`).join(", ")
+    return `All providers failed for model '${this.model}': ${tried}`
+  }
+}
+
+/**
+ * The upstream refused the request for a reason of the request's own (400, 404, 413, 422, …).
+ * It is returned to the client as the upstream sent it and is never retried elsewhere.
+ */
+export class UpstreamRejected extends Schema.TaggedError<UpstreamRejected>()("UpstreamRejected", {
+  provider: Schema.String,
+  upstreamModel: Schema.String,
+  status: Schema.Number,
+  body: Schema.Uint8ArrayFromSelf,
+  attempts: Schema.Array(Attempt)
+}) {
+  get message() {
+    return `Provider '${this.provider}' rejected the request with HTTP ${this.status}`
+  }
+}
+
+/** Why a transport-level call to an upstream failed before producing a usable answer. */
+export const TransportReason = Schema.Literal("connect", "reset", "timeout", "protocol", "aborted")
+export type TransportReason = typeof TransportReason.Type
+
+/** A failure talking to one upstream: the connection, not the answer. */
+export class UpstreamTransportError extends Schema.TaggedError<UpstreamTransportError>()("UpstreamTransportError", {
+  provider: Schema.String,
+  reason: TransportReason,
+  detail: Schema.String
+}) {
+  get message() {
+    return `${this.provider}: ${this.detail}`
+  }
+}
+
+/** The router could not write the streamed answer to the client (it hung up) or the upstream died mid-stream. */
+export class StreamInterrupted extends Schema.TaggedError<StreamInterrupted>()("StreamInterrupted", {
+  provider: Schema.String,
+  detail: Schema.String
+}) {
+  get message() {
+    return `The stream from '${this.provider}' ended early: ${this.detail}`
+  }
+}
+
+/** The errors a routed request can end in. */
+export type RouterError =
+  | InvalidRequest
+  | ModelNotFound
+  | NoCandidates
+  | AllCandidatesFailed
+  | UpstreamRejected

@@ -1,0 +1,66 @@
+/**
+ * What the router knows about a backend, once configuration (file, environment, database) has been
+ * resolved. Routing code only ever sees these plain values.
+ */
+import type { Redacted } from "effect"
+import { Schema } from "effect"
+
+export const ProviderType = Schema.Literal("venice", "featherless", "openai_compat")
+export type ProviderType = typeof ProviderType.Type
+
+/** Where a provider or alias record came from: the YAML file (rewritten on every start) or the config API. */
+export const RecordSource = Schema.Literal("file", "api")
+export type RecordSource = typeof RecordSource.Type
+
+export interface Timeouts {
+  readonly connectMs: number
+  readonly firstByteMs: number
+  readonly totalMs: number
+}
+
+export const defaultTimeouts: Timeouts = { connectMs: 5_000, firstByteMs: 60_000, totalMs: 600_000 }
+
+export interface ProviderSpec {
+  readonly id: string
+  /** Base URL of the OpenAI-compatible API, without a trailing slash (`https://api.venice.ai/api/v1`). */
+  readonly endpoint: string
+  readonly apiKey: Redacted.Redacted<string> | null
+  readonly type: ProviderType
+  /** The upstream model ids it serves; `null` means "ask the provider" (`GET {endpoint}/models`). */
+  readonly models: ReadonlyArray<string> | null
+  /** Lower is tried first. */
+  readonly priority: number
+  /** Capability flags: `false` rules the provider out for requests that need it; `null` means unknown (allowed). */
+  readonly supportsTools: boolean | null
+  readonly supportsStreaming: boolean | null
+  readonly supportsMultimodal: boolean | null
+  readonly timeouts: Timeouts
+  readonly source: RecordSource
+}
+
+export interface AliasSpec {
+  readonly name: string
+  /** Ordered fallback chain: `provider+model` ids or bare model ids. */
+  readonly targets: ReadonlyArray<string>
+  readonly source: RecordSource
+}
+
+/** The providers and aliases in force, whatever their source. */
+export interface ConfigState {
+  readonly providers: ReadonlyArray<ProviderSpec>
+  readonly aliases: ReadonlyArray<AliasSpec>
+}
+
+/** One (provider, upstream model) pair a request may be sent to. */
+export interface Candidate {
+  readonly provider: ProviderSpec
+  readonly upstreamModel: string
+}
+
+/** `provider+model`: the id that pins a provider. The split is at the first `+`. */
+export const pinnedId = (providerId: string, model: string): string => `${providerId}+${model}`
+
+export const splitPinned = (id: string): readonly [provider: string, model: string] | null => {
+  const at = id.indexOf("+")
+  return at > 0 && at < id.length - 1 ? [id.slice(0, at), id.slice(at + 1)] : null
+}

@@ -1,0 +1,113 @@
+/**
+ * Every error a client sees, in OpenAI's shape `{"error":{"message","type","param","code"}}`, with
+ * its HTTP status. One exhaustive switch, so a new error class cannot reach a client unmapped.
+ */
+import { Schema } from "effect"
+import type {
+  AllCandidatesFailed,
+  InvalidRequest,
+  ModelNotFound,
+  NoCandidates,
+  PayloadTooLarge,
+  StreamInterrupted,
+  Unauthorized,
+  UpstreamRejected
+} from "../domain/Errors.js"
+import type { ErrorBody } from "../domain/OpenAi.js"
+
+/** No route at this path. */
+export class RouteNotFound extends Schema.TaggedError<RouteNotFound>()("RouteNotFound", {
+  method: Schema.String,
+  path: Schema.String
+}) {}
+
+/** The path exists but not with this method. */
+export class MethodNotAllowed extends Schema.TaggedError<MethodNotAllowed>()("MethodNotAllowed", {
+  method: Schema.String,
+  path: Schema.String,
+  allowed: Schema.String
+}) {}
+
+export type HttpError =
+  | InvalidRequest
+  | PayloadTooLarge
+  | Unauthorized
+  | ModelNotFound
+  | NoCandidates
+  | AllCandidatesFailed
+  | UpstreamRejected
+  | StreamInterrupted
+  | RouteNotFound
+  | MethodNotAllowed
+
+export interface ErrorResponse {
+  readonly status: number
+  /** Serialized JSON. */
+  readonly body: string
+  readonly headers?: Readonly<Record<string, string>>
+}
+
+export const errorBody = (message: string, type: string, param: string | null, code: string | null): ErrorBody => ({
+  error: { message, type, param, code }
+})
+
+const json = (status: number, message: string, type: string, param: string | null, code: string | null, headers?: Record<string, string>): ErrorResponse => ({
+  status,
+  body: JSON.stringify(errorBody(message, type, param, code)),
+  ...(headers === undefined ? {} : { headers })
+})
+
+/**
+ * An upstream's own 4xx is passed through as it was sent when it is already OpenAI-shaped; other
+ * shapes (Ollama's `{"error":"…"}`, FastAPI's `{"detail":…}`, plain text) are wrapped so the client
+ * always gets the same shape.
+ */
+export const passThrough = (status: number, body: Uint8Array, provider: string): string => {
+  const text = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("utf8")
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(text)
+  } catch {
+    parsed = undefined
+  }
+  const error = (parsed as { error?: unknown } | undefined)?.error
+  if (typeof error === "object" && error !== null && typeof (error as { message?: unknown }).message === "string") {
+    const e = error as Record<string, unknown>
+    if ("type" in e && "param" in e && "code" in e) return text
+    return JSON.stringify({ ...(parsed as object), error: { type: "invalid_request_error", param: null, code: null, ...e } })
+  }
+  const detail = (parsed as { detail?: unknown } | undefined)?.detail
+  const message = typeof error === "string"
+    ? error
+    : detail !== undefined
+    ? typeof detail === "string" ? detail : JSON.stringify(detail)
+    : text.trim() !== ""
+    ? text.trim().slice(0, 2000)
+    : `Provider '${provider}' answered HTTP ${status}`
+  return JSON.stringify(errorBody(message, "invalid_request_error", null, null))
+}
+
+export const toErrorResponse = (e: HttpError): ErrorResponse => {
+  switch (e._tag) {
+    case "InvalidRequest":
+      return json(400, e.message, "invalid_request_error", e.param, e.code)
+    case "PayloadTooLarge":
+      return json(413, e.message, "invalid_request_error", null, "request_too_large", { connection: "close" })
+    case "Unauthorized":
+      return json(401, e.message, "invalid_request_error", null, "invalid_api_key")
+    case "ModelNotFound":
+      return json(404, e.message, "invalid_request_error", "model", "model_not_found")
+    case "NoCandidates":
+      return json(503, e.message, "upstream_error", "model", "no_available_provider")
+    case "AllCandidatesFailed":
+      return json(502, e.message, "upstream_error", null, "all_providers_failed")
+    case "UpstreamRejected":
+      return { status: e.status, body: passThrough(e.status, e.body, e.provider) }
+    case "StreamInterrupted":
+      return json(502, e.message, "upstream_error", null, "stream_interrupted")
+    case "RouteNotFound":
+      return json(404, `Unknown request URL: ${e.method} ${e.path}`, "invalid_request_error", null, "unknown_url")
+    case "MethodNotAllowed":
+      return json(405, `Method ${e.method} is not allowed on ${e.path} (use ${e.allowed})`, "invalid_request_error", null, "method_not_allowed", { allow: e.allowed })
+  }
+}

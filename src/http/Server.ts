@@ -1,0 +1,51 @@
+/**
+ * The HTTP server: one Node server, owned by `NodeHttpServer` (listen, close), whose requests go to
+ * the fast lane when it serves them and to the platform's `HttpLayerRouter` app otherwise.
+ */
+import { HttpLayerRouter, HttpMiddleware, HttpServer } from "@effect/platform"
+import { NodeHttpServer } from "@effect/platform-node"
+import { Effect, Layer } from "effect"
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
+import { Settings } from "../config/Settings.js"
+import { FastLane } from "./FastLane.js"
+import * as Routes from "./Routes.js"
+
+/** An `HttpServer` that serves the fast lane first, on the host and port from `Settings`. */
+export const serverLayer = Layer.scoped(
+  HttpServer.HttpServer,
+  Effect.gen(function* () {
+    const settings = yield* Settings
+    const lane = yield* FastLane
+    const server = createServer({ keepAliveTimeout: 65_000 })
+    const base = yield* NodeHttpServer.make(() => server, { port: settings.port, host: settings.host })
+    // Runs before `NodeHttpServer`'s own close, which waits for every open connection: idle ones
+    // go at once, and open streams get `drainMs` to finish before they are cut.
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        server.closeIdleConnections()
+        setTimeout(() => server.closeAllConnections(), settings.drainMs).unref()
+      })
+    )
+    return HttpServer.make({
+      address: base.address,
+      serve: (app, middleware) =>
+        Effect.gen(function* () {
+          const platform = yield* (middleware === undefined
+            ? NodeHttpServer.makeHandler(app)
+            : NodeHttpServer.makeHandler(app, middleware as never))
+          const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+            if (!lane.handle(req, res)) platform(req, res)
+          }
+          server.on("request", onRequest)
+          yield* Effect.addFinalizer(() => Effect.sync(() => server.off("request", onRequest)))
+        })
+    })
+  })
+).pipe(Layer.provideMerge(NodeHttpServer.layerContext))
+
+/** The whole HTTP surface, listening. Needs `Settings`, `FastLane` and what the routes use. */
+export const layer = HttpLayerRouter.serve(Routes.layer, { disableLogger: true, disableListenLog: true }).pipe(
+  // No per-request spans: the tracer costs more than the routes it would describe.
+  HttpMiddleware.withTracerDisabledWhen(() => true),
+  Layer.provideMerge(serverLayer)
+)

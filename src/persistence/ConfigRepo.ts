@@ -1,0 +1,107 @@
+/**
+ * Provider and alias records in SQLite. The config file is declarative: on every start its records
+ * replace the file-sourced rows, while API-sourced rows are kept.
+ */
+import { SqlClient } from "@effect/sql"
+import { Effect, Redacted, Schema } from "effect"
+import { createHash } from "node:crypto"
+import type { AliasSpec, ProviderSpec } from "../domain/Provider.js"
+import { ProviderType, RecordSource } from "../domain/Provider.js"
+
+const ProviderRow = Schema.Struct({
+  id: Schema.String,
+  source: RecordSource,
+  endpoint: Schema.String,
+  provider_type: ProviderType,
+  models: Schema.NullOr(Schema.parseJson(Schema.Array(Schema.String))),
+  priority: Schema.Number,
+  supports_tools: Schema.NullOr(Schema.Number),
+  supports_streaming: Schema.NullOr(Schema.Number),
+  supports_multimodal: Schema.NullOr(Schema.Number),
+  timeouts: Schema.parseJson(Schema.Struct({ connectMs: Schema.Number, firstByteMs: Schema.Number, totalMs: Schema.Number })),
+  api_key_fingerprint: Schema.NullOr(Schema.String)
+})
+
+const AliasRow = Schema.Struct({
+  name: Schema.String,
+  source: RecordSource,
+  targets: Schema.parseJson(Schema.Array(Schema.String))
+})
+
+/** A short, non-reversible tag for a key, so records and status can say which key is configured. */
+export const fingerprint = (key: Redacted.Redacted<string> | null): string | null =>
+  key === null ? null : `sha256:${createHash("sha256").update(Redacted.value(key)).digest("hex").slice(0, 12)}`
+
+const flag = (b: boolean | null) => (b === null ? null : b ? 1 : 0)
+const unflag = (n: number | null) => (n === null ? null : n !== 0)
+
+/** A provider as stored: everything but the key itself. */
+export interface StoredProvider extends Omit<ProviderSpec, "apiKey"> {
+  readonly apiKeyFingerprint: string | null
+}
+
+export class ConfigRepo extends Effect.Service<ConfigRepo>()("sanctum/ConfigRepo", {
+  effect: Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const decodeProviders = Schema.decodeUnknown(Schema.Array(ProviderRow))
+    const decodeAliases = Schema.decodeUnknown(Schema.Array(AliasRow))
+
+    const listProviders = Effect.gen(function* () {
+      const rows = yield* decodeProviders(yield* sql`SELECT * FROM providers ORDER BY id`)
+      return rows.map((r): StoredProvider => ({
+        id: r.id,
+        source: r.source,
+        endpoint: r.endpoint,
+        type: r.provider_type,
+        models: r.models,
+        priority: r.priority,
+        supportsTools: unflag(r.supports_tools),
+        supportsStreaming: unflag(r.supports_streaming),
+        supportsMultimodal: unflag(r.supports_multimodal),
+        timeouts: r.timeouts,
+        apiKeyFingerprint: r.api_key_fingerprint
+      }))
+    }).pipe(Effect.orDie)
+
+    const listAliases = Effect.gen(function* () {
+      const rows = yield* decodeAliases(yield* sql`SELECT * FROM aliases ORDER BY name`)
+      return rows.map((r): AliasSpec => ({ name: r.name, targets: r.targets, source: r.source }))
+    }).pipe(Effect.orDie)
+
+    /** Writes the file's records as the file says and drops file records the file no longer has. */
+    const replaceFileRecords = (providers: ReadonlyArray<ProviderSpec>, aliases: ReadonlyArray<AliasSpec>) =>
+      Effect.gen(function* () {
+        const now = Date.now()
+        const ids = providers.map((p) => p.id)
+        const names = aliases.map((a) => a.name)
+        yield* ids.length === 0
+          ? sql`DELETE FROM providers WHERE source = 'file'`
+          : sql`DELETE FROM providers WHERE source = 'file' AND id NOT IN ${sql.in(ids)}`
+        yield* names.length === 0
+          ? sql`DELETE FROM aliases WHERE source = 'file'`
+          : sql`DELETE FROM aliases WHERE source = 'file' AND name NOT IN ${sql.in(names)}`
+        for (const p of providers) {
+          const row = {
+            id: p.id,
+            source: "file",
+            endpoint: p.endpoint,
+            provider_type: p.type,
+            models: p.models === null ? null : JSON.stringify(p.models),
+            priority: p.priority,
+            supports_tools: flag(p.supportsTools),
+            supports_streaming: flag(p.supportsStreaming),
+            supports_multimodal: flag(p.supportsMultimodal),
+            timeouts: JSON.stringify(p.timeouts),
+            api_key_fingerprint: fingerprint(p.apiKey),
+            updated_at: now
+          }
+          yield* sql`INSERT OR REPLACE INTO providers ${sql.insert(row)}`
+        }
+        for (const a of aliases) {
+          yield* sql`INSERT OR REPLACE INTO aliases ${sql.insert({ name: a.name, source: "file", targets: JSON.stringify(a.targets), updated_at: now })}`
+        }
+      }).pipe(sql.withTransaction, Effect.orDie)
+
+    return { listProviders, listAliases, replaceFileRecords } as const
+  })
+}) {}

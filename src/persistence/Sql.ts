@@ -1,0 +1,35 @@
+/**
+ * The SQLite database: one file, migrated at start-up. `@effect/sql-sqlite-node` keeps one
+ * connection behind a semaphore, so nothing here holds a transaction across an upstream call.
+ */
+import { NodeContext } from "@effect/platform-node"
+import { SqlClient } from "@effect/sql"
+import { SqliteClient, SqliteMigrator } from "@effect/sql-sqlite-node"
+import { Effect, Layer } from "effect"
+import { mkdirSync } from "node:fs"
+import { dirname } from "node:path"
+import { StartupError } from "../config/Settings.js"
+import init from "./migrations/0001_init.js"
+
+/** Keys must match `^\d+_.+$`: the migrator silently skips any other. */
+export const migrations = {
+  "0001_init": init
+} as const
+
+/** A migrated database at `filename` (`:memory:` works for tests); the parent directory is created. */
+export const layer = (filename: string) =>
+  Layer.effectDiscard(Effect.flatMap(SqlClient.SqlClient, (sql) => sql`PRAGMA synchronous = NORMAL`)).pipe(
+    // WAL with synchronous=NORMAL: durable across process crashes, without an fsync per commit.
+    Layer.provideMerge(SqliteMigrator.layer({ loader: SqliteMigrator.fromRecord(migrations) }).pipe(
+    Layer.provide(NodeContext.layer))),
+    Layer.provideMerge(Layer.unwrapEffect(Effect.try({
+      try: () => {
+        if (filename !== ":memory:") mkdirSync(dirname(filename), { recursive: true })
+        return SqliteClient.layer({ filename })
+      },
+      catch: (e) => new StartupError({ message: `Cannot create the database directory for ${filename}: ${(e as Error).message}` })
+    }))),
+    Layer.mapError((e) =>
+      e._tag === "StartupError" ? e : new StartupError({ message: `Cannot open or migrate the database ${filename}: ${String(e)}` })
+    )
+  )

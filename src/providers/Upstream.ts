@@ -1,0 +1,346 @@
+/**
+ * The OpenAI-compatible client for one backend call. A seam users replace (the fake provider is one
+ * implementation), so it is a `Context.Tag` with an exported service interface.
+ *
+ * The live implementation drives undici's `Pool` directly through its dispatch-handler API: one
+ * keep-alive pool per origin, response bytes handed on as Node buffers. Measured here, this is
+ * about 250 µs per request cheaper than @effect/platform's `HttpClient`, and bytes never pass
+ * through an Effect `Stream`; Effect drives only the control flow (wait, time out, abort).
+ */
+import { Context, Effect, Layer, Redacted } from "effect"
+import type { IncomingHttpHeaders } from "node:http"
+import { type Dispatcher, Pool } from "undici"
+import { UpstreamTransportError } from "../domain/Errors.js"
+import type { ProviderSpec } from "../domain/Provider.js"
+
+/** Where streamed bytes go: a Node `ServerResponse` fits, as does an in-memory collector. */
+export interface ChunkWriter {
+  /** Writes a chunk; `false` asks the producer to pause until `onDrain`'s callback runs. */
+  readonly write: (chunk: Uint8Array) => boolean
+  readonly onDrain: (resume: () => void) => void
+}
+
+export interface UpstreamCall {
+  readonly provider: ProviderSpec
+  readonly method: "GET" | "POST"
+  /** Path relative to the provider's endpoint, e.g. `/chat/completions`. */
+  readonly path: string
+  readonly body?: string | Uint8Array | undefined
+  readonly stream?: boolean | undefined
+  readonly requestId?: string | undefined
+  /**
+   * Aborting it aborts the call at whatever stage it is: connecting, waiting, or streaming. Any read
+   * pending then fails with reason `aborted`. This is how the router's timeouts end a call.
+   */
+  readonly abort?: AbortSwitch | undefined
+}
+
+/**
+ * A one-shot abort switch with a single listener (the transport). It does the job of an
+ * `AbortController`, which measured ~10 µs per request here, for a few nanoseconds.
+ */
+export class AbortSwitch {
+  aborted = false
+  private listener: (() => void) | undefined
+  /** Sets the callback run on abort, at once if already aborted. */
+  onAbort(listener: () => void): void {
+    if (this.aborted) listener()
+    else this.listener = listener
+  }
+  abort(): void {
+    if (this.aborted) return
+    this.aborted = true
+    const listener = this.listener
+    this.listener = undefined
+    listener?.()
+  }
+}
+
+/** A response whose status and headers have arrived; the body is read through one of its effects. */
+export interface UpstreamResponse {
+  readonly status: number
+  readonly headers: Readonly<Record<string, string | ReadonlyArray<string> | undefined>>
+  /** The whole body. */
+  readonly body: Effect.Effect<Uint8Array, UpstreamTransportError>
+  /** The next chunk, or `null` at the end: for looking at the start of a stream before committing to it. */
+  readonly next: Effect.Effect<Uint8Array | null, UpstreamTransportError>
+  /** Everything not yet read, written as it arrives, with backpressure. Interrupting it aborts the call. */
+  readonly pipe: (writer: ChunkWriter) => Effect.Effect<void, UpstreamTransportError>
+  /** Aborts the call if it is still running: the upstream sees its connection closed. */
+  readonly discard: Effect.Effect<void>
+}
+
+export interface UpstreamService {
+  /** Sends a request; succeeds when the response status and headers have arrived. Interrupting aborts it. */
+  readonly send: (call: UpstreamCall) => Effect.Effect<UpstreamResponse, UpstreamTransportError>
+}
+
+export class Upstream extends Context.Tag("sanctum/Upstream")<Upstream, UpstreamService>() {}
+
+const codeOf = (e: unknown): string => {
+  const err = e as { code?: unknown; cause?: { code?: unknown } }
+  return String(err?.code ?? err?.cause?.code ?? "")
+}
+
+/** Turns a Node or undici error into the router's transport error classes. */
+export const classifyTransportError = (provider: string, e: unknown): UpstreamTransportError => {
+  const code = codeOf(e)
+  const message = (e as Error)?.message ?? String(e)
+  const make = (reason: UpstreamTransportError["reason"], detail: string) =>
+    new UpstreamTransportError({ provider, reason, detail })
+  switch (code) {
+    case "ECONNREFUSED":
+      return make("connect", "connection refused")
+    case "ENOTFOUND":
+    case "EAI_AGAIN":
+      return make("connect", `cannot resolve host (${code})`)
+    case "EHOSTUNREACH":
+    case "ENETUNREACH":
+      return make("connect", `host unreachable (${code})`)
+    case "UND_ERR_CONNECT_TIMEOUT":
+      return make("timeout", "connect timeout")
+    case "UND_ERR_HEADERS_TIMEOUT":
+    case "UND_ERR_BODY_TIMEOUT":
+      return make("timeout", message)
+    case "ECONNRESET":
+    case "EPIPE":
+    case "UND_ERR_SOCKET":
+    case "UND_ERR_CLOSED":
+      return make("reset", "connection reset by upstream")
+    case "UND_ERR_ABORTED":
+      return make("aborted", "request aborted")
+  }
+  if (code.startsWith("ERR_TLS") || code.startsWith("CERT_") || code.includes("SSL") || code === "EPROTO") {
+    return make("connect", `TLS error (${code})`)
+  }
+  return make("protocol", message)
+}
+
+const concat = (chunks: ReadonlyArray<Buffer>, size: number): Uint8Array =>
+  chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks as Array<Buffer>, size)
+
+/**
+ * One request's state, as undici's dispatch handler. Chunks are buffered until someone reads them
+ * (`body`, `next`) or they are handed straight to a writer (`pipe`), pausing the socket when the
+ * writer is full.
+ */
+class Exchange implements Dispatcher.DispatchHandler {
+  controller: Dispatcher.DispatchController | undefined
+  pendingAbort: Error | undefined
+  status = 0
+  headers: IncomingHttpHeaders = {}
+  chunks: Array<Buffer> = []
+  size = 0
+  done = false
+  failure: Error | undefined
+  onStart: ((error: Error | undefined) => void) | undefined
+  onProgress: (() => void) | undefined
+  writer: ChunkWriter | undefined
+
+  constructor(readonly providerId: string) {}
+
+  onRequestStart(controller: Dispatcher.DispatchController) {
+    this.controller = controller
+    if (this.pendingAbort !== undefined) controller.abort(this.pendingAbort)
+  }
+
+  onResponseStart(_: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders) {
+    this.status = status
+    this.headers = headers
+    const k = this.onStart
+    this.onStart = undefined
+    k?.(undefined)
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer) {
+    const writer = this.writer
+    if (writer !== undefined) {
+      if (!writer.write(chunk)) {
+        controller.pause()
+        writer.onDrain(() => controller.resume())
+      }
+      return
+    }
+    this.chunks.push(chunk)
+    this.size += chunk.length
+    this.progress()
+  }
+
+  onResponseEnd() {
+    this.done = true
+    this.progress()
+  }
+
+  onResponseError(_: Dispatcher.DispatchController, error: Error) {
+    this.failure = error
+    const k = this.onStart
+    if (k !== undefined) {
+      this.onStart = undefined
+      k(error)
+    } else {
+      this.progress()
+    }
+  }
+
+  progress() {
+    const k = this.onProgress
+    if (k !== undefined) {
+      this.onProgress = undefined
+      k()
+    }
+  }
+
+  abort() {
+    if (this.done || this.failure !== undefined) return
+    const reason = new Error("aborted by the router")
+    ;(reason as { code?: string }).code = "UND_ERR_ABORTED"
+    if (this.controller !== undefined) this.controller.abort(reason)
+    else this.pendingAbort = reason
+  }
+
+  fail() {
+    return Effect.fail(classifyTransportError(this.providerId, this.failure))
+  }
+
+  readonly discard = Effect.sync(() => this.abort())
+
+  readonly body: Effect.Effect<Uint8Array, UpstreamTransportError> = Effect.async((resume) => {
+    const check = () => {
+      if (this.failure !== undefined) resume(this.fail())
+      else if (this.done) resume(Effect.succeed(concat(this.chunks, this.size)))
+      else this.onProgress = check
+    }
+    check()
+    return this.discard
+  })
+
+  readonly next: Effect.Effect<Uint8Array | null, UpstreamTransportError> = Effect.async((resume) => {
+    const check = () => {
+      if (this.chunks.length > 0) {
+        const chunk = this.chunks.shift()!
+        this.size -= chunk.length
+        resume(Effect.succeed(chunk))
+      } else if (this.failure !== undefined) resume(this.fail())
+      else if (this.done) resume(Effect.succeed(null))
+      else this.onProgress = check
+    }
+    check()
+    return this.discard
+  })
+
+  pipe(writer: ChunkWriter): Effect.Effect<void, UpstreamTransportError> {
+    return Effect.async((resume) => {
+      let full = false
+      for (const chunk of this.chunks) full = !writer.write(chunk)
+      this.chunks = []
+      this.size = 0
+      if (full && this.controller !== undefined && !this.done) {
+        const controller = this.controller
+        controller.pause()
+        writer.onDrain(() => controller.resume())
+      }
+      this.writer = writer
+      const check = () => {
+        if (this.failure !== undefined) resume(this.fail())
+        else if (this.done) resume(Effect.void)
+        else this.onProgress = check
+      }
+      check()
+      return this.discard
+    })
+  }
+
+  response(): UpstreamResponse {
+    return {
+      status: this.status,
+      headers: this.headers,
+      body: this.body,
+      next: this.next,
+      pipe: (writer) => this.pipe(writer),
+      discard: this.discard
+    }
+  }
+}
+
+interface Target {
+  readonly pool: Pool
+  readonly basePath: string
+  readonly authorization: string | undefined
+}
+
+/** The live client: keep-alive undici pools, one per provider endpoint, closed with the layer. */
+export const make = Effect.gen(function* () {
+  const targets = new Map<string, Target>()
+  const keyOf = (p: ProviderSpec) => `${p.id}\u0000${p.endpoint}\u0000${p.timeouts.connectMs}`
+
+  yield* Effect.addFinalizer(() =>
+    Effect.promise(() => Promise.all([...targets.values()].map((t) => t.pool.destroy().catch(() => undefined))))
+  )
+
+  const targetOf = (p: ProviderSpec): Target => {
+    const key = keyOf(p)
+    let target = targets.get(key)
+    if (target === undefined || target.authorization !== authorizationOf(p)) {
+      // A changed endpoint or key replaces the provider's pool; the old one closes when idle.
+      for (const [k, t] of targets) {
+        if (k.startsWith(`${p.id}\u0000`)) {
+          targets.delete(k)
+          void t.pool.close().catch(() => undefined)
+        }
+      }
+      const url = new URL(p.endpoint)
+      target = {
+        pool: new Pool(url.origin, {
+          connections: 256,
+          connectTimeout: p.timeouts.connectMs,
+          keepAliveTimeout: 30_000,
+          // The router enforces first-byte, idle and total timeouts itself; undici's would race them.
+          headersTimeout: 0,
+          bodyTimeout: 0
+        }),
+        basePath: url.pathname.replace(/\/+$/, ""),
+        authorization: authorizationOf(p)
+      }
+      targets.set(key, target)
+    }
+    return target
+  }
+
+  const send = (call: UpstreamCall): Effect.Effect<UpstreamResponse, UpstreamTransportError> =>
+    Effect.async((resume) => {
+      const exchange = new Exchange(call.provider.id)
+      if (call.abort !== undefined) {
+        if (call.abort.aborted) return resume(Effect.fail(new UpstreamTransportError({ provider: call.provider.id, reason: "aborted", detail: "aborted before sending" })))
+        call.abort.onAbort(() => exchange.abort())
+      }
+      exchange.onStart = (error) =>
+        resume(error === undefined ? Effect.succeed(exchange.response()) : exchange.fail())
+      try {
+        const target = targetOf(call.provider)
+        const headers: Record<string, string> = {
+          accept: call.stream ? "text/event-stream" : "application/json"
+        }
+        if (call.body !== undefined) headers["content-type"] = "application/json"
+        if (target.authorization !== undefined) headers.authorization = target.authorization
+        if (call.requestId !== undefined) headers["x-request-id"] = call.requestId
+        target.pool.dispatch({
+          method: call.method,
+          path: target.basePath + call.path,
+          headers,
+          body: call.body ?? null
+        }, exchange)
+      } catch (e) {
+        exchange.onStart = undefined
+        resume(Effect.fail(classifyTransportError(call.provider.id, e)))
+      }
+      return exchange.discard
+    })
+
+  return Upstream.of({ send })
+})
+
+const authorizationOf = (p: ProviderSpec) =>
+  p.apiKey === null || Redacted.value(p.apiKey) === "" ? undefined : `Bearer ${Redacted.value(p.apiKey)}`
+
+/** The live upstream client. */
+export const layer = Layer.scoped(Upstream, make)

@@ -1,0 +1,370 @@
+/**
+ * The per-request workflow: resolve the model, rank the candidates, try them in order until one
+ * answers, and record what happened. One typed Effect pipeline per request, kept lean (few Effect
+ * steps, no per-request spans or logs) because it is the router's hot path.
+ */
+import { Context, Effect, Layer, Option } from "effect"
+import {
+  AllCandidatesFailed,
+  type Attempt,
+  type InvalidRequest,
+  ModelNotFound,
+  NoCandidates,
+  StreamInterrupted,
+  UpstreamRejected,
+  UpstreamTransportError
+} from "../domain/Errors.js"
+import type { ChatCompletionRequest, EmbeddingRequest } from "../domain/OpenAi.js"
+import { type Candidate, pinnedId } from "../domain/Provider.js"
+import { RequestLog, type RequestLogService, type RequestRecord } from "../persistence/RequestLog.js"
+import * as Policy from "../policy/Policy.js"
+import { type Needs, needsOfChat, noNeeds } from "../policy/Rank.js"
+import { Providers } from "../providers/Providers.js"
+import { AbortSwitch, type ChunkWriter, Upstream, type UpstreamResponse } from "../providers/Upstream.js"
+import { actionOfStatus, outcomeOfStatus, outcomeOfTransport } from "./Classify.js"
+import { framed } from "./Sse.js"
+import { scheduler } from "./Timer.js"
+
+export interface ChatInput {
+  readonly request: ChatCompletionRequest
+  /** The JSON body exactly as received: forwarded byte for byte when the model name need not change. */
+  readonly raw?: Uint8Array | undefined
+  readonly requestId?: string | undefined
+}
+
+export interface EmbeddingsInput {
+  readonly request: EmbeddingRequest
+  readonly raw?: Uint8Array | undefined
+  readonly requestId?: string | undefined
+}
+
+interface ReplyInfo {
+  /** The provider that served, and the model it was asked for. */
+  readonly provider: string
+  readonly upstreamModel: string
+  /** Every attempt in order, the serving one last. */
+  readonly attempts: ReadonlyArray<Attempt>
+  readonly status: number
+  readonly contentType: string
+}
+
+/** A complete answer, as the upstream sent it. */
+export interface JsonReply extends ReplyInfo {
+  readonly _tag: "Json"
+  readonly body: Uint8Array
+}
+
+/**
+ * A streamed answer whose first bytes have arrived. `pipe` writes it (first bytes included) as it
+ * comes, and fails with `StreamInterrupted` if the upstream dies after the answer has begun.
+ */
+export interface StreamReply extends ReplyInfo {
+  readonly _tag: "Stream"
+  readonly pipe: (writer: ChunkWriter) => Effect.Effect<void, StreamInterrupted>
+  /** Drops the answer unread (aborting the upstream call). */
+  readonly discard: Effect.Effect<void>
+}
+
+export type Reply = JsonReply | StreamReply
+
+export type ChatError = InvalidRequest | ModelNotFound | NoCandidates | AllCandidatesFailed | UpstreamRejected
+
+export interface RouterService {
+  readonly chat: (input: ChatInput) => Effect.Effect<Reply, ChatError>
+  readonly embeddings: (input: EmbeddingsInput) => Effect.Effect<JsonReply, ChatError>
+}
+
+export class Router extends Context.Tag("sanctum/Router")<Router, RouterService>() {}
+
+type Outcome =
+  | { readonly _tag: "Served"; readonly reply: Reply }
+  | { readonly _tag: "Rejected"; readonly status: number; readonly body: Uint8Array; readonly attempt: Attempt }
+  | { readonly _tag: "Failed"; readonly attempt: Attempt }
+
+const contentTypeOf = (r: UpstreamResponse): string => {
+  const ct = r.headers["content-type"]
+  return typeof ct === "string" ? ct : "application/json"
+}
+
+const snippet = (body: Uint8Array): string => {
+  const text = Buffer.from(body.buffer, body.byteOffset, Math.min(body.byteLength, 300)).toString("utf8")
+  return text.replace(/\s+/g, " ").trim()
+}
+
+export const make = Effect.gen(function* () {
+  const providers = yield* Providers
+  const policy = yield* Policy.Policy
+  const upstream = yield* Upstream
+  const log: RequestLogService | null = Option.getOrNull(yield* Effect.serviceOption(RequestLog))
+  const clock = yield* Effect.clock
+  const schedule = scheduler(clock)
+
+  const record = (entry: RequestRecord) => (log === null ? Effect.void : log.record(entry))
+
+  const attemptOf = (c: Candidate, outcome: string, detail: string, status: number | null, started: number, now: number): Attempt => ({
+    provider: c.provider.id,
+    upstreamModel: c.upstreamModel,
+    outcome,
+    detail,
+    status,
+    durationMs: now - started
+  })
+
+  /**
+   * One candidate, up to the commit point: it answers, refuses the request, or fails. Its timeouts
+   * are timers that abort the call (see `Timer.ts`); a read that fails because a timer fired is
+   * reported as that timeout. Interruption (the client hung up) aborts the call at any stage.
+   */
+  const tryCandidate = (
+    c: Candidate,
+    path: string,
+    body: string | Uint8Array,
+    stream: boolean,
+    requestId: string | undefined,
+    attempts: ReadonlyArray<Attempt>
+  ): Effect.Effect<Outcome> =>
+    Effect.suspend(() => {
+      const started = clock.unsafeCurrentTimeMillis()
+      const t = c.provider.timeouts
+      const controller = new AbortSwitch()
+      let expired: string | null = null
+      const expire = (detail: string) => () => {
+        expired = detail
+        controller.abort()
+      }
+      const cancelFirstByte = schedule(t.firstByteMs, expire(`no first byte within ${t.firstByteMs} ms`))
+      const cancelTotal = schedule(t.totalMs, expire(`no complete answer within ${t.totalMs} ms`))
+      const attempt = (outcome: string, detail: string, status: number | null) =>
+        attemptOf(c, outcome, detail, status, started, clock.unsafeCurrentTimeMillis())
+      const failed = (outcome: string, detail: string, status: number | null): Outcome => {
+        cancelFirstByte()
+        cancelTotal()
+        return { _tag: "Failed", attempt: attempt(outcome, detail, status) }
+      }
+
+      const served = (r: UpstreamResponse): Effect.Effect<Outcome, UpstreamTransportError> => {
+        const contentType = contentTypeOf(r)
+        if (stream && contentType.includes("text/event-stream")) {
+          // The commit point: nothing reaches the client before the first event, so a backend
+          // that accepts the request and then stays silent can still be skipped.
+          return Effect.map(r.next, (first): Outcome => {
+            if (first === null) {
+              controller.abort()
+              return failed("empty_stream", "stream ended before the first event", r.status)
+            }
+            cancelFirstByte()
+            const ok = attempt("ok", "ok", r.status)
+            return { _tag: "Served", reply: streamReply(c, r, first, [...attempts, ok], controller, () => expired, cancelTotal) }
+          })
+        }
+        cancelFirstByte()
+        return Effect.map(r.body, (bytes): Outcome => {
+          cancelTotal()
+          return {
+            _tag: "Served",
+            reply: {
+              _tag: "Json",
+              provider: c.provider.id,
+              upstreamModel: c.upstreamModel,
+              attempts: [...attempts, attempt("ok", "ok", r.status)],
+              status: r.status,
+              contentType,
+              body: bytes
+            }
+          }
+        })
+      }
+
+      // Error bodies are read (for the record, and to pass a 4xx on) within the total timeout.
+      const refused = (r: UpstreamResponse, action: "return" | "failover"): Effect.Effect<Outcome> => {
+        cancelFirstByte()
+        return Effect.map(Effect.orElseSucceed(r.body, () => new Uint8Array(0)), (bytes): Outcome => {
+          const detail = `HTTP ${r.status}${bytes.byteLength > 0 ? `: ${snippet(bytes)}` : ""}`
+          if (action === "failover") return failed(outcomeOfStatus(r.status), detail, r.status)
+          cancelTotal()
+          return { _tag: "Rejected", status: r.status, body: bytes, attempt: attempt("client_error", detail, r.status) }
+        })
+      }
+
+      return upstream.send({ provider: c.provider, method: "POST", path, body, stream, requestId, abort: controller }).pipe(
+        Effect.flatMap((r) => {
+          const action = actionOfStatus(r.status)
+          return action === "ok" ? served(r) : refused(r, action)
+        }),
+        Effect.catchAll((e) =>
+          Effect.succeed(expired !== null ? failed("timeout", expired, null) : failed(outcomeOfTransport(e), e.detail, null))
+        ),
+        Effect.onInterrupt(() =>
+          Effect.sync(() => {
+            cancelFirstByte()
+            cancelTotal()
+            controller.abort()
+          })
+        )
+      )
+    })
+
+  const streamReply = (
+    c: Candidate,
+    r: UpstreamResponse,
+    first: Uint8Array,
+    attempts: ReadonlyArray<Attempt>,
+    controller: AbortSwitch,
+    expired: () => string | null,
+    cancelTotal: () => void
+  ): StreamReply => ({
+    _tag: "Stream",
+    provider: c.provider.id,
+    upstreamModel: c.upstreamModel,
+    attempts,
+    status: r.status,
+    contentType: contentTypeOf(r),
+    discard: Effect.sync(() => {
+      cancelTotal()
+      controller.abort()
+    }),
+    pipe: (writer) =>
+      Effect.suspend(() => {
+        const events = framed(writer)
+        events.write(first)
+        return Effect.tap(r.pipe(events), () => events.flush())
+      }).pipe(
+        Effect.mapError((e) => new StreamInterrupted({ provider: c.provider.id, detail: expired() ?? e.detail })),
+        Effect.onExit((exit) =>
+          Effect.sync(() => {
+            cancelTotal()
+            if (exit._tag === "Failure") controller.abort()
+          })
+        )
+      )
+  })
+
+  /**
+   * Tries the ranked candidates in order; the first to answer wins. Written as a loop of
+   * `flatMap`s rather than `Effect.gen`: on this path the generator measured ~5 µs per request.
+   */
+  const route = (
+    endpoint: "chat" | "embeddings",
+    path: string,
+    request: { readonly model: string },
+    raw: Uint8Array | undefined,
+    needs: Needs,
+    requestId: string | undefined
+  ): Effect.Effect<Reply, ChatError> => {
+    const startedAt = clock.unsafeCurrentTimeMillis()
+    const resolution = providers.resolve(request.model)
+    if (resolution instanceof ModelNotFound) return Effect.fail(resolution)
+    const { dropped, ranked } = policy.rank(resolution, needs)
+    if (ranked.length === 0) {
+      return Effect.fail(
+        new NoCandidates({
+          model: request.model,
+          reasons: dropped.map((d) => `${pinnedId(d.candidate.provider.id, d.candidate.upstreamModel)}: ${d.reason}`)
+        })
+      )
+    }
+
+    // The client's bytes go upstream untouched unless the model name must change; then the
+    // decoded body (every field kept) is serialized once per upstream model name.
+    let bodies: Map<string, string> | undefined
+    const bodyFor = (model: string): string | Uint8Array => {
+      if (model === request.model && raw !== undefined) return raw
+      bodies ??= new Map()
+      let body = bodies.get(model)
+      if (body === undefined) {
+        body = JSON.stringify({ ...request, model })
+        bodies.set(model, body)
+      }
+      return body
+    }
+
+    const recordAs = (
+      provider: string | null,
+      upstreamModel: string | null,
+      status: number,
+      outcome: string,
+      attempts: ReadonlyArray<Attempt>,
+      extra?: { readonly body?: Uint8Array; readonly error?: string | undefined }
+    ) =>
+      record({
+        requestId: requestId ?? "",
+        createdAt: startedAt,
+        endpoint,
+        model: request.model,
+        stream: needs.stream,
+        provider,
+        upstreamModel,
+        status,
+        outcome,
+        attempts,
+        durationMs: clock.unsafeCurrentTimeMillis() - startedAt,
+        body: extra?.body,
+        error: extra?.error
+      })
+
+    const served = (reply: Reply): Effect.Effect<Reply> => {
+      if (reply._tag === "Json") {
+        return Effect.as(recordAs(reply.provider, reply.upstreamModel, reply.status, "ok", reply.attempts, { body: reply.body }), reply)
+      }
+      // A stream is recorded when it ends, with how it ended.
+      return Effect.succeed({
+        ...reply,
+        pipe: (writer: ChunkWriter) =>
+          reply.pipe(writer).pipe(
+            Effect.onExit((exit) =>
+              recordAs(
+                reply.provider,
+                reply.upstreamModel,
+                reply.status,
+                exit._tag === "Success" ? "ok" : exit.cause._tag === "Interrupt" ? "client_closed" : "stream_interrupted",
+                reply.attempts,
+                { error: exit._tag === "Failure" && exit.cause._tag === "Fail" ? exit.cause.error.detail : undefined }
+              )
+            )
+          )
+      })
+    }
+
+    const attempts: Array<Attempt> = []
+    const next = (i: number): Effect.Effect<Reply, ChatError> => {
+      const c = ranked[i]
+      if (c === undefined) {
+        const failure = new AllCandidatesFailed({ model: request.model, attempts })
+        return Effect.zipRight(recordAs(null, null, 502, "all_failed", attempts, { error: failure.message }), Effect.fail(failure))
+      }
+      return Effect.flatMap(tryCandidate(c, path, bodyFor(c.upstreamModel), needs.stream, requestId, attempts), (outcome) => {
+        switch (outcome._tag) {
+          case "Served":
+            return served(outcome.reply)
+          case "Rejected": {
+            attempts.push(outcome.attempt)
+            const { provider, upstreamModel, detail } = outcome.attempt
+            return Effect.zipRight(
+              recordAs(provider, upstreamModel, outcome.status, "client_error", attempts, { error: detail }),
+              Effect.fail(new UpstreamRejected({ provider, upstreamModel, status: outcome.status, body: outcome.body, attempts }))
+            )
+          }
+          case "Failed":
+            attempts.push(outcome.attempt)
+            return next(i + 1)
+        }
+      })
+    }
+    return next(0)
+  }
+
+  return Router.of({
+    chat: (input) => Effect.suspend(() => route("chat", "/chat/completions", input.request, input.raw, needsOfChat(input.request), input.requestId)),
+    embeddings: (input) =>
+      Effect.suspend(() => route("embeddings", "/embeddings", input.request, input.raw, noNeeds, input.requestId)) as Effect.Effect<
+        JsonReply,
+        ChatError
+      >
+  })
+})
+
+/** The workflow, given `Providers`, `Upstream` and `Policy` (and `RequestLog`, when present, for records). */
+export const layerWithoutPolicy = Layer.effect(Router, make)
+
+/** The workflow with the default policy; give it a `Providers` and an `Upstream` Layer. */
+export const layer = layerWithoutPolicy.pipe(Layer.provide(Policy.layer))

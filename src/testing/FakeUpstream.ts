@@ -1,0 +1,138 @@
+/**
+ * A fake `Upstream`: scripted providers answering in memory, no network, timed by Effect's `Clock`
+ * (so `TestClock` drives its delays). Provide it instead of the live `Upstream.layer` to test routing.
+ */
+import { Context, Effect, Layer, Ref } from "effect"
+import { UpstreamTransportError } from "../domain/Errors.js"
+import { type ChunkWriter, Upstream, type UpstreamCall, type UpstreamResponse } from "../providers/Upstream.js"
+import { type FakeBehaviour, plan } from "./Script.js"
+
+export interface FakeProviderScript {
+  /** One behaviour for every call, or a sequence played in order whose last entry repeats. */
+  readonly behaviour?: FakeBehaviour | ReadonlyArray<FakeBehaviour>
+  /** What `GET /models` lists (for providers configured without `models`). */
+  readonly models?: ReadonlyArray<string>
+}
+
+/** One request a fake provider received. */
+export interface FakeCall {
+  readonly provider: string
+  readonly method: string
+  readonly path: string
+  readonly body: unknown
+  /** Whether the caller aborted it before it completed. */
+  readonly aborted: boolean
+}
+
+export interface FakeUpstreamService {
+  /** Every call so far, in order. */
+  readonly calls: Effect.Effect<ReadonlyArray<FakeCall>>
+}
+
+export class FakeUpstream extends Context.Tag("sanctum/FakeUpstream")<FakeUpstream, FakeUpstreamService>() {}
+
+const decodeBody = (body: UpstreamCall["body"]): unknown => {
+  if (body === undefined) return undefined
+  try {
+    return JSON.parse(typeof body === "string" ? body : Buffer.from(body).toString("utf8"))
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Providers by id; a provider without a script answers `ok`. Provides `Upstream` and `FakeUpstream`
+ * (to inspect the calls).
+ */
+export const layer = (scripts: Readonly<Record<string, FakeProviderScript>> = {}) =>
+  Layer.effectContext(
+    Effect.gen(function* () {
+      const calls = yield* Ref.make<ReadonlyArray<FakeCall>>([])
+      const counters = new Map<string, number>()
+
+      const behaviourFor = (provider: string): FakeBehaviour => {
+        const b = scripts[provider]?.behaviour ?? { mode: "ok" }
+        if (!Array.isArray(b)) return b as FakeBehaviour
+        const n = counters.get(provider) ?? 0
+        counters.set(provider, n + 1)
+        return b[Math.min(n, b.length - 1)] ?? { mode: "ok" }
+      }
+
+      const send = (call: UpstreamCall): Effect.Effect<UpstreamResponse, UpstreamTransportError> =>
+        Effect.gen(function* () {
+          const id = call.provider.id
+          const body = decodeBody(call.body)
+          const index = yield* Ref.modify(calls, (cs) => [cs.length, [...cs, { provider: id, method: call.method, path: call.path, body, aborted: false }]])
+          let finished = false
+          const markAborted = Ref.update(calls, (cs) => cs.map((c, i) => (i === index ? { ...c, aborted: true } : c)))
+          const fail = (reason: UpstreamTransportError["reason"], detail: string) =>
+            Effect.fail(new UpstreamTransportError({ provider: id, reason, detail }))
+          // Like the live client: aborting the signal (or interrupting) ends whatever is pending.
+          let onAbort: (() => void) | undefined
+          call.abort?.onAbort(() => onAbort?.())
+          const signalled: Effect.Effect<never, UpstreamTransportError> = Effect.async((resume) => {
+            if (call.abort === undefined) return
+            if (call.abort.aborted) return resume(fail("aborted", "request aborted"))
+            onAbort = () => resume(fail("aborted", "request aborted"))
+            return Effect.sync(() => {
+              onAbort = undefined
+            })
+          })
+          const abortable = <A>(effect: Effect.Effect<A, UpstreamTransportError>) =>
+            Effect.raceFirst(effect, signalled).pipe(
+              Effect.tapError((e) => (e.reason === "aborted" ? markAborted : Effect.void)),
+              Effect.onInterrupt(() => (finished ? Effect.void : markAborted))
+            )
+          const p = plan(behaviourFor(id), { method: call.method, path: call.path, body }, id, scripts[id]?.models ?? [])
+          switch (p._tag) {
+            case "Refuse":
+              return yield* fail("connect", "connection refused")
+            case "Reset":
+              return yield* fail("reset", "connection reset by upstream")
+            case "Hang":
+              return yield* abortable(Effect.never)
+          }
+          yield* abortable(Effect.sleep(p.firstByteMs))
+          let next = 0
+          const read: Effect.Effect<string | null, UpstreamTransportError> = Effect.suspend(() => {
+            const chunk = p.chunks[next]
+            if (chunk === undefined) {
+              if (p.then === "hang") return Effect.never
+              if (p.then === "reset") return fail("reset", "connection reset by upstream")
+              finished = true
+              return Effect.succeed(null)
+            }
+            next++
+            return Effect.as(Effect.sleep(chunk.delayMs), chunk.data)
+          })
+          const readAll = Effect.gen(function* () {
+            let out = ""
+            for (;;) {
+              const c = yield* read
+              if (c === null) return new Uint8Array(Buffer.from(out))
+              out += c
+            }
+          })
+          const pipe = (writer: ChunkWriter) =>
+            abortable(Effect.gen(function* () {
+              for (;;) {
+                const c = yield* read
+                if (c === null) return
+                if (!writer.write(Buffer.from(c))) yield* Effect.async<void>((resume) => writer.onDrain(() => resume(Effect.void)))
+              }
+            }))
+          return {
+            status: p.status,
+            headers: { "content-type": p.contentType },
+            body: abortable(readAll),
+            next: abortable(Effect.map(read, (c) => (c === null ? null : new Uint8Array(Buffer.from(c))))),
+            pipe,
+            discard: Effect.suspend(() => (finished ? Effect.void : markAborted))
+          } satisfies UpstreamResponse
+        })
+
+      return Context.make(Upstream, Upstream.of({ send })).pipe(
+        Context.add(FakeUpstream, FakeUpstream.of({ calls: Ref.get(calls) }))
+      )
+    })
+  )
