@@ -76,6 +76,22 @@ export interface RouterService {
 
 export class Router extends Context.Tag("sanctum/Router")<Router, RouterService>() {}
 
+/**
+ * A reply's body as text: the JSON answer, or every SSE event of a stream (read to its end). For
+ * library callers; the HTTP edge writes replies as they come instead.
+ */
+export const text = (reply: Reply): Effect.Effect<string, StreamInterrupted> => {
+  if (reply._tag === "Json") return Effect.succeed(Buffer.from(reply.body).toString("utf8"))
+  const chunks: Array<Buffer> = []
+  return Effect.as(
+    reply.pipe({ write: (c) => chunks.push(Buffer.from(c)) > 0, onDrain: () => {} }),
+    chunks
+  ).pipe(Effect.map((cs) => Buffer.concat(cs).toString("utf8")))
+}
+
+/** The JSON answer of a non-streaming reply, parsed. */
+export const json = (reply: JsonReply): unknown => JSON.parse(Buffer.from(reply.body).toString("utf8"))
+
 type Outcome =
   | { readonly _tag: "Served"; readonly reply: Reply }
   | { readonly _tag: "Rejected"; readonly status: number; readonly body: Uint8Array; readonly attempt: Attempt }
