@@ -40,12 +40,11 @@ const HttpUrl = Schema.String.pipe(
   })
 )
 
-/** Provider ids and alias names appear in `provider+model` ids and URLs: no `+`, no spaces. */
-const Name = Schema.String.pipe(
-  Schema.pattern(/^[A-Za-z0-9][A-Za-z0-9_.:-]*$/, {
-    message: () => "must start with a letter or digit and contain only letters, digits, '_', '.', ':' or '-'"
-  })
-)
+/**
+ * Provider ids and alias names appear in `provider+model` ids and URLs: no `+`, no spaces. Checked
+ * after decoding, because a Record whose key schema rejects a key drops that entry silently.
+ */
+const namePattern = /^[A-Za-z0-9][A-Za-z0-9_.:-]*$/
 
 export const ProviderFile = Schema.Struct({
   endpoint: HttpUrl,
@@ -75,8 +74,8 @@ export type ServerFile = typeof ServerFile.Type
 /** The whole file. Sections this version does not know (`monitoring`, `routing`, …) are ignored. */
 export const ConfigFile = Schema.Struct({
   server: Schema.optional(Schema.NullOr(ServerFile)),
-  providers: Schema.optional(Schema.NullOr(Schema.Record({ key: Name, value: ProviderFile }))),
-  aliases: Schema.optional(Schema.NullOr(Schema.Record({ key: Name, value: AliasTargets })))
+  providers: Schema.optional(Schema.NullOr(Schema.Record({ key: Schema.String, value: ProviderFile }))),
+  aliases: Schema.optional(Schema.NullOr(Schema.Record({ key: Schema.String, value: AliasTargets })))
 })
 export type ConfigFile = typeof ConfigFile.Type
 
@@ -132,8 +131,7 @@ export const decodeConfig = (
     const substituted = substituteEnv(document ?? {}, env, missing)
     const decoded = decodeFile(substituted)
     if (decoded._tag === "Left") {
-      const issues = ParseResult.ArrayFormatter.formatErrorSync(decoded.left)
-      const lines = issues.map((i) => `  ${formatPath(i.path)}: ${i.message}`)
+      const lines = describeIssues(ParseResult.ArrayFormatter.formatErrorSync(decoded.left))
       return Effect.fail(new ConfigFileError({ path, message: `${path} is not a valid configuration:\n${lines.join("\n")}` }))
     }
     const file = decoded.right
@@ -142,9 +140,30 @@ export const decodeConfig = (
     return Effect.succeed({ path, file, missingEnv: missing })
   })
 
-/** Pinned alias targets must name a provider the file defines; a typo would otherwise route nowhere. */
+/**
+ * One line per problem. Optional and nullable keys make Schema report every union branch a value
+ * failed ("Expected undefined", "Expected null"); those say nothing when a real reason exists.
+ */
+const describeIssues = (issues: ReadonlyArray<ParseResult.ArrayFormatterIssue>): Array<string> => {
+  const noise = /^Expected (undefined|null), actual/
+  const useful = issues.filter((i) => !noise.test(i.message))
+  const lines = (useful.length > 0 ? useful : issues).map((i) => `  ${formatPath(i.path)}: ${i.message}`)
+  return [...new Set(lines)]
+}
+
+/**
+ * Checks what the schema cannot: names, and that pinned alias targets name a provider the file
+ * defines (a typo would otherwise route nowhere).
+ */
 const checkAliases = (file: ConfigFile): string | null => {
   const providers = file.providers ?? {}
+  for (const [section, names] of [["providers", Object.keys(providers)], ["aliases", Object.keys(file.aliases ?? {})]] as const) {
+    for (const name of names) {
+      if (!namePattern.test(name)) {
+        return `${section}.${name}: the name must start with a letter or digit and contain only letters, digits, '_', '.', ':' or '-'`
+      }
+    }
+  }
   for (const [name, targets] of Object.entries(file.aliases ?? {})) {
     const list = typeof targets === "string" ? [targets] : targets
     for (let i = 0; i < list.length; i++) {
@@ -169,8 +188,8 @@ export const loadConfigFile = (
     Effect.flatMap((text) => {
       const doc = Yaml.parseDocument(text, { prettyErrors: true })
       if (doc.errors.length > 0) {
-        const first = doc.errors[0]!
-        return Effect.fail(new ConfigFileError({ path, message: `${path} is not valid YAML: ${first.message}` }))
+        const first = doc.errors[0]!.message.split("\n")[0]
+        return Effect.fail(new ConfigFileError({ path, message: `${path} is not valid YAML: ${first}` }))
       }
       return decodeConfig(doc.toJS(), path, env)
     })

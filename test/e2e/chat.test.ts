@@ -1,0 +1,331 @@
+/**
+ * Successful routing through the official client: chat (plain, streamed, tool calls), fields the
+ * router does not know reaching the upstream untouched, embeddings, and how a model id picks its
+ * provider (priority, `provider+model` pinning, ids with `/`, aliases in their configured order).
+ */
+import type OpenAI from "openai"
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
+import type { FakeServer } from "../../src/testing/FakeServer.js"
+import { embedding } from "../../src/testing/Script.js"
+import type { RouterUnderTest } from "../kit/TestRouter.js"
+import { clientOf, harness, lastRequest, newRequestId, recordOf, requestsTo } from "./helpers.js"
+
+const tools: Array<OpenAI.Chat.Completions.ChatCompletionTool> = [
+  {
+    type: "function",
+    function: {
+      name: "lookup_weather",
+      description: "Looks up the weather",
+      parameters: { type: "object", properties: { query: { type: "string" } }, required: ["query"] }
+    }
+  },
+  { type: "function", function: { name: "second_tool", parameters: { type: "object", properties: {} } } }
+]
+
+describe("chat, embeddings and model resolution", () => {
+  const h = harness()
+  let alpha: FakeServer
+  let beta: FakeServer
+  let router: RouterUnderTest
+  let client: OpenAI
+
+  beforeAll(async () => {
+    alpha = await h.fake({ name: "alpha" })
+    beta = await h.fake({ name: "beta" })
+    router = await h.router({
+      config: {
+        providers: {
+          alpha: { endpoint: alpha.url, api_key: "alpha-key", models: ["m1", "org/model-x", "emb-1"], priority: 1 },
+          beta: { endpoint: beta.url, api_key: "beta-key", models: ["m1", "m2", "big-model"], priority: 2 }
+        },
+        aliases: {
+          // Beta first although alpha has the lower priority: an alias keeps its order.
+          chain: ["beta+m1", "alpha+m1"],
+          renamed: "beta+big-model",
+          mixed: ["m2", "alpha+org/model-x"]
+        }
+      }
+    })
+    client = clientOf(router)
+  })
+  beforeEach(() => {
+    alpha.setBehaviour({ mode: "ok" })
+    beta.setBehaviour({ mode: "ok" })
+  })
+  afterAll(() => h.closeAll())
+
+  describe("chat completions", () => {
+    it("answers a non-streaming request with the router's headers", async () => {
+      const requestId = newRequestId("plain")
+      const { data, response } = await client.chat.completions
+        .create({ model: "m1", messages: [{ role: "user", content: "hello there" }] }, { headers: { "x-request-id": requestId } })
+        .withResponse()
+      expect(response.status).toBe(200)
+      expect(data.object).toBe("chat.completion")
+      expect(data.model).toBe("m1")
+      expect(data.choices).toHaveLength(1)
+      expect(data.choices[0]?.message).toMatchObject({ role: "assistant", content: "Hello from alpha!" })
+      expect(data.choices[0]?.finish_reason).toBe("stop")
+      expect(data.usage?.total_tokens).toBeGreaterThan(0)
+      expect(response.headers.get("x-router-provider")).toBe("alpha")
+      expect(response.headers.get("x-router-upstream-model")).toBe("m1")
+      expect(response.headers.get("x-router-attempts")).toBe("alpha:ok")
+      expect(response.headers.get("x-request-id")).toBe(requestId)
+      // The upstream gets the request id and the provider's own key.
+      const upstream = lastRequest(alpha)
+      expect(upstream.headers["x-request-id"]).toBe(requestId)
+      expect(upstream.headers.authorization).toBe("Bearer alpha-key")
+      expect(upstream.body).toMatchObject({ model: "m1", messages: [{ role: "user", content: "hello there" }] })
+
+      const record = await recordOf(router, requestId)
+      expect(record).toMatchObject({ endpoint: "chat", model: "m1", provider: "alpha", upstream_model: "m1", status: 200, outcome: "ok", stream: 0 })
+      expect(record.prompt_tokens).toBeGreaterThan(0)
+    })
+
+    it("makes up a request id when the client sends none", async () => {
+      const { response } = await client.chat.completions
+        .create({ model: "m1", messages: [{ role: "user", content: "hi" }] })
+        .withResponse()
+      const id = response.headers.get("x-request-id")
+      expect(id).toMatch(/^[\x21-\x7e]{8,}$/)
+      expect(lastRequest(alpha).headers["x-request-id"]).toBe(id)
+    })
+
+    it("streams an answer whose chunks reassemble to the text, with a usage chunk when asked", async () => {
+      alpha.setBehaviour({ mode: "ok", content: "The quick brown fox jumps over the lazy dog." })
+      const { data: stream, response } = await client.chat.completions
+        .create({
+          model: "m1",
+          messages: [{ role: "user", content: "tell me about foxes" }],
+          stream: true,
+          stream_options: { include_usage: true }
+        })
+        .withResponse()
+      expect(response.headers.get("content-type")).toContain("text/event-stream")
+      expect(response.headers.get("x-router-provider")).toBe("alpha")
+      expect(response.headers.get("x-router-attempts")).toBe("alpha:ok")
+      const chunks: Array<OpenAI.Chat.Completions.ChatCompletionChunk> = []
+      for await (const chunk of stream) chunks.push(chunk)
+      const text = chunks.map((c) => c.choices[0]?.delta.content ?? "").join("")
+      expect(text).toBe("The quick brown fox jumps over the lazy dog.")
+      const contentChunks = chunks.filter((c) => (c.choices[0]?.delta.content ?? "") !== "")
+      expect(contentChunks.length).toBeGreaterThan(3)
+      expect(chunks.some((c) => c.choices[0]?.finish_reason === "stop")).toBe(true)
+      const usage = chunks.filter((c) => c.usage != null)
+      expect(usage).toHaveLength(1)
+      expect(usage[0]?.choices).toEqual([])
+      expect(usage[0]?.usage?.completion_tokens).toBeGreaterThan(0)
+      expect(usage[0]?.usage?.total_tokens).toBe((usage[0]?.usage?.prompt_tokens ?? 0) + (usage[0]?.usage?.completion_tokens ?? 0))
+      expect(lastRequest(alpha).body).toMatchObject({ stream: true, stream_options: { include_usage: true } })
+    })
+
+    it("streams without a usage chunk when none was asked for, ending with [DONE]", async () => {
+      const res = await fetch(`${router.baseURL}/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: "m1", messages: [{ role: "user", content: "hi" }], stream: true })
+      })
+      expect(res.status).toBe(200)
+      const text = await res.text()
+      const events = text.split("\n\n").filter((e) => e.trim() !== "")
+      expect(events[events.length - 1]).toBe("data: [DONE]")
+      const payloads = events.slice(0, -1).map((e) => JSON.parse(e.replace(/^data: /, "")) as OpenAI.Chat.Completions.ChatCompletionChunk)
+      expect(payloads.every((p) => p.usage == null)).toBe(true)
+      expect(payloads.map((p) => p.choices[0]?.delta.content ?? "").join("")).toBe("Hello from alpha!")
+    })
+
+    it("returns tool calls in a non-streamed answer", async () => {
+      const res = await client.chat.completions.create({
+        model: "m1",
+        messages: [{ role: "user", content: "weather in Oslo" }],
+        tools,
+        tool_choice: "auto"
+      })
+      const choice = res.choices[0]
+      expect(choice?.finish_reason).toBe("tool_calls")
+      expect(choice?.message.content).toBeNull()
+      expect(choice?.message.tool_calls).toHaveLength(1)
+      const call = choice?.message.tool_calls?.[0]
+      expect(call?.type).toBe("function")
+      if (call?.type !== "function") throw new Error("expected a function call")
+      expect(call.id).toBe("call_fake_1")
+      expect(call.function.name).toBe("lookup_weather")
+      expect(JSON.parse(call.function.arguments)).toEqual({ query: "weather in Oslo" })
+      // The tools went upstream as sent.
+      expect((lastRequest(alpha).body as { tools: unknown }).tools).toEqual(tools)
+    })
+
+    it("streams tool calls whose pieces reassemble to the call", async () => {
+      const stream = await client.chat.completions.create({
+        model: "m1",
+        messages: [{ role: "user", content: "weather in Bergen" }],
+        tools,
+        stream: true
+      })
+      const calls = new Map<number, { id?: string; name: string; arguments: string }>()
+      let finish: string | null = null
+      let deltas = 0
+      for await (const chunk of stream) {
+        const choice = chunk.choices[0]
+        if (choice?.finish_reason) finish = choice.finish_reason
+        for (const tc of choice?.delta.tool_calls ?? []) {
+          deltas++
+          const entry = calls.get(tc.index) ?? { name: "", arguments: "" }
+          if (tc.id !== undefined) entry.id = tc.id
+          entry.name += tc.function?.name ?? ""
+          entry.arguments += tc.function?.arguments ?? ""
+          calls.set(tc.index, entry)
+        }
+      }
+      expect(deltas).toBeGreaterThan(1)
+      expect(finish).toBe("tool_calls")
+      expect([...calls.keys()]).toEqual([0])
+      expect(calls.get(0)?.id).toBe("call_fake_1")
+      expect(calls.get(0)?.name).toBe("lookup_weather")
+      expect(JSON.parse(calls.get(0)?.arguments ?? "")).toEqual({ query: "weather in Bergen" })
+    })
+
+    it("passes fields it does not know upstream unchanged (body forwarded as is)", async () => {
+      const body = {
+        model: "m1",
+        messages: [
+          { role: "system", content: "be terse", name: "sys" },
+          { role: "user", content: [{ type: "text", text: "give me json" }] }
+        ],
+        temperature: 0.37,
+        top_p: 0.9,
+        seed: 424242,
+        max_tokens: 77,
+        stop: ["\n\n", "END"],
+        logit_bias: { "50256": -100 },
+        user: "user-1234",
+        response_format: {
+          type: "json_schema",
+          json_schema: { name: "answer", strict: true, schema: { type: "object", properties: { a: { type: "number" } } } }
+        },
+        venice_parameters: { include_venice_system_prompt: false, character_slug: "alan", nested: { list: [1, 2.5, null, "x"] } }
+      }
+      await client.chat.completions.create(body as unknown as OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming)
+      expect(lastRequest(alpha).body).toEqual(body)
+    })
+
+    it("keeps every unknown field when it must rewrite the model name (pinned id)", async () => {
+      const extras = {
+        temperature: 0,
+        seed: 7,
+        response_format: { type: "json_object" },
+        venice_parameters: { enable_web_search: "auto", strip_thinking_response: true }
+      }
+      const body = { model: "beta+m2", messages: [{ role: "user", content: "hi" }], ...extras }
+      const { response } = await client.chat.completions
+        .create(body as unknown as OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming)
+        .withResponse()
+      expect(response.headers.get("x-router-provider")).toBe("beta")
+      expect(lastRequest(beta).body).toEqual({ ...body, model: "m2" })
+    })
+  })
+
+  it("creates embeddings through the client", async () => {
+    const before = requestsTo(beta, "/embeddings").length
+    const { data, response } = await client.embeddings
+      .create({ model: "emb-1", input: ["first text", "second text"], encoding_format: "float" })
+      .withResponse()
+    expect(response.headers.get("x-router-provider")).toBe("alpha")
+    expect(response.headers.get("x-router-upstream-model")).toBe("emb-1")
+    expect(data.object).toBe("list")
+    expect(data.model).toBe("emb-1")
+    expect(data.data.map((d) => d.index)).toEqual([0, 1])
+    expect(data.data[0]?.embedding).toEqual(embedding("first text"))
+    expect(data.data[1]?.embedding).toEqual(embedding("second text"))
+    expect(lastRequest(alpha, "/embeddings").body).toEqual({ model: "emb-1", input: ["first text", "second text"], encoding_format: "float" })
+    expect(requestsTo(beta, "/embeddings").length).toBe(before)
+
+    const single = await client.embeddings.create({ model: "alpha+emb-1", input: "just one", encoding_format: "float" })
+    expect(single.data).toHaveLength(1)
+    expect(single.data[0]?.embedding).toEqual(embedding("just one"))
+    expect(lastRequest(alpha, "/embeddings").body).toMatchObject({ model: "emb-1", input: "just one" })
+  })
+
+  describe("model resolution", () => {
+    it("sends a bare id to the provider with the lowest priority", async () => {
+      const { response } = await client.chat.completions.create({ model: "m1", messages: [{ role: "user", content: "x" }] }).withResponse()
+      expect(response.headers.get("x-router-provider")).toBe("alpha")
+    })
+
+    it("pins a provider with provider+model, even one with a higher priority number", async () => {
+      const alphaBefore = requestsTo(alpha).length
+      const { data, response } = await client.chat.completions
+        .create({ model: "beta+m1", messages: [{ role: "user", content: "x" }] })
+        .withResponse()
+      expect(data.choices[0]?.message.content).toBe("Hello from beta!")
+      expect(response.headers.get("x-router-provider")).toBe("beta")
+      expect(response.headers.get("x-router-upstream-model")).toBe("m1")
+      expect(response.headers.get("x-router-attempts")).toBe("beta:ok")
+      // The upstream is asked for its own model name, not the pinned id.
+      expect((lastRequest(beta).body as { model: string }).model).toBe("m1")
+      expect(requestsTo(alpha)).toHaveLength(alphaBefore)
+    })
+
+    it("does not fail a pinned request over to another provider", async () => {
+      beta.setBehaviour({ mode: "status", status: 500 })
+      const alphaBefore = requestsTo(alpha).length
+      const error = await client.chat.completions.create({ model: "beta+m1", messages: [{ role: "user", content: "x" }] }).catch((e: unknown) => e)
+      expect((error as { status?: number }).status).toBe(502)
+      expect(requestsTo(alpha)).toHaveLength(alphaBefore)
+    })
+
+    it("routes model ids containing '/', bare and pinned", async () => {
+      const bare = await client.chat.completions
+        .create({ model: "org/model-x", messages: [{ role: "user", content: "x" }] })
+        .withResponse()
+      expect(bare.response.headers.get("x-router-provider")).toBe("alpha")
+      expect(bare.response.headers.get("x-router-upstream-model")).toBe("org/model-x")
+      expect(bare.data.model).toBe("org/model-x")
+      expect((lastRequest(alpha).body as { model: string }).model).toBe("org/model-x")
+
+      const pinned = await client.chat.completions
+        .create({ model: "alpha+org/model-x", messages: [{ role: "user", content: "x" }] })
+        .withResponse()
+      expect(pinned.response.headers.get("x-router-upstream-model")).toBe("org/model-x")
+      expect((lastRequest(alpha).body as { model: string }).model).toBe("org/model-x")
+    })
+
+    it("tries an alias's targets in their configured order", async () => {
+      const first = await client.chat.completions.create({ model: "chain", messages: [{ role: "user", content: "x" }] }).withResponse()
+      expect(first.data.choices[0]?.message.content).toBe("Hello from beta!")
+      expect(first.response.headers.get("x-router-attempts")).toBe("beta:ok")
+
+      // When the first target fails, the next one in the alias's order serves.
+      beta.setBehaviour({ mode: "status", status: 503 })
+      const requestId = newRequestId("alias")
+      const second = await client.chat.completions
+        .create({ model: "chain", messages: [{ role: "user", content: "x" }] }, { headers: { "x-request-id": requestId } })
+        .withResponse()
+      expect(second.data.choices[0]?.message.content).toBe("Hello from alpha!")
+      expect(second.response.headers.get("x-router-attempts")).toBe("beta:server_error,alpha:ok")
+      const record = await recordOf(router, requestId)
+      expect(record.model).toBe("chain")
+      expect(record.provider).toBe("alpha")
+    })
+
+    it("resolves an alias to another upstream model name and rewrites the body for it", async () => {
+      const { data, response } = await client.chat.completions
+        .create({ model: "renamed", messages: [{ role: "user", content: "x" }], temperature: 0.5 })
+        .withResponse()
+      expect(response.headers.get("x-router-provider")).toBe("beta")
+      expect(response.headers.get("x-router-upstream-model")).toBe("big-model")
+      expect(data.model).toBe("big-model")
+      expect(lastRequest(beta).body).toEqual({ model: "big-model", messages: [{ role: "user", content: "x" }], temperature: 0.5 })
+    })
+
+    it("expands a bare alias target to the providers serving it, then the next target", async () => {
+      beta.setBehaviour({ mode: "reset" })
+      const { data, response } = await client.chat.completions
+        .create({ model: "mixed", messages: [{ role: "user", content: "x" }] })
+        .withResponse()
+      expect(data.choices[0]?.message.content).toBe("Hello from alpha!")
+      expect(response.headers.get("x-router-attempts")).toBe("beta:connection_reset,alpha:ok")
+      expect(response.headers.get("x-router-upstream-model")).toBe("org/model-x")
+    })
+  })
+})

@@ -1,0 +1,432 @@
+/**
+ * Failover between real HTTP upstreams: what moves a request to the next provider (5xx, reset,
+ * refused connection, no first byte, a stream with headers but no event), what does not (a 4xx of
+ * the request's own, a stream that already began), and what the client sees when nothing works.
+ * Every scenario gets its own fakes and router, so no state leaks between them.
+ */
+import { createServer } from "node:http"
+import type { AddressInfo, Socket } from "node:net"
+import OpenAI from "openai"
+import { afterAll, describe, expect, it } from "vitest"
+import { chatChunks, type FakeBehaviour } from "../../src/testing/Script.js"
+import type { FakeServer } from "../../src/testing/FakeServer.js"
+import type { RouterUnderTest } from "../kit/TestRouter.js"
+import { attemptsOf, clientOf, expectOpenAiError, harness, newRequestId, postJson, recordOf, requestsTo } from "./helpers.js"
+
+const h = harness()
+const extraClosers: Array<() => Promise<void>> = []
+afterAll(async () => {
+  await h.closeAll()
+  for (const close of extraClosers.splice(0)) await close()
+})
+
+/**
+ * A minimal upstream that streams the first `events` events of an answer, waits until they have
+ * left the process, then drops the connection: a mid-stream crash, independent of `FakeServer`.
+ */
+const startCuttingUpstream = (events: number, content: string): Promise<string> => {
+  const sockets = new Set<Socket>()
+  const server = createServer((req, res) => {
+    let raw = ""
+    req.setEncoding("utf8")
+    req.on("data", (c: string) => (raw += c))
+    req.on("end", () => {
+      const body = JSON.parse(raw) as Record<string, unknown>
+      const chunks = chatChunks(String(body.model), content, body).slice(0, events)
+      res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" })
+      res.flushHeaders()
+      const step = (i: number) => {
+        const chunk = chunks[i]
+        if (chunk === undefined) req.socket.destroy()
+        else res.write(chunk, () => step(i + 1))
+      }
+      step(0)
+    })
+  })
+  server.on("connection", (s) => {
+    sockets.add(s)
+    s.on("close", () => sockets.delete(s))
+  })
+  extraClosers.push(() =>
+    new Promise((resolve) => {
+      for (const s of sockets) s.destroy()
+      server.close(() => resolve())
+    })
+  )
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`)))
+}
+
+interface Pair {
+  readonly alpha: FakeServer
+  readonly beta: FakeServer
+  readonly router: RouterUnderTest
+  readonly client: OpenAI
+}
+
+/** Alpha (tried first, tiny timeouts) behaving as given, beta answering normally. */
+const pair = async (
+  alphaBehaviour: FakeBehaviour,
+  betaBehaviour: FakeBehaviour = { mode: "ok" },
+  alphaTotalSeconds = 5
+): Promise<Pair> => {
+  const alpha = await h.fake({ name: "alpha", behaviour: alphaBehaviour })
+  const beta = await h.fake({ name: "beta", behaviour: betaBehaviour })
+  const router = await h.router({
+    config: {
+      providers: {
+        alpha: { endpoint: alpha.url, models: ["m1"], priority: 1, timeouts: { connect: 1, first_byte: 0.3, total: alphaTotalSeconds } },
+        beta: { endpoint: beta.url, models: ["m1"], priority: 2, timeouts: { connect: 1, first_byte: 2, total: 5 } }
+      }
+    }
+  })
+  return { alpha, beta, router, client: clientOf(router) }
+}
+
+const ask = (client: OpenAI, requestId: string) =>
+  client.chat.completions
+    .create({ model: "m1", messages: [{ role: "user", content: "hello" }] }, { headers: { "x-request-id": requestId } })
+    .withResponse()
+
+describe("failover to the next provider", () => {
+  it("on HTTP 500, and the record lists both attempts", async () => {
+    const { alpha, beta, router, client } = await pair({ mode: "status", status: 500 })
+    const requestId = newRequestId("500")
+    const { data, response } = await ask(client, requestId)
+    expect(data.choices[0]?.message.content).toBe("Hello from beta!")
+    expect(response.headers.get("x-router-provider")).toBe("beta")
+    expect(response.headers.get("x-router-attempts")).toBe("alpha:server_error,beta:ok")
+    expect(requestsTo(alpha)).toHaveLength(1)
+    expect(requestsTo(beta)).toHaveLength(1)
+    // Both upstreams got the same body and request id.
+    expect(requestsTo(beta)[0]?.body).toEqual(requestsTo(alpha)[0]?.body)
+    expect(requestsTo(beta)[0]?.headers["x-request-id"]).toBe(requestId)
+
+    const record = await recordOf(router, requestId)
+    expect(record).toMatchObject({ provider: "beta", upstream_model: "m1", status: 200, outcome: "ok", model: "m1" })
+    const attempts = attemptsOf(record)
+    expect(attempts.map((a) => [a.provider, a.outcome, a.status])).toEqual([
+      ["alpha", "server_error", 500],
+      ["beta", "ok", 200]
+    ])
+    expect(attempts[0]?.detail).toContain("HTTP 500")
+    expect(attempts[0]?.upstreamModel).toBe("m1")
+  })
+
+  it("on HTTP 429 (the provider's rate limit, not the request's fault)", async () => {
+    const { client } = await pair({ mode: "status", status: 429 })
+    const { data, response } = await ask(client, newRequestId("429"))
+    expect(data.choices[0]?.message.content).toBe("Hello from beta!")
+    expect(response.headers.get("x-router-attempts")).toBe("alpha:rate_limited,beta:ok")
+  })
+
+  it("on a connection reset before any response", async () => {
+    const { router, client } = await pair({ mode: "reset" })
+    const requestId = newRequestId("reset")
+    const { data, response } = await ask(client, requestId)
+    expect(data.choices[0]?.message.content).toBe("Hello from beta!")
+    expect(response.headers.get("x-router-attempts")).toBe("alpha:connection_reset,beta:ok")
+    const attempts = attemptsOf(await recordOf(router, requestId))
+    expect(attempts.map((a) => a.outcome)).toEqual(["connection_reset", "ok"])
+  })
+
+  it("on a refused connection (nothing listening)", async () => {
+    const dead = await h.deadEndpoint()
+    const beta = await h.fake({ name: "beta" })
+    const router = await h.router({
+      config: {
+        providers: {
+          alpha: { endpoint: dead, models: ["m1"], priority: 1, timeouts: { connect: 1, first_byte: 1, total: 5 } },
+          beta: { endpoint: beta.url, models: ["m1"], priority: 2 }
+        }
+      }
+    })
+    const requestId = newRequestId("refused")
+    const { data, response } = await ask(clientOf(router), requestId)
+    expect(data.choices[0]?.message.content).toBe("Hello from beta!")
+    expect(response.headers.get("x-router-attempts")).toBe("alpha:connect_error,beta:ok")
+    const attempts = attemptsOf(await recordOf(router, requestId))
+    expect(attempts[0]).toMatchObject({ provider: "alpha", outcome: "connect_error", status: null })
+    expect(attempts[0]?.detail).toContain("refused")
+  })
+
+  it("on a first-byte timeout (the upstream accepts and never answers), closing that call", async () => {
+    const { alpha, client } = await pair({ mode: "hang" })
+    const started = Date.now()
+    const { data, response } = await ask(client, newRequestId("hang"))
+    expect(data.choices[0]?.message.content).toBe("Hello from beta!")
+    expect(response.headers.get("x-router-attempts")).toBe("alpha:timeout,beta:ok")
+    // first_byte is 0.3 s: the failover must not wait for anything longer.
+    expect(Date.now() - started).toBeLessThan(3_000)
+    // The abandoned call is closed, not left hanging on the upstream.
+    const aborted = await alpha.waitForAbort()
+    expect(aborted.path).toBe("/chat/completions")
+  })
+
+  it("on a stream whose headers arrive but no first event", async () => {
+    const { alpha, beta, router, client } = await pair({ mode: "stall", afterChunks: 0 })
+    const requestId = newRequestId("stall")
+    const { data: stream, response } = await client.chat.completions
+      .create({ model: "m1", messages: [{ role: "user", content: "hello" }], stream: true }, { headers: { "x-request-id": requestId } })
+      .withResponse()
+    expect(response.headers.get("x-router-provider")).toBe("beta")
+    expect(response.headers.get("x-router-attempts")).toBe("alpha:timeout,beta:ok")
+    let text = ""
+    for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? ""
+    expect(text).toBe("Hello from beta!")
+    expect((await alpha.waitForAbort()).path).toBe("/chat/completions")
+    expect(requestsTo(beta)).toHaveLength(1)
+    const record = await recordOf(router, requestId)
+    expect(record).toMatchObject({ provider: "beta", outcome: "ok", stream: 1 })
+    expect(attemptsOf(record).map((a) => `${a.provider}:${a.outcome}`)).toEqual(["alpha:timeout", "beta:ok"])
+  })
+
+  it("on a streamed 500 before the stream began", async () => {
+    const { client } = await pair({ mode: "status", status: 502 })
+    const { data: stream, response } = await client.chat.completions
+      .create({ model: "m1", messages: [{ role: "user", content: "hello" }], stream: true })
+      .withResponse()
+    expect(response.headers.get("x-router-attempts")).toBe("alpha:server_error,beta:ok")
+    let text = ""
+    for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? ""
+    expect(text).toBe("Hello from beta!")
+  })
+})
+
+describe("no failover", () => {
+  it("returns an upstream 400 as is, and never calls the next provider", async () => {
+    const upstreamError = {
+      error: { message: "temperature must be between 0 and 2", type: "invalid_request_error", param: "temperature", code: "invalid_value" }
+    }
+    const { beta, router, client } = await pair({ mode: "status", status: 400, body: upstreamError })
+    const requestId = newRequestId("400")
+    const error = await client.chat.completions
+      .create({ model: "m1", messages: [{ role: "user", content: "hello" }], temperature: 9 }, { headers: { "x-request-id": requestId } })
+      .catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(OpenAI.BadRequestError)
+    const e = error as InstanceType<typeof OpenAI.BadRequestError>
+    expect(e.status).toBe(400)
+    expect(e.error).toEqual(upstreamError.error)
+    expect(e.param).toBe("temperature")
+    expect(e.headers.get("x-router-attempts")).toBe("alpha:client_error")
+    expect(e.headers.get("x-request-id")).toBe(requestId)
+    expect(requestsTo(beta)).toHaveLength(0)
+
+    const record = await recordOf(router, requestId)
+    expect(record).toMatchObject({ provider: "alpha", status: 400, outcome: "client_error" })
+  })
+
+  it("returns the fake's default 400 body byte for byte over raw HTTP", async () => {
+    const { beta, router } = await pair({ mode: "status", status: 400 })
+    const res = await postJson(router, "/v1/chat/completions", { model: "m1", messages: [{ role: "user", content: "hi" }] })
+    const body = await expectOpenAiError(res, 400)
+    expect(body).toEqual({ message: "fake provider alpha answered 400", type: "fake_error", param: null, code: null })
+    expect(requestsTo(beta)).toHaveLength(0)
+  })
+
+  it("wraps a non-OpenAI-shaped 4xx body into the OpenAI shape, without failing over", async () => {
+    const { beta, router } = await pair({ mode: "status", status: 422, body: { detail: "field 'messages' is malformed" } })
+    const res = await postJson(router, "/v1/chat/completions", { model: "m1", messages: [{ role: "user", content: "hi" }] })
+    const body = await expectOpenAiError(res, 422)
+    expect(body.message).toBe("field 'messages' is malformed")
+    expect(requestsTo(beta)).toHaveLength(0)
+  })
+})
+
+describe("when no provider can answer", () => {
+  it("answers 502 naming every provider tried", async () => {
+    const { router, client } = await pair({ mode: "status", status: 500 }, { mode: "reset" })
+    const requestId = newRequestId("alldown")
+    const error = await client.chat.completions
+      .create({ model: "m1", messages: [{ role: "user", content: "hello" }] }, { headers: { "x-request-id": requestId } })
+      .catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(OpenAI.APIError)
+    const e = error as InstanceType<typeof OpenAI.APIError>
+    expect(e.status).toBe(502)
+    expect(e.code).toBe("all_providers_failed")
+    expect(e.type).toBe("upstream_error")
+    expect(e.message).toContain("alpha")
+    expect(e.message).toContain("beta")
+    expect(e.headers?.get("x-router-attempts")).toBe("alpha:server_error,beta:connection_reset")
+
+    // The same over raw HTTP, checking the exact shape.
+    const res = await postJson(router, "/v1/chat/completions", { model: "m1", messages: [{ role: "user", content: "hello" }] })
+    const body = await expectOpenAiError(res, 502)
+    expect(body.code).toBe("all_providers_failed")
+    expect(body.param).toBeNull()
+    expect(body.message).toMatch(/alpha\+m1 \(HTTP 500.*\).*beta\+m1 \(connection reset/)
+
+    const record = await recordOf(router, requestId)
+    expect(record).toMatchObject({ status: 502, outcome: "all_failed", provider: null })
+    expect(attemptsOf(record).map((a) => `${a.provider}:${a.outcome}`)).toEqual(["alpha:server_error", "beta:connection_reset"])
+  })
+
+  it("answers 502 for a stream whose providers all time out", async () => {
+    const alpha = await h.fake({ name: "alpha", behaviour: { mode: "stall", afterChunks: 0 } })
+    const beta = await h.fake({ name: "beta", behaviour: { mode: "hang" } })
+    const router = await h.router({
+      config: {
+        providers: {
+          alpha: { endpoint: alpha.url, models: ["m1"], priority: 1, timeouts: { first_byte: 0.2 } },
+          beta: { endpoint: beta.url, models: ["m1"], priority: 2, timeouts: { first_byte: 0.2 } }
+        }
+      }
+    })
+    const res = await postJson(router, "/v1/chat/completions", { model: "m1", messages: [{ role: "user", content: "hi" }], stream: true })
+    const body = await expectOpenAiError(res, 502)
+    expect(body.code).toBe("all_providers_failed")
+    expect(body.message).toContain("alpha")
+    expect(body.message).toContain("beta")
+    expect(res.headers.get("x-router-attempts")).toBe("alpha:timeout,beta:timeout")
+  })
+
+  it("answers 503 for a stream when the model's only provider cannot stream", async () => {
+    const fake = await h.fake({ name: "solo" })
+    const router = await h.router({
+      config: { providers: { solo: { endpoint: fake.url, models: ["batch-only"], supports_streaming: false } } }
+    })
+    const client = clientOf(router)
+    const error = await client.chat.completions
+      .create({ model: "batch-only", messages: [{ role: "user", content: "hi" }], stream: true })
+      .catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(OpenAI.APIError)
+    expect((error as InstanceType<typeof OpenAI.APIError>).status).toBe(503)
+
+    const res = await postJson(router, "/v1/chat/completions", { model: "batch-only", messages: [{ role: "user", content: "hi" }], stream: true })
+    const body = await expectOpenAiError(res, 503)
+    expect(body.code).toBe("no_available_provider")
+    expect(body.message).toContain("solo")
+    expect(body.message).toContain("streaming")
+    expect(requestsTo(fake)).toHaveLength(0)
+
+    // Without stream it is served.
+    const ok = await client.chat.completions.create({ model: "batch-only", messages: [{ role: "user", content: "hi" }] })
+    expect(ok.choices[0]?.message.content).toBe("Hello from solo!")
+  })
+})
+
+describe("a stream that fails after its first content", () => {
+  const cut: FakeBehaviour = { mode: "cut", afterChunks: 3, content: "one two three four five" }
+
+  it("gives the openai client the first content, then an error, and never fails over", async () => {
+    const { beta, router, client } = await pair(cut)
+    const requestId = newRequestId("cut")
+    const stream = await client.chat.completions.create(
+      { model: "m1", messages: [{ role: "user", content: "count" }], stream: true },
+      { headers: { "x-request-id": requestId } }
+    )
+    let text = ""
+    const failure = await (async () => {
+      for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? ""
+    })().then(() => null, (e: unknown) => e)
+    expect(text).toBe("one two ")
+    expect(failure).toBeInstanceOf(OpenAI.APIError)
+    expect((failure as Error).message).toContain("alpha")
+    expect(requestsTo(beta)).toHaveLength(0)
+
+    const record = await recordOf(router, requestId)
+    expect(record).toMatchObject({ provider: "alpha", outcome: "stream_interrupted", stream: 1 })
+    expect(record.error).not.toBeNull()
+  })
+
+  it("ends the SSE body with an error event and no [DONE]", async () => {
+    const { router } = await pair(cut)
+    const res = await postJson(router, "/v1/chat/completions", { model: "m1", messages: [{ role: "user", content: "count" }], stream: true })
+    expect(res.status).toBe(200)
+    expect(res.headers.get("x-router-provider")).toBe("alpha")
+    const text = await res.text()
+    expect(text).not.toContain("[DONE]")
+    const events = text.split(/\n\n/).map((e) => e.trim()).filter((e) => e !== "")
+    // Whole events only: every one is a `data:` line with JSON.
+    for (const e of events) expect(e).toMatch(/^data: \{.*\}$/s)
+    const payloads = events.map((e) => JSON.parse(e.slice("data: ".length)) as Record<string, unknown>)
+    const last = payloads[payloads.length - 1] as { error?: { message: string; type: string; param: unknown; code: string } }
+    expect(last.error).toBeDefined()
+    expect(Object.keys(last.error ?? {}).sort()).toEqual(["code", "message", "param", "type"])
+    expect(last.error?.code).toBe("stream_interrupted")
+    const content = payloads
+      .slice(0, -1)
+      .map((p) => (p as { choices: Array<{ delta: { content?: string } }> }).choices[0]?.delta.content ?? "")
+      .join("")
+    expect(content).toBe("one two ")
+  })
+
+  // The same two checks against an upstream that really sends its first events before dropping
+  // the connection (see the report: FakeServer's `cut` loses its events, so the two tests above
+  // see a stream with no event at all, and the router rightly fails over).
+  const cuttingPair = async () => {
+    const alphaUrl = await startCuttingUpstream(3, "one two three four five")
+    const beta = await h.fake({ name: "beta" })
+    const router = await h.router({
+      config: {
+        providers: {
+          alpha: { endpoint: alphaUrl, models: ["m1"], priority: 1, timeouts: { first_byte: 2, total: 5 } },
+          beta: { endpoint: beta.url, models: ["m1"], priority: 2 }
+        }
+      }
+    })
+    return { beta, router, client: clientOf(router) }
+  }
+
+  it("(hand-rolled upstream) gives the openai client the first content, then an error", async () => {
+    const { beta, router, client } = await cuttingPair()
+    const requestId = newRequestId("cut2")
+    const stream = await client.chat.completions.create(
+      { model: "m1", messages: [{ role: "user", content: "count" }], stream: true },
+      { headers: { "x-request-id": requestId } }
+    )
+    let text = ""
+    const failure = await (async () => {
+      for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? ""
+    })().then(() => null, (e: unknown) => e)
+    expect(text).toBe("one two ")
+    expect(failure).toBeInstanceOf(OpenAI.APIError)
+    expect((failure as Error).message).toContain("alpha")
+    expect(requestsTo(beta)).toHaveLength(0)
+    const record = await recordOf(router, requestId)
+    expect(record).toMatchObject({ provider: "alpha", outcome: "stream_interrupted", stream: 1 })
+  })
+
+  it("(hand-rolled upstream) ends the SSE body with an error event and no [DONE]", async () => {
+    const { router } = await cuttingPair()
+    const res = await postJson(router, "/v1/chat/completions", { model: "m1", messages: [{ role: "user", content: "count" }], stream: true })
+    expect(res.status).toBe(200)
+    expect(res.headers.get("x-router-provider")).toBe("alpha")
+    const text = await res.text()
+    expect(text).not.toContain("[DONE]")
+    const events = text.split(/\n\n/).map((e) => e.trim()).filter((e) => e !== "")
+    for (const e of events) expect(e).toMatch(/^data: \{.*\}$/s)
+    const payloads = events.map((e) => JSON.parse(e.slice("data: ".length)) as Record<string, unknown>)
+    const last = payloads[payloads.length - 1] as { error?: { code: string; type: string } }
+    expect(last.error).toMatchObject({ code: "stream_interrupted", type: "upstream_error" })
+    const content = payloads
+      .slice(0, -1)
+      .map((p) => (p as { choices: Array<{ delta: { content?: string } }> }).choices[0]?.delta.content ?? "")
+      .join("")
+    expect(content).toBe("one two ")
+  })
+
+  it("ends a stream that goes silent mid-answer at the total timeout, with an error event", async () => {
+    const { beta, router } = await pair({ mode: "stall", afterChunks: 3, content: "one two three four five" }, { mode: "ok" }, 0.6)
+    const requestId = newRequestId("stall3")
+    const res = await postJson(
+      router,
+      "/v1/chat/completions",
+      { model: "m1", messages: [{ role: "user", content: "count" }], stream: true },
+      { "x-request-id": requestId }
+    )
+    expect(res.status).toBe(200)
+    expect(res.headers.get("x-router-provider")).toBe("alpha")
+    const text = await res.text()
+    expect(text).not.toContain("[DONE]")
+    const events = text.split(/\n\n/).map((e) => e.trim()).filter((e) => e !== "")
+    const payloads = events.map((e) => JSON.parse(e.slice("data: ".length)) as Record<string, unknown>)
+    const last = payloads[payloads.length - 1] as { error?: { code: string; message: string } }
+    expect(last.error?.code).toBe("stream_interrupted")
+    expect(last.error?.message).toContain("600 ms")
+    expect(payloads.slice(0, -1).map((p) => (p as { choices: Array<{ delta: { content?: string } }> }).choices[0]?.delta.content ?? "").join("")).toBe("one two ")
+    expect(requestsTo(beta)).toHaveLength(0)
+    const record = await recordOf(router, requestId)
+    expect(record).toMatchObject({ provider: "alpha", outcome: "stream_interrupted" })
+    expect(record.error).toContain("600 ms")
+  })
+})

@@ -1,0 +1,113 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Either } from "effect"
+import type { InvalidRequest } from "../../src/domain/Errors.js"
+import { parseChatRequest, parseEmbeddingRequest, parseJsonBody } from "../../src/domain/OpenAi.js"
+
+const left = <A>(e: Either.Either<A, InvalidRequest>): InvalidRequest => {
+  if (Either.isRight(e)) throw new Error(`expected a failure, got ${JSON.stringify(e.right)}`)
+  return e.left
+}
+
+const right = <A>(e: Either.Either<A, InvalidRequest>): A => {
+  if (Either.isLeft(e)) throw new Error(`expected success, got ${e.left.message}`)
+  return e.right
+}
+
+const messages = [{ role: "user", content: "hi" }]
+
+describe("OpenAi.parseChatRequest", () => {
+  it("names messages when it is not an array", () => {
+    const e = left(parseChatRequest({ model: "m", messages: "hi" }))
+    expect(e._tag).toBe("InvalidRequest")
+    expect(e.param).toBe("messages")
+    expect(e.code).toBe("invalid_value")
+    expect(e.message).toContain("'messages'")
+  })
+
+  it("reports a missing model as missing_required_parameter", () => {
+    const e = left(parseChatRequest({ messages }))
+    expect(e.param).toBe("model")
+    expect(e.code).toBe("missing_required_parameter")
+    expect(e.message).toBe("Missing required parameter: 'model'")
+  })
+
+  it("reports missing messages as missing_required_parameter", () => {
+    const e = left(parseChatRequest({ model: "m" }))
+    expect(e.param).toBe("messages")
+    expect(e.code).toBe("missing_required_parameter")
+  })
+
+  it("refuses an empty model and an empty messages list, naming the field", () => {
+    const model = left(parseChatRequest({ model: "", messages }))
+    expect(model.param).toBe("model")
+    expect(model.message).toContain("model must be a non-empty string")
+    const empty = left(parseChatRequest({ model: "m", messages: [] }))
+    expect(empty.param).toBe("messages")
+    expect(empty.message).toContain("at least one message")
+  })
+
+  it("names the path inside messages", () => {
+    const e = left(parseChatRequest({ model: "m", messages: [{ role: "user", content: "a" }, { content: "b" }] }))
+    expect(e.param).toBe("messages[1].role")
+    expect(e.code).toBe("missing_required_parameter")
+  })
+
+  it("names stream, stream_options and tools when they have the wrong type", () => {
+    expect(left(parseChatRequest({ model: "m", messages, stream: "yes" })).param).toBe("stream")
+    expect(left(parseChatRequest({ model: "m", messages, stream_options: { include_usage: "yes" } })).param).toBe("stream_options.include_usage")
+    expect(left(parseChatRequest({ model: "m", messages, tools: {} })).param).toBe("tools")
+  })
+
+  it("refuses a body that is not an object without naming a param", () => {
+    for (const body of [null, "text", 42, [1]]) {
+      const e = left(parseChatRequest(body))
+      expect(e.param).toBeNull()
+      expect(e.code).toBe("invalid_value")
+    }
+  })
+
+  it("keeps unknown fields, at the top level and inside messages", () => {
+    const body = {
+      model: "m",
+      messages: [{ role: "tool", content: "42", tool_call_id: "call_1", name: "calc" }],
+      temperature: 0.2,
+      seed: 7,
+      stream: null,
+      tools: null,
+      response_format: { type: "json_object" },
+      venice_parameters: { include_venice_system_prompt: false }
+    }
+    const snapshot = structuredClone(body)
+    const parsed = right(parseChatRequest(body))
+    expect(parsed).toEqual(snapshot)
+    expect(parsed.temperature).toBe(0.2)
+    expect(parsed.venice_parameters).toEqual({ include_venice_system_prompt: false })
+    expect(parsed.messages[0]!.tool_call_id).toBe("call_1")
+  })
+})
+
+describe("OpenAi.parseEmbeddingRequest", () => {
+  it("accepts every input shape and keeps unknown fields", () => {
+    for (const input of ["a", ["a", "b"], [1, 2, 3], [[1, 2], [3]]]) {
+      expect(right(parseEmbeddingRequest({ model: "e", input, dimensions: 8 }))).toEqual({ model: "e", input, dimensions: 8 })
+    }
+  })
+
+  it("names input when it has the wrong shape, and model when missing", () => {
+    const bad = left(parseEmbeddingRequest({ model: "e", input: 3 }))
+    expect(bad.param).toBe("input")
+    expect(bad.code).toBe("invalid_value")
+    const missing = left(parseEmbeddingRequest({ input: "a" }))
+    expect(missing.param).toBe("model")
+    expect(missing.code).toBe("missing_required_parameter")
+  })
+})
+
+describe("OpenAi.parseJsonBody", () => {
+  it("refuses invalid JSON and non-object bodies as invalid_json", () => {
+    expect(left(parseJsonBody("{nope")).code).toBe("invalid_json")
+    expect(left(parseJsonBody("[1,2]")).code).toBe("invalid_json")
+    expect(left(parseJsonBody("null")).code).toBe("invalid_json")
+    expect(right(parseJsonBody("{\"model\":\"m\"}"))).toEqual({ model: "m" })
+  })
+})

@@ -1,0 +1,115 @@
+import { describe, expect, it } from "@effect/vitest"
+import { framed, lastEventEnd } from "../../src/router/Sse.js"
+import { collector } from "./helpers.js"
+
+const bytes = (s: string) => new Uint8Array(Buffer.from(s))
+
+describe("Sse.lastEventEnd", () => {
+  it("is -1 without a blank line", () => {
+    expect(lastEventEnd(bytes(""))).toBe(-1)
+    expect(lastEventEnd(bytes("\n"))).toBe(-1)
+    expect(lastEventEnd(bytes("data: a"))).toBe(-1)
+    expect(lastEventEnd(bytes("data: a\n"))).toBe(-1)
+    expect(lastEventEnd(bytes("data: a\r\n"))).toBe(-1)
+    expect(lastEventEnd(bytes("data: a\ndata: b\n"))).toBe(-1)
+  })
+
+  it("is the offset just past a \\n\\n boundary", () => {
+    expect(lastEventEnd(bytes("\n\n"))).toBe(2)
+    expect(lastEventEnd(bytes("data: a\n\n"))).toBe(9)
+  })
+
+  it("finds the last boundary, not the first", () => {
+    const text = "data: a\n\ndata: b\n\ndata: c"
+    expect(lastEventEnd(bytes(text))).toBe(text.indexOf("data: c"))
+  })
+
+  it("accepts \\r\\n\\r\\n and \\n\\r\\n boundaries", () => {
+    expect(lastEventEnd(bytes("data: a\r\n\r\n"))).toBe(11)
+    expect(lastEventEnd(bytes("data: a\r\n\r\ndata: b"))).toBe(11)
+    expect(lastEventEnd(bytes("data: a\n\r\n"))).toBe(10)
+  })
+})
+
+describe("Sse.framed", () => {
+  it("forwards whole events at once and holds back nothing when a chunk ends on a boundary", () => {
+    const out = collector()
+    const w = framed(out.writer)
+    w.write(bytes("data: 1\n\ndata: 2\n\n"))
+    expect(out.chunks.map(String)).toEqual(["data: 1\n\ndata: 2\n\n"])
+    w.flush()
+    expect(out.chunks).toHaveLength(1)
+  })
+
+  it("holds a partial event back until its blank line arrives", () => {
+    const out = collector()
+    const w = framed(out.writer)
+    expect(w.write(bytes("data: {\"a\":"))).toBe(true)
+    expect(out.chunks).toEqual([])
+    w.write(bytes("1}\n"))
+    expect(out.chunks).toEqual([])
+    w.write(bytes("\ndata: {\"b\""))
+    expect(out.chunks.map(String)).toEqual(["data: {\"a\":1}\n\n"])
+    w.write(bytes(":2}\n\n"))
+    expect(out.chunks.map(String)).toEqual(["data: {\"a\":1}\n\n", "data: {\"b\":2}\n\n"])
+  })
+
+  it("never writes a chunk that ends inside an event", () => {
+    const text = "data: one\n\ndata: two\n\ndata: three\n\ndata: [DONE]\n\n"
+    // Every split of the text into three pieces.
+    for (let i = 1; i < text.length; i++) {
+      for (let j = i + 1; j < text.length; j++) {
+        const out = collector()
+        const w = framed(out.writer)
+        for (const piece of [text.slice(0, i), text.slice(i, j), text.slice(j)]) w.write(bytes(piece))
+        for (const c of out.chunks) expect(String(c).endsWith("\n\n")).toBe(true)
+        expect(out.text()).toBe(text)
+      }
+    }
+  })
+
+  it("splits at \\r\\n\\r\\n boundaries", () => {
+    const out = collector()
+    const w = framed(out.writer)
+    w.write(bytes("data: a\r\n\r\ndata: b\r\n"))
+    expect(out.chunks.map(String)).toEqual(["data: a\r\n\r\n"])
+    w.write(bytes("\r\n"))
+    expect(out.chunks.map(String)).toEqual(["data: a\r\n\r\n", "data: b\r\n\r\n"])
+  })
+
+  it("flush forwards what is held back, once", () => {
+    const out = collector()
+    const w = framed(out.writer)
+    w.write(bytes("data: a\n\ndata: tail"))
+    expect(out.text()).toBe("data: a\n\n")
+    w.flush()
+    expect(out.text()).toBe("data: a\n\ndata: tail")
+    w.flush()
+    expect(out.text()).toBe("data: a\n\ndata: tail")
+  })
+
+  it("flush with nothing held writes nothing", () => {
+    const out = collector()
+    const w = framed(out.writer)
+    w.flush()
+    expect(out.chunks).toEqual([])
+  })
+
+  it("passes the writer's backpressure through and shares its onDrain", () => {
+    let resumed = 0
+    const w = framed({ write: () => false, onDrain: (resume) => resume() })
+    expect(w.write(bytes("data: a\n\n"))).toBe(false)
+    w.onDrain(() => resumed++)
+    expect(resumed).toBe(1)
+  })
+
+  it("forwards a body with no boundary at all once it passes 1 MiB (not SSE)", () => {
+    const out = collector()
+    const w = framed(out.writer)
+    const half = "x".repeat(600 * 1024)
+    w.write(bytes(half))
+    expect(out.chunks).toEqual([])
+    w.write(bytes(half))
+    expect(out.text()).toBe(half + half)
+  })
+})
