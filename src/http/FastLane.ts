@@ -135,17 +135,23 @@ export const make = Effect.gen(function* () {
           // no `[DONE]`, so the client can tell a cut-off answer from a finished one.
           onFailure: (e) =>
             Effect.sync(() => {
-              res.end(`\n\ndata: ${JSON.stringify(errorBody(e.message, "upstream_error", null, "stream_interrupted"))}\n\n`)
+              res.end(`data: ${JSON.stringify(errorBody(e.message, "upstream_error", null, "stream_interrupted"))}\n\n`)
             })
         })
       )
     })
   }
 
+  // Interruption is masked between the router's answer and the code that writes it, so a stream
+  // whose client left at that instant is still discarded (aborting its upstream call).
   const program = (endpoint: "chat" | "embeddings", req: IncomingMessage, res: ServerResponse, requestId: string) =>
-    readBody(req, limit).pipe(
-      Effect.flatMap((raw) => decode(endpoint, raw, requestId)),
-      Effect.flatMap((reply) => respond(reply, res, requestId)),
+    Effect.uninterruptibleMask((restore) =>
+      restore(Effect.flatMap(readBody(req, limit), (raw) => decode(endpoint, raw, requestId))).pipe(
+        Effect.flatMap((reply) =>
+          reply._tag === "Json" ? respond(reply, res, requestId) : Effect.onInterrupt(restore(respond(reply, res, requestId)), () => reply.discard)
+        )
+      )
+    ).pipe(
       Effect.catchAll((e) => Effect.sync(() => sendError(res, requestId, e))),
       Effect.catchAllCause((cause) =>
         Cause.isInterruptedOnly(cause)

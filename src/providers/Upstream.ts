@@ -171,7 +171,8 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.progress()
   }
 
-  onResponseError(_: Dispatcher.DispatchController, error: Error) {
+  onResponseError(_: Dispatcher.DispatchController | undefined, error: Error) {
+    if (this.failure !== undefined) return
     this.failure = error
     const k = this.onStart
     if (k !== undefined) {
@@ -194,8 +195,14 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (this.done || this.failure !== undefined) return
     const reason = new Error("aborted by the router")
     ;(reason as { code?: string }).code = "UND_ERR_ABORTED"
-    if (this.controller !== undefined) this.controller.abort(reason)
-    else this.pendingAbort = reason
+    if (this.controller !== undefined) {
+      this.controller.abort(reason)
+    } else {
+      // Not on a socket yet (connecting, or queued in the pool): settle whoever waits now, and
+      // abort the request the moment undici starts it.
+      this.pendingAbort = reason
+      this.onResponseError(undefined, reason)
+    }
   }
 
   fail() {
@@ -264,6 +271,8 @@ class Exchange implements Dispatcher.DispatchHandler {
 
 interface Target {
   readonly pool: Pool
+  /** Set when a changed endpoint or key replaced this pool. */
+  closed: boolean
   readonly basePath: string
   readonly authorization: string | undefined
 }
@@ -277,7 +286,18 @@ export const make = Effect.gen(function* () {
     Effect.promise(() => Promise.all([...targets.values()].map((t) => t.pool.destroy().catch(() => undefined))))
   )
 
+  // Specs are immutable and shared by every request until the configuration changes, so the
+  // common case is one WeakMap hit.
+  const bySpec = new WeakMap<ProviderSpec, Target>()
   const targetOf = (p: ProviderSpec): Target => {
+    const known = bySpec.get(p)
+    if (known !== undefined && !known.closed) return known
+    const target = resolveTarget(p)
+    bySpec.set(p, target)
+    return target
+  }
+
+  const resolveTarget = (p: ProviderSpec): Target => {
     const key = keyOf(p)
     let target = targets.get(key)
     if (target === undefined || target.authorization !== authorizationOf(p)) {
@@ -285,6 +305,7 @@ export const make = Effect.gen(function* () {
       for (const [k, t] of targets) {
         if (k.startsWith(`${p.id}\u0000`)) {
           targets.delete(k)
+          t.closed = true
           void t.pool.close().catch(() => undefined)
         }
       }
@@ -299,7 +320,8 @@ export const make = Effect.gen(function* () {
           bodyTimeout: 0
         }),
         basePath: url.pathname.replace(/\/+$/, ""),
-        authorization: authorizationOf(p)
+        authorization: authorizationOf(p),
+        closed: false
       }
       targets.set(key, target)
     }
