@@ -49,8 +49,8 @@ export const layer = HttpLayerRouter.use((router) =>
     const admin = adminKeyCheck(settings.adminKey)
     const open: KeyCheck = { check: () => null }
 
-    yield* router.add("GET", "/health", HttpServerResponse.unsafeJson({ status: "ok" }))
-
+    const healthy = HttpServerResponse.unsafeJson({ status: "ok" })
+    yield* router.add("GET", "/health", healthy)
     yield* router.add(
       "GET",
       "/v1/models",
@@ -68,17 +68,28 @@ export const layer = HttpLayerRouter.use((router) =>
       })
     )
 
-    for (const path of ["/v1/chat/completions", "/v1/embeddings"] as const) {
-      yield* router.add(
-        "*",
-        path,
-        guarded(client, (req) => Effect.fail(new MethodNotAllowed({ method: req.method, path, allowed: "POST" })))
-      )
+    // Other methods on known paths get 405 with `Allow`, not 404. (A `*` route would clash with
+    // the GET routes; POST on the two hot paths never gets here, the fast lane answers it.)
+    const methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] as const
+    const known = [["/v1/chat/completions", "POST"], ["/v1/embeddings", "POST"], ["/v1/models", "GET"], ["/health", "GET"]] as const
+    for (const [path, allowed] of known) {
+      for (const method of methods) {
+        if (method === allowed) continue
+        yield* router.add(
+          method,
+          path,
+          guarded(path === "/health" ? open : client, (req) => Effect.fail(new MethodNotAllowed({ method: req.method, path, allowed })))
+        )
+      }
     }
 
     // The admin surface is closed until ROUTER_ADMIN_KEY is set; routes arrive with later features.
     yield* router.add("*", "/admin/*", guarded(admin, (req) => Effect.fail(new RouteNotFound({ method: req.method, path: pathOf(req) }))))
     yield* router.add("*", "/v1/*", guarded(client, (req) => Effect.fail(new RouteNotFound({ method: req.method, path: pathOf(req) }))))
-    yield* router.add("*", "*", guarded(open, (req) => Effect.fail(new RouteNotFound({ method: req.method, path: pathOf(req) }))))
+    yield* router.add("*", "*", (req) =>
+      // HEAD reaches the catch-all before the router's GET fallback; uptime checkers use it on /health.
+      req.method === "HEAD" && pathOf(req) === "/health"
+        ? Effect.succeed(healthy)
+        : guarded(open, (r) => Effect.fail(new RouteNotFound({ method: r.method, path: pathOf(r) })))(req))
   })
 )

@@ -3,7 +3,7 @@
  * answers, and record what happened. One typed Effect pipeline per request, kept lean (few Effect
  * steps, no per-request spans or logs) because it is the router's hot path.
  */
-import { Context, Effect, Layer, Option } from "effect"
+import { Cause, Context, Effect, Layer, Option } from "effect"
 import {
   AllCandidatesFailed,
   type Attempt,
@@ -332,9 +332,13 @@ export const make = Effect.gen(function* () {
                 reply.provider,
                 reply.upstreamModel,
                 reply.status,
-                exit._tag === "Success" ? "ok" : exit.cause._tag === "Interrupt" ? "client_closed" : "stream_interrupted",
+                exit._tag === "Success" ? "ok" : Cause.isInterruptedOnly(exit.cause) ? "client_closed" : "stream_interrupted",
                 reply.attempts,
-                { error: exit._tag === "Failure" && exit.cause._tag === "Fail" ? exit.cause.error.detail : undefined }
+                {
+                  error: exit._tag === "Failure"
+                    ? Option.getOrUndefined(Option.map(Cause.failureOption(exit.cause), (e) => e.detail))
+                    : undefined
+                }
               )
             )
           )

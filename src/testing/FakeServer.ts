@@ -101,7 +101,10 @@ export const startFakeServer = (options: FakeServerOptions = {}): Promise<FakeSe
           if (p.then === "end") {
             record.completed = true
             res.end()
-          } else if (p.then === "reset") req.socket.destroy()
+          } else if (p.then === "reset") {
+            // Writes are flushed on the next tick: destroying now would drop the events just written.
+            setImmediate(() => req.socket.destroy())
+          }
           return
         }
         const write = () => {

@@ -128,11 +128,14 @@ export const embedding = (text: string): Array<number> => {
   return v.map((x) => Math.round(x * 1e6) / 1e6)
 }
 
-export const embeddings = (model: string, input: unknown) => {
+/** Like OpenAI, `encoding_format: "base64"` (the official client's default) gets little-endian float32s. */
+export const embeddings = (model: string, input: unknown, encodingFormat?: unknown) => {
   const inputs = typeof input === "string" ? [input] : Array.isArray(input) ? input.map((x) => (typeof x === "string" ? x : JSON.stringify(x))) : []
+  const encode = (v: Array<number>) =>
+    encodingFormat === "base64" ? Buffer.from(new Float32Array(v).buffer).toString("base64") : v
   return {
     object: "list",
-    data: inputs.map((text, index) => ({ object: "embedding", index, embedding: embedding(text) })),
+    data: inputs.map((text, index) => ({ object: "embedding", index, embedding: encode(embedding(text)) })),
     model,
     usage: { prompt_tokens: inputs.join(" ").length, total_tokens: inputs.join(" ").length }
   }
@@ -176,7 +179,7 @@ export const plan = (behaviour: FakeBehaviour, request: FakeRequest, name: strin
   const content = behaviour.content ?? `Hello from ${name}!`
   const firstByteMs = behaviour.mode === "ok" ? behaviour.firstByteMs ?? 0 : 0
   if (request.method === "GET" && request.path === "/models") return json(200, modelList(models))
-  if (request.path === "/embeddings") return json(200, embeddings(model, body.input), firstByteMs)
+  if (request.path === "/embeddings") return json(200, embeddings(model, body.input, body.encoding_format), firstByteMs)
   if (request.path !== "/chat/completions") {
     return json(404, { error: { message: `no route ${request.path}`, type: "invalid_request_error", param: null, code: null } })
   }

@@ -119,6 +119,50 @@ describe("failover to the next provider", () => {
     expect(response.headers.get("x-router-attempts")).toBe("alpha:rate_limited,beta:ok")
   })
 
+  it("on every provider-side status (401, 402, 403, 408, 5xx) and on a redirect", async () => {
+    const { alpha, beta, client } = await pair({ mode: "ok" })
+    const cases: Array<[number, string]> = [
+      [401, "auth_error"],
+      [402, "out_of_credits"],
+      [403, "auth_error"],
+      [408, "rate_limited"],
+      [503, "server_error"],
+      [504, "server_error"],
+      [302, "bad_status"]
+    ]
+    for (const [status, outcome] of cases) {
+      alpha.setBehaviour({ mode: "status", status })
+      const { data, response } = await ask(client, newRequestId(`s${status}`))
+      expect(data.choices[0]?.message.content, `HTTP ${status}`).toBe("Hello from beta!")
+      expect(response.headers.get("x-router-attempts"), `HTTP ${status}`).toBe(`alpha:${outcome},beta:ok`)
+    }
+    expect(requestsTo(beta)).toHaveLength(cases.length)
+  })
+
+  it("for embeddings too", async () => {
+    const { alpha, beta, client } = await pair({ mode: "status", status: 500 })
+    const { data, response } = await client.embeddings
+      .create({ model: "m1", input: "vector me", encoding_format: "float" })
+      .withResponse()
+    expect(response.headers.get("x-router-attempts")).toBe("alpha:server_error,beta:ok")
+    expect(data.data).toHaveLength(1)
+    expect(requestsTo(alpha, "/embeddings")).toHaveLength(1)
+    expect(requestsTo(beta, "/embeddings")).toHaveLength(1)
+  })
+
+  it("for many concurrent requests, each failing over on its own", async () => {
+    const { alpha, beta, client } = await pair({ mode: "status", status: 500 })
+    const ids = Array.from({ length: 24 }, (_, i) => newRequestId(`par${i}`))
+    const results = await Promise.all(ids.map((id) => ask(client, id)))
+    for (const { data, response } of results) {
+      expect(data.choices[0]?.message.content).toBe("Hello from beta!")
+      expect(response.headers.get("x-router-attempts")).toBe("alpha:server_error,beta:ok")
+    }
+    expect(results.map((r) => r.response.headers.get("x-request-id")).sort()).toEqual([...ids].sort())
+    expect(requestsTo(alpha)).toHaveLength(ids.length)
+    expect(requestsTo(beta)).toHaveLength(ids.length)
+  })
+
   it("on a connection reset before any response", async () => {
     const { router, client } = await pair({ mode: "reset" })
     const requestId = newRequestId("reset")
@@ -307,7 +351,7 @@ describe("when no provider can answer", () => {
 describe("a stream that fails after its first content", () => {
   const cut: FakeBehaviour = { mode: "cut", afterChunks: 3, content: "one two three four five" }
 
-  it("gives the openai client the first content, then an error, and never fails over", async () => {
+  it("(FakeServer cut) gives the openai client the first content, then an error, and never fails over", async () => {
     const { beta, router, client } = await pair(cut)
     const requestId = newRequestId("cut")
     const stream = await client.chat.completions.create(
@@ -328,7 +372,7 @@ describe("a stream that fails after its first content", () => {
     expect(record.error).not.toBeNull()
   })
 
-  it("ends the SSE body with an error event and no [DONE]", async () => {
+  it("(FakeServer cut) ends the SSE body with an error event and no [DONE]", async () => {
     const { router } = await pair(cut)
     const res = await postJson(router, "/v1/chat/completions", { model: "m1", messages: [{ role: "user", content: "count" }], stream: true })
     expect(res.status).toBe(200)

@@ -1,0 +1,177 @@
+/**
+ * Bad input is answered with the right 4xx in OpenAI's error shape: never a 500, never a hang,
+ * and never a call upstream.
+ */
+import OpenAI from "openai"
+import { request as httpRequest } from "node:http"
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import type { FakeServer } from "../../src/testing/FakeServer.js"
+import type { RouterUnderTest } from "../kit/TestRouter.js"
+import { clientOf, expectOpenAiError, harness, postJson } from "./helpers.js"
+
+describe("bad requests", () => {
+  const h = harness()
+  let fake: FakeServer
+  let router: RouterUnderTest
+  let seen = 0
+
+  beforeAll(async () => {
+    fake = await h.fake({ name: "alpha" })
+    router = await h.router({
+      config: { server: { max_body_bytes: 1000 }, providers: { alpha: { endpoint: fake.url, models: ["m1", "e1"] } } }
+    })
+  })
+  // None of these requests may reach the upstream.
+  afterEach(() => {
+    expect(fake.requests.filter((r) => r.path !== "/models").length).toBe(seen)
+  })
+  afterAll(() => h.closeAll())
+
+  describe("invalid bodies", () => {
+    it("answers 400 invalid_json to a body that is not JSON", async () => {
+      for (const path of ["/v1/chat/completions", "/v1/embeddings"]) {
+        const res = await postJson(router, path, '{"model": "m1", "messages": [', { "x-request-id": "bad-json" })
+        const error = await expectOpenAiError(res, 400)
+        expect(error.code).toBe("invalid_json")
+        expect(error.type).toBe("invalid_request_error")
+        expect(error.param).toBeNull()
+        expect(res.headers.get("x-request-id")).toBe("bad-json")
+      }
+    })
+
+    it("answers 400 invalid_json to JSON that is not an object, and to an empty body", async () => {
+      for (const body of ["[1, 2]", '"text"', "null", "42", ""]) {
+        const error = await expectOpenAiError(await postJson(router, "/v1/chat/completions", body), 400)
+        expect(error.code, JSON.stringify(body)).toBe("invalid_json")
+      }
+    })
+
+    it("answers 400 with param 'messages' when messages is not an array", async () => {
+      for (const messages of ["hello", { role: "user", content: "hi" }, 3, null]) {
+        const res = await postJson(router, "/v1/chat/completions", { model: "m1", messages })
+        const error = await expectOpenAiError(res, 400)
+        expect(error.param, JSON.stringify(messages)).toBe("messages")
+        expect(error.type).toBe("invalid_request_error")
+      }
+    })
+
+    it("names the parameter for a missing field, an empty message list and a bad message", async () => {
+      const missing = await expectOpenAiError(await postJson(router, "/v1/chat/completions", { messages: [{ role: "user", content: "x" }] }), 400)
+      expect(missing).toMatchObject({ param: "model", code: "missing_required_parameter" })
+      const missingMessages = await expectOpenAiError(await postJson(router, "/v1/chat/completions", { model: "m1" }), 400)
+      expect(missingMessages.param).toBe("messages")
+      const empty = await expectOpenAiError(await postJson(router, "/v1/chat/completions", { model: "m1", messages: [] }), 400)
+      expect(empty.param).toBe("messages")
+      const noRole = await expectOpenAiError(await postJson(router, "/v1/chat/completions", { model: "m1", messages: [{ content: "x" }] }), 400)
+      expect(noRole.param).toBe("messages[0].role")
+      const badInput = await expectOpenAiError(await postJson(router, "/v1/embeddings", { model: "e1", input: { text: "x" } }), 400)
+      expect(badInput.param).toBe("input")
+    })
+
+    it("surfaces as BadRequestError in the openai client", async () => {
+      const client = clientOf(router)
+      const error = await client.chat.completions
+        .create({ model: "m1", messages: "not an array" } as unknown as OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming)
+        .catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(OpenAI.BadRequestError)
+      expect((error as InstanceType<typeof OpenAI.BadRequestError>).param).toBe("messages")
+    })
+  })
+
+  describe("unknown models", () => {
+    it("answers 404 model_not_found, for chat, streams and embeddings", async () => {
+      for (const [path, body] of [
+        ["/v1/chat/completions", { model: "no-such-model", messages: [{ role: "user", content: "x" }] }],
+        ["/v1/chat/completions", { model: "no-such-model", messages: [{ role: "user", content: "x" }], stream: true }],
+        ["/v1/chat/completions", { model: "alpha+not-served", messages: [{ role: "user", content: "x" }] }],
+        ["/v1/chat/completions", { model: "nobody+m1", messages: [{ role: "user", content: "x" }] }],
+        ["/v1/embeddings", { model: "no-such-model", input: "x" }]
+      ] as const) {
+        const error = await expectOpenAiError(await postJson(router, path, body), 404)
+        expect(error.code).toBe("model_not_found")
+        expect(error.param).toBe("model")
+        expect(error.message).toContain(body.model)
+      }
+    })
+
+    it("surfaces as NotFoundError in the openai client", async () => {
+      const error = await clientOf(router)
+        .chat.completions.create({ model: "no-such-model", messages: [{ role: "user", content: "x" }] })
+        .catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(OpenAI.NotFoundError)
+      expect((error as InstanceType<typeof OpenAI.NotFoundError>).code).toBe("model_not_found")
+    })
+  })
+
+  describe("body size", () => {
+    const big = { model: "m1", messages: [{ role: "user", content: "x".repeat(2000) }] }
+
+    it("answers 413 to a body over max_body_bytes, declared by content-length", async () => {
+      const error = await expectOpenAiError(await postJson(router, "/v1/chat/completions", big), 413)
+      expect(error.code).toBe("request_too_large")
+      expect(error.message).toContain("1000")
+      const emb = await expectOpenAiError(await postJson(router, "/v1/embeddings", { model: "e1", input: "y".repeat(2000) }), 413)
+      expect(emb.code).toBe("request_too_large")
+    })
+
+    it("answers 413 to a chunked body that grows over the limit", async () => {
+      const payload = Buffer.from(JSON.stringify(big))
+      const { status, body } = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = httpRequest(`${router.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" } }, (res) => {
+          let text = ""
+          res.setEncoding("utf8")
+          res.on("data", (c: string) => (text += c))
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, body: text }))
+          res.on("error", reject)
+        })
+        req.on("error", reject)
+        // No content-length: Node sends the body chunked, in pieces.
+        for (let i = 0; i < payload.length; i += 256) req.write(payload.subarray(i, i + 256))
+        req.end()
+      })
+      expect(status).toBe(413)
+      expect(JSON.parse(body)).toMatchObject({ error: { code: "request_too_large", type: "invalid_request_error" } })
+    })
+
+    it("still serves a body under the limit", async () => {
+      const res = await postJson(router, "/v1/chat/completions", { model: "m1", messages: [{ role: "user", content: "small" }] })
+      expect(res.status).toBe(200)
+      seen++
+    })
+  })
+
+  describe("methods and paths", () => {
+    it("answers 405 to the wrong method on the POST endpoints", async () => {
+      for (const path of ["/v1/chat/completions", "/v1/embeddings"]) {
+        for (const method of ["GET", "PUT", "DELETE"]) {
+          const res = await fetch(`${router.url}${path}`, { method })
+          const error = await expectOpenAiError(res, 405)
+          expect(error.code, `${method} ${path}`).toBe("method_not_allowed")
+          expect(res.headers.get("allow")).toBe("POST")
+        }
+      }
+    })
+
+    it("answers 404 JSON to unknown paths, with any method", async () => {
+      for (const [method, path] of [
+        ["GET", "/nope"],
+        ["POST", "/nope"],
+        ["GET", "/v1/nope"],
+        ["POST", "/v1/completions"],
+        ["POST", "/v1/chat/completions/extra"],
+        ["GET", "/v1"],
+        ["GET", "/"]
+      ] as const) {
+        const res = await fetch(`${router.url}${path}`, { method })
+        const error = await expectOpenAiError(res, 404)
+        expect(error.code, `${method} ${path}`).toBe("unknown_url")
+        expect(error.message).toContain(path)
+      }
+      // A known path with a method it does not serve is a client error too, never a 500.
+      const del = await fetch(`${router.url}/v1/models`, { method: "DELETE" })
+      await expectOpenAiError(del, del.status)
+      expect(del.status).toBeGreaterThanOrEqual(400)
+      expect(del.status).toBeLessThan(500)
+    })
+  })
+})
