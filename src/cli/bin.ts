@@ -20,9 +20,11 @@ const levels: Record<string, LogLevel.LogLevel> = {
 }
 const level = levels[(process.env.ROUTER_LOG_LEVEL ?? "info").toLowerCase()] ?? LogLevel.Info
 
+/** One line on stderr, whatever the error: multi-line messages (config issues) are joined. */
 const fail = (message: string) =>
   Effect.sync(() => {
-    process.stderr.write(`sanctum-router: ${message}\n`)
+    const [head, ...rest] = message.split("\n").map((l) => l.trim()).filter((l) => l !== "")
+    process.stderr.write(`sanctum-router: ${rest.length === 0 ? head : `${head} ${rest.join("; ")}`}\n`)
     process.exitCode = 1
   })
 

@@ -21,13 +21,34 @@ export class ConfigFileError extends Schema.TaggedError<ConfigFileError>()("Conf
   message: Schema.String
 }) {}
 
-const Seconds = Schema.Number.pipe(Schema.positive({ message: () => "must be a positive number of seconds" }))
+/**
+ * Numbers and booleans also accept their text, because `${VAR}` substitution happens after YAML
+ * parsing and yields strings: `port: ${PORT:-8480}` must work.
+ */
+const NumberLike = Schema.transformOrFail(Schema.Union(Schema.Number, Schema.String), Schema.Number, {
+  strict: true,
+  decode: (value, _, ast) => {
+    if (typeof value === "number") return ParseResult.succeed(value)
+    const n = Number(value)
+    return value.trim() !== "" && Number.isFinite(n)
+      ? ParseResult.succeed(n)
+      : ParseResult.fail(new ParseResult.Type(ast, value, `Expected a number, actual ${JSON.stringify(value)}`))
+  },
+  encode: ParseResult.succeed
+}).annotations({ identifier: "number" })
+const IntLike = NumberLike.pipe(Schema.int({ message: () => "must be an integer" }))
+const BooleanLike = Schema.Union(
+  Schema.Boolean,
+  Schema.transform(Schema.Literal("true", "false"), Schema.Boolean, { strict: true, decode: (s) => s === "true", encode: (b) => (b ? "true" : "false") })
+).annotations({ identifier: "boolean" })
+
+const Seconds = NumberLike.pipe(Schema.positive({ message: () => "must be a positive number of seconds" }))
 
 const Timeouts = Schema.Struct({
   connect: Schema.optional(Seconds),
   first_byte: Schema.optional(Seconds),
   total: Schema.optional(Seconds)
-})
+}).annotations({ identifier: "timeouts (a mapping of connect, first_byte, total in seconds)" })
 
 const HttpUrl = Schema.String.pipe(
   Schema.filter((s) => {
@@ -51,32 +72,36 @@ export const ProviderFile = Schema.Struct({
   api_key: Schema.optional(Schema.NullOr(Schema.String)),
   provider_type: Schema.optional(ProviderType),
   models: Schema.optional(Schema.NullOr(Schema.Array(Schema.NonEmptyTrimmedString))),
-  priority: Schema.optional(Schema.Int),
-  supports_tools: Schema.optional(Schema.Boolean),
-  supports_streaming: Schema.optional(Schema.Boolean),
-  supports_multimodal: Schema.optional(Schema.Boolean),
+  priority: Schema.optional(IntLike),
+  supports_tools: Schema.optional(BooleanLike),
+  supports_streaming: Schema.optional(BooleanLike),
+  supports_multimodal: Schema.optional(BooleanLike),
   timeouts: Schema.optional(Schema.NullOr(Timeouts))
-})
+}).annotations({ identifier: "provider settings (a mapping with at least an endpoint)" })
 export type ProviderFile = typeof ProviderFile.Type
 
 const AliasTargets = Schema.Union(
   Schema.NonEmptyTrimmedString,
   Schema.NonEmptyArray(Schema.NonEmptyTrimmedString)
-)
+).annotations({ identifier: "a model id or a list of model ids" })
 
 export const ServerFile = Schema.Struct({
   host: Schema.optional(Schema.NonEmptyTrimmedString),
-  port: Schema.optional(Schema.Int.pipe(Schema.between(0, 65535))),
-  max_body_bytes: Schema.optional(Schema.Int.pipe(Schema.positive()))
-})
+  port: Schema.optional(IntLike.pipe(Schema.between(0, 65535, { message: (issue) => `must be a port number (0-65535), got ${String(issue.actual)}` }))),
+  max_body_bytes: Schema.optional(IntLike.pipe(Schema.positive({ message: (issue) => `must be a positive number of bytes, got ${String(issue.actual)}` })))
+}).annotations({ identifier: "server settings (a mapping)" })
 export type ServerFile = typeof ServerFile.Type
 
 /** The whole file. Sections this version does not know (`monitoring`, `routing`, …) are ignored. */
 export const ConfigFile = Schema.Struct({
   server: Schema.optional(Schema.NullOr(ServerFile)),
-  providers: Schema.optional(Schema.NullOr(Schema.Record({ key: Schema.String, value: ProviderFile }))),
-  aliases: Schema.optional(Schema.NullOr(Schema.Record({ key: Schema.String, value: AliasTargets })))
-})
+  providers: Schema.optional(
+    Schema.NullOr(Schema.Record({ key: Schema.String, value: ProviderFile }).annotations({ identifier: "a mapping of provider ids to provider settings" }))
+  ),
+  aliases: Schema.optional(
+    Schema.NullOr(Schema.Record({ key: Schema.String, value: AliasTargets }).annotations({ identifier: "a mapping of alias names to model ids" }))
+  )
+}).annotations({ identifier: "a mapping of sections (server, providers, aliases)" })
 export type ConfigFile = typeof ConfigFile.Type
 
 const decodeFile = Schema.decodeUnknownEither(ConfigFile, { errors: "all" })
@@ -131,11 +156,11 @@ export const decodeConfig = (
     const substituted = substituteEnv(document ?? {}, env, missing)
     const decoded = decodeFile(substituted)
     if (decoded._tag === "Left") {
-      const lines = describeIssues(ParseResult.ArrayFormatter.formatErrorSync(decoded.left))
+      const lines = describeIssues(ParseResult.ArrayFormatter.formatErrorSync(decoded.left), secretsIn(substituted))
       return Effect.fail(new ConfigFileError({ path, message: `${path} is not a valid configuration:\n${lines.join("\n")}` }))
     }
     const file = decoded.right
-    const problem = checkAliases(file)
+    const problem = checkNames(file)
     if (problem !== null) return Effect.fail(new ConfigFileError({ path, message: `${path} is not a valid configuration:\n  ${problem}` }))
     return Effect.succeed({ path, file, missingEnv: missing })
   })
@@ -144,37 +169,67 @@ export const decodeConfig = (
  * One line per problem. Optional and nullable keys make Schema report every union branch a value
  * failed ("Expected undefined", "Expected null"); those say nothing when a real reason exists.
  */
-const describeIssues = (issues: ReadonlyArray<ParseResult.ArrayFormatterIssue>): Array<string> => {
+const describeIssues = (issues: ReadonlyArray<ParseResult.ArrayFormatterIssue>, secrets: ReadonlyArray<string>): Array<string> => {
   const noise = /^Expected (undefined|null), actual/
   const useful = issues.filter((i) => !noise.test(i.message))
-  const lines = (useful.length > 0 ? useful : issues).map((i) => `  ${formatPath(i.path)}: ${i.message}`)
+  const lines = (useful.length > 0 ? useful : issues).map((i) => `  ${formatPath(i.path)}: ${brief(i.message, secrets)}`)
   return [...new Set(lines)]
 }
 
 /**
- * Checks what the schema cannot: names, and that pinned alias targets name a provider the file
- * defines (a typo would otherwise route nowhere).
+ * A wrong-shaped section would be echoed whole (`actual {...}`), keys included: say what it is
+ * instead, and blank any key value that still slips through.
  */
-const checkAliases = (file: ConfigFile): string | null => {
-  const providers = file.providers ?? {}
-  for (const [section, names] of [["providers", Object.keys(providers)], ["aliases", Object.keys(file.aliases ?? {})]] as const) {
+const brief = (message: string, secrets: ReadonlyArray<string>): string => {
+  let out = message.replace(/, actual ([[{][\s\S]*)$/, (_, actual: string) => `, got ${actual.startsWith("[") ? "a list" : "a mapping"}`)
+  for (const secret of secrets) out = out.split(secret).join("<redacted>")
+  return out
+}
+
+/** Every `api_key` value in a document, to keep them out of error messages. */
+const secretsIn = (value: unknown, out: Array<string> = []): Array<string> => {
+  if (Array.isArray(value)) for (const v of value) secretsIn(v, out)
+  else if (value !== null && typeof value === "object") {
+    for (const [k, v] of Object.entries(value)) {
+      if (k === "api_key" && typeof v === "string" && v.length >= 4) out.push(v)
+      else secretsIn(v, out)
+    }
+  }
+  return out
+}
+
+/** Checks what the schema cannot: provider ids and alias names. */
+const checkNames = (file: ConfigFile): string | null => {
+  for (const [section, names] of [["providers", Object.keys(file.providers ?? {})], ["aliases", Object.keys(file.aliases ?? {})]] as const) {
     for (const name of names) {
       if (!namePattern.test(name)) {
         return `${section}.${name}: the name must start with a letter or digit and contain only letters, digits, '_', '.', ':' or '-'`
       }
     }
   }
+  return null
+}
+
+/**
+ * Pinned alias targets must name a known provider (the file's, or one created through the config
+ * API): a typo would otherwise route nowhere. `null` when they all do.
+ */
+export const checkAliasTargets = (file: ConfigFile, providerIds: ReadonlySet<string>): string | null => {
   for (const [name, targets] of Object.entries(file.aliases ?? {})) {
     const list = typeof targets === "string" ? [targets] : targets
     for (let i = 0; i < list.length; i++) {
       const pinned = splitPinned(list[i]!)
-      if (pinned !== null && !(pinned[0] in providers)) {
+      if (pinned !== null && !providerIds.has(pinned[0])) {
         return `aliases.${name}${typeof targets === "string" ? "" : `[${i}]`}: unknown provider '${pinned[0]}' in '${list[i]}'`
       }
     }
   }
   return null
 }
+
+/** The error for a failed `checkAliasTargets`. */
+export const aliasTargetError = (path: string, problem: string) =>
+  new ConfigFileError({ path, message: `${path} is not a valid configuration:\n  ${problem}` })
 
 /** Reads, parses and validates the file at `path`. */
 export const loadConfigFile = (

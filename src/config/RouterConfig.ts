@@ -6,7 +6,7 @@
 import { Context, Effect, Layer, type Stream, SubscriptionRef } from "effect"
 import type { ConfigState, ProviderSpec } from "../domain/Provider.js"
 import { ConfigRepo } from "../persistence/ConfigRepo.js"
-import { aliasSpecs, type LoadedFile, providerSpecs } from "./ConfigFile.js"
+import { aliasSpecs, aliasTargetError, checkAliasTargets, type LoadedFile, providerSpecs } from "./ConfigFile.js"
 import { Settings, type SettingsShape } from "./Settings.js"
 
 export interface RouterConfigService {
@@ -30,6 +30,9 @@ export const layer = (loaded: LoadedFile) =>
       const repo = yield* ConfigRepo
       const fileProviders = providerSpecs(loaded.file)
       const keys = new Map(fileProviders.map((p) => [p.id, p.apiKey]))
+      const known = new Set([...fileProviders.map((p) => p.id), ...(yield* repo.listProviders).filter((p) => p.source === "api").map((p) => p.id)])
+      const problem = checkAliasTargets(loaded.file, known)
+      if (problem !== null) return yield* aliasTargetError(loaded.path ?? "configuration", problem)
       yield* repo.replaceFileRecords(fileProviders, aliasSpecs(loaded.file))
 
       const read = Effect.gen(function* () {

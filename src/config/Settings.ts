@@ -60,7 +60,9 @@ export const EnvSettings = Config.all({
 
 /** Which config file to load, if any: `--config` wins over `ROUTER_CONFIG`. */
 export const configPath = (flags: Flags) =>
-  Effect.map(EnvSettings, (env) => flags.config ?? Option.getOrNull(env.config))
+  Effect.map(nonEmpty("ROUTER_CONFIG"), (env) => flags.config ?? Option.getOrNull(env)).pipe(
+    Effect.mapError((e) => new StartupError({ message: `Invalid environment: ${e.toString()}` }))
+  )
 
 export const isLoopback = (host: string): boolean =>
   host === "localhost" || host === "::1" || host === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(host)

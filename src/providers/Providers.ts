@@ -4,7 +4,7 @@
  * path is a synchronous map lookup.
  */
 import { Context, Duration, Effect, Layer, Schedule, Stream } from "effect"
-import { configState, decodeConfig } from "../config/ConfigFile.js"
+import { aliasTargetError, checkAliasTargets, configState, decodeConfig } from "../config/ConfigFile.js"
 import { RouterConfig } from "../config/RouterConfig.js"
 import { ModelNotFound } from "../domain/Errors.js"
 import type { ModelEntry } from "../domain/OpenAi.js"
@@ -210,6 +210,8 @@ export const layerStatic = (config: unknown) =>
     Providers,
     Effect.gen(function* () {
       const loaded = yield* decodeConfig(config, "configuration")
+      const problem = checkAliasTargets(loaded.file, new Set(Object.keys(loaded.file.providers ?? {})))
+      if (problem !== null) return yield* aliasTargetError("configuration", problem)
       const state = configState(loaded.file)
       return yield* make(Stream.make(state), state)
     })
