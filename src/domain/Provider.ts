@@ -57,6 +57,10 @@ export interface Candidate {
   readonly upstreamModel: string
 }
 
+/** Lower `priority` first, ties by provider id: a total order, so no two runs differ. */
+export const byPriority = (a: Candidate, b: Candidate): number =>
+  a.provider.priority - b.provider.priority || (a.provider.id < b.provider.id ? -1 : a.provider.id > b.provider.id ? 1 : 0)
+
 /** `provider+model`: the id that pins a provider. The split is at the first `+`. */
 export const pinnedId = (providerId: string, model: string): string => `${providerId}+${model}`
 

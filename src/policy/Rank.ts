@@ -3,7 +3,7 @@
  * they are tried. No I/O and no randomness, so the same inputs always give the same order.
  */
 import type { ChatCompletionRequest } from "../domain/OpenAi.js"
-import type { Candidate } from "../domain/Provider.js"
+import { byPriority, type Candidate } from "../domain/Provider.js"
 import type { Resolution } from "../providers/Providers.js"
 
 /** What a request needs from a backend, derived from the request alone. */
@@ -71,9 +71,7 @@ export const gate = (candidates: ReadonlyArray<Candidate>, needs: Needs): Rankin
   return { ranked, dropped }
 }
 
-/** Lower `priority` first, ties by provider id: a total order, so no two runs differ. */
-export const byPriority = (a: Candidate, b: Candidate): number =>
-  a.provider.priority - b.provider.priority || (a.provider.id < b.provider.id ? -1 : a.provider.id > b.provider.id ? 1 : 0)
+export { byPriority }
 
 /** The foundation's strategy: an alias keeps its configured order, anything else goes by priority. */
 export const rankByPriority = (resolution: Resolution, needs: Needs): Ranking => {

@@ -8,7 +8,7 @@ import { aliasTargetError, checkAliasTargets, configState, decodeConfig } from "
 import { RouterConfig } from "../config/RouterConfig.js"
 import { ModelNotFound } from "../domain/Errors.js"
 import type { ModelEntry } from "../domain/OpenAi.js"
-import { type Candidate, type ConfigState, pinnedId, type ProviderSpec, splitPinned } from "../domain/Provider.js"
+import { byPriority, type Candidate, type ConfigState, pinnedId, type ProviderSpec, splitPinned } from "../domain/Provider.js"
 import { Upstream, type UpstreamService } from "./Upstream.js"
 
 /** How a model id was resolved: the candidates, and whether their order is the configuration's. */
@@ -65,7 +65,8 @@ export const buildIndex = (
       const provider = providers.get(pinned[0])
       return provider === undefined ? [] : [{ provider, upstreamModel: pinned[1] }]
     }
-    return models.get(target) ?? []
+    // A bare model in a chain stands for all its providers, in the order the bare id has.
+    return [...(models.get(target) ?? [])].sort(byPriority)
   }
   const aliases = new Map<string, ReadonlyArray<Candidate>>()
   for (const a of state.aliases) {

@@ -22,7 +22,7 @@ import { type Needs, needsOfChat, noNeeds } from "../policy/Rank.js"
 import { Providers } from "../providers/Providers.js"
 import { AbortSwitch, type ChunkWriter, Upstream, type UpstreamResponse } from "../providers/Upstream.js"
 import { actionOfStatus, outcomeOfStatus, outcomeOfTransport } from "./Classify.js"
-import { framed } from "./Sse.js"
+import { framed, lastEventEnd } from "./Sse.js"
 import { scheduler } from "./Timer.js"
 
 export interface ChatInput {
@@ -102,6 +102,14 @@ const contentTypeOf = (r: UpstreamResponse): string => {
   return typeof ct === "string" ? ct : "application/json"
 }
 
+/** Whether the complete events in `buf` include a `data:` field (comments alone do not count). */
+const hasDataEvent = (buf: Uint8Array): boolean => {
+  const end = lastEventEnd(buf)
+  if (end === -1) return false
+  const text = Buffer.from(buf.buffer, buf.byteOffset, end).toString("latin1")
+  return text.startsWith("data:") || text.includes("\ndata:")
+}
+
 const snippet = (body: Uint8Array): string => {
   const text = Buffer.from(body.buffer, body.byteOffset, Math.min(body.byteLength, 300)).toString("utf8")
   return text.replace(/\s+/g, " ").trim()
@@ -161,17 +169,25 @@ export const make = Effect.gen(function* () {
       const served = (r: UpstreamResponse): Effect.Effect<Outcome, UpstreamTransportError> => {
         const contentType = contentTypeOf(r)
         if (stream && contentType.includes("text/event-stream")) {
-          // The commit point: nothing reaches the client before the first event, so a backend
-          // that accepts the request and then stays silent can still be skipped.
-          return Effect.map(r.next, (first): Outcome => {
-            if (first === null) {
-              controller.abort()
-              return failed("empty_stream", "stream ended before the first event", r.status)
-            }
-            cancelFirstByte()
-            const ok = attempt("ok", "ok", r.status)
-            return { _tag: "Served", reply: streamReply(c, r, first, [...attempts, ok], controller, () => expired, cancelTotal) }
-          })
+          // The commit point: nothing reaches the client before a whole `data:` event has
+          // arrived, so a backend that accepts the request and then stays silent (or sends only
+          // part of an event, or keep-alive comments) can still be skipped.
+          const commit = (held: Uint8Array | null): Effect.Effect<Outcome, UpstreamTransportError> =>
+            Effect.flatMap(r.next, (chunk): Effect.Effect<Outcome, UpstreamTransportError> => {
+              if (chunk === null) {
+                controller.abort()
+                return Effect.succeed(failed("empty_stream", "stream ended before the first event", r.status))
+              }
+              const buf = held === null ? chunk : Buffer.concat([held, chunk])
+              if (!hasDataEvent(buf)) return commit(buf)
+              cancelFirstByte()
+              const ok = attempt("ok", "ok", r.status)
+              return Effect.succeed({
+                _tag: "Served",
+                reply: streamReply(c, r, buf, [...attempts, ok], controller, () => expired, cancelTotal)
+              })
+            })
+          return commit(null)
         }
         cancelFirstByte()
         return Effect.map(r.body, (bytes): Outcome => {

@@ -69,7 +69,11 @@ export const layer = (scripts: Readonly<Record<string, FakeProviderScript>> = {}
             Effect.fail(new UpstreamTransportError({ provider: id, reason, detail }))
           // Like the live client: aborting the signal (or interrupting) ends whatever is pending.
           let onAbort: (() => void) | undefined
-          call.abort?.onAbort(() => onAbort?.())
+          // Like the live client, an abort at any time (a discard included) is seen by the provider.
+          call.abort?.onAbort(() => {
+            if (!finished) Effect.runSync(markAborted)
+            onAbort?.()
+          })
           const signalled: Effect.Effect<never, UpstreamTransportError> = Effect.async((resume) => {
             if (call.abort === undefined) return
             if (call.abort.aborted) return resume(fail("aborted", "request aborted"))

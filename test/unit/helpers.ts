@@ -3,7 +3,7 @@
  * in-memory `ChunkWriter`, and an `Upstream` that sends hand-written byte chunks (for framing tests
  * the fake cannot express, such as an event split across chunks).
  */
-import { Effect, Layer } from "effect"
+import { Effect, Fiber, Layer, TestServices } from "effect"
 import { UpstreamTransportError } from "../../src/domain/Errors.js"
 import type { ChatCompletionRequest } from "../../src/domain/OpenAi.js"
 import * as Providers from "../../src/providers/Providers.js"
@@ -81,31 +81,59 @@ export const recording = (recorded: Recorded) =>
       }))
   )
 
+export interface ChunkScript {
+  readonly chunks: ReadonlyArray<string>
+  /** After the chunks: end cleanly, reset the connection, or go silent until aborted. */
+  readonly then: "end" | "reset" | "hang"
+}
+
 /**
- * An `Upstream` whose every provider answers 200 `text/event-stream` with these exact chunks, then
- * ends (`then: "end"`) or fails with a reset. Chunks are handed out as written, so a test decides
- * where event boundaries fall.
+ * An `Upstream` whose providers answer 200 `text/event-stream` with these exact chunks, so a test
+ * decides where event boundaries fall (the fake provider always sends whole events). A provider
+ * without a script sends one whole event and `[DONE]`.
  */
-export const chunkedUpstream = (chunks: ReadonlyArray<string>, then: "end" | "reset") =>
+export const chunkedUpstream = (scripts: Readonly<Record<string, ChunkScript>>) =>
   Layer.succeed(
     Upstream,
     Upstream.of({
       send: (call) =>
         Effect.sync((): UpstreamResponse => {
+          const id = call.provider.id
+          const script = scripts[id] ?? { chunks: [`data: {"from":"${id}"}\n\n`, "data: [DONE]\n\n"], then: "end" }
           let next = 0
-          const reset = Effect.fail(new UpstreamTransportError({ provider: call.provider.id, reason: "reset", detail: "connection reset by upstream" }))
+          const fail = (reason: UpstreamTransportError["reason"], detail: string) =>
+            Effect.fail(new UpstreamTransportError({ provider: id, reason, detail }))
+          // Silent until the router aborts the call, like a live connection that stopped sending.
+          const silent = Effect.async<never, UpstreamTransportError>((resume) => {
+            call.abort?.onAbort(() => resume(fail("aborted", "request aborted")))
+          })
           const read: Effect.Effect<Uint8Array | null, UpstreamTransportError> = Effect.suspend(() => {
-            const c = chunks[next]
+            if (call.abort?.aborted) return fail("aborted", "request aborted")
+            const c = script.chunks[next]
             if (c !== undefined) {
               next++
               return Effect.succeed(new Uint8Array(Buffer.from(c)))
             }
-            return then === "end" ? Effect.succeed(null) : reset
+            switch (script.then) {
+              case "end":
+                return Effect.succeed(null)
+              case "reset":
+                return fail("reset", "connection reset by upstream")
+              case "hang":
+                return silent
+            }
           })
           return {
             status: 200,
             headers: { "content-type": "text/event-stream" },
-            body: Effect.map(read, (c) => c ?? new Uint8Array(0)),
+            body: Effect.gen(function* () {
+              const all: Array<Uint8Array> = []
+              for (;;) {
+                const c = yield* read
+                if (c === null) return new Uint8Array(Buffer.concat(all))
+                all.push(c)
+              }
+            }),
             next: read,
             pipe: (writer) =>
               Effect.gen(function* () {
@@ -115,8 +143,47 @@ export const chunkedUpstream = (chunks: ReadonlyArray<string>, then: "end" | "re
                   writer.write(c)
                 }
               }),
-            discard: Effect.void
+            discard: Effect.sync(() => call.abort?.abort())
           }
         })
     })
+  )
+
+/** A router over the fake provider with every upstream call also kept in `recorded`, as the router made it. */
+export const routerRecording = (
+  config: unknown,
+  recorded: Recorded,
+  scripts: Readonly<Record<string, FakeUpstream.FakeProviderScript>> = {}
+) =>
+  Router.layer.pipe(
+    Layer.provide(Providers.layerStatic(config)),
+    Layer.provide(recording(recorded)),
+    Layer.provideMerge(FakeUpstream.layer(scripts))
+  )
+
+const describeValue = (a: unknown): string => {
+  if (typeof a !== "object" || a === null) return String(a)
+  const r = a as { _tag?: unknown; provider?: unknown }
+  return `${String(r._tag ?? "object")}${r.provider === undefined ? "" : ` from ${String(r.provider)}`}`
+}
+
+/**
+ * The error `self` fails with. A success becomes a short defect message instead (`Effect.flip`
+ * would fail with the whole reply, which vitest then chokes on while formatting it).
+ */
+export const failureOf = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<E, never, R> =>
+  Effect.flatMap(Effect.either(self), (r) =>
+    r._tag === "Left" ? Effect.succeed(r.left) : Effect.dieMessage(`expected a failure, got a success: ${describeValue(r.right)}`))
+
+/**
+ * Joins a fiber that should be done now that the test clock has passed its deadline. If it is
+ * still running a second of real time later, the test fails at once instead of waiting for the
+ * vitest timeout (the real sleep is only ever reached by a failing test).
+ */
+export const joinNow = <A, E>(fiber: Fiber.Fiber<A, E>): Effect.Effect<A, E> =>
+  Effect.raceFirst(
+    Fiber.join(fiber),
+    TestServices.provideLive(Effect.sleep("1 second")).pipe(
+      Effect.zipRight(Effect.dieMessage("still running after the test clock passed its deadline"))
+    )
   )

@@ -1,0 +1,174 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Fiber, TestClock } from "effect"
+import type { AllCandidatesFailed, StreamInterrupted } from "../../src/domain/Errors.js"
+import * as Router from "../../src/router/Router.js"
+import { FakeUpstream } from "../../src/testing/FakeUpstream.js"
+import { chat, chunkedUpstream, collector, dataLines, endpoint, failureOf, joinNow, type Recorded, routerOver, routerRecording, routerWith } from "./helpers.js"
+
+const two = {
+  providers: {
+    a: { endpoint: endpoint("a"), models: ["m"], priority: 1, timeouts: { first_byte: 2 } },
+    b: { endpoint: endpoint("b"), models: ["m"], priority: 2 }
+  }
+}
+
+const calls = Effect.flatMap(FakeUpstream, (f) => f.calls)
+
+const streamOf = (reply: Router.Reply): Router.StreamReply => {
+  if (reply._tag !== "Stream") throw new Error(`expected a Stream reply, got ${reply._tag}`)
+  return reply
+}
+
+const contentOf = (events: ReadonlyArray<string>) =>
+  events.filter((e) => e !== "[DONE]").map((e) => JSON.parse(e).choices[0]?.delta?.content ?? "").join("")
+
+describe("streaming replies", () => {
+  it.effect("pipe writes whole SSE events and ends with data: [DONE]", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const reply = streamOf(yield* router.chat({ request: chat("m", { stream: true }) }))
+      expect(reply.provider).toBe("a")
+      expect(reply.status).toBe(200)
+      expect(reply.contentType).toContain("text/event-stream")
+      expect(reply.attempts.map((a) => `${a.provider}:${a.outcome}`)).toEqual(["a:ok"])
+      const out = collector()
+      yield* reply.pipe(out.writer)
+      for (const c of out.chunks) expect(c.toString("utf8").endsWith("\n\n")).toBe(true)
+      const events = dataLines(out.text())
+      expect(events.at(-1)).toBe("[DONE]")
+      expect(out.text().endsWith("data: [DONE]\n\n")).toBe(true)
+      expect(JSON.parse(events[0]!).choices[0].delta.role).toBe("assistant")
+      expect(contentOf(events)).toBe("Hello from a!")
+      expect(events.some((e) => e !== "[DONE]" && JSON.parse(e).usage !== undefined)).toBe(false)
+    }).pipe(Effect.provide(routerWith(two))))
+
+  it.effect("with stream_options.include_usage the usage chunk comes through before [DONE]", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const reply = streamOf(yield* router.chat({ request: chat("m", { stream: true, stream_options: { include_usage: true } }) }))
+      const out = collector()
+      yield* reply.pipe(out.writer)
+      const events = dataLines(out.text())
+      expect(events.at(-1)).toBe("[DONE]")
+      const usage = JSON.parse(events.at(-2)!)
+      expect(usage.choices).toEqual([])
+      expect(usage.usage.total_tokens).toBe(usage.usage.prompt_tokens + usage.usage.completion_tokens)
+      expect(usage.usage.completion_tokens).toBeGreaterThan(0)
+    }).pipe(Effect.provide(routerWith(two))))
+
+  it.effect("a cut after N events fails pipe with StreamInterrupted, after exactly the N whole events", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const reply = streamOf(yield* router.chat({ request: chat("m", { stream: true }) }))
+      expect(reply.provider).toBe("a")
+      const out = collector()
+      const error: StreamInterrupted = yield* failureOf(reply.pipe(out.writer))
+      expect(error._tag).toBe("StreamInterrupted")
+      expect(error.provider).toBe("a")
+      expect(error.detail).toBe("connection reset by upstream")
+      for (const c of out.chunks) expect(c.toString("utf8").endsWith("\n\n")).toBe(true)
+      const events = dataLines(out.text())
+      expect(events).toHaveLength(3)
+      expect(events).not.toContain("[DONE]")
+      // The failover is over once the answer has begun: b is never asked.
+      expect((yield* calls).map((c) => c.provider)).toEqual(["a"])
+    }).pipe(Effect.provide(routerWith(two, { a: { behaviour: { mode: "cut", afterChunks: 3 } } }))))
+
+  it.effect("a cut before the first event fails over (connection_reset)", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const reply = streamOf(yield* router.chat({ request: chat("m", { stream: true }) }))
+      expect(reply.provider).toBe("b")
+      expect(reply.attempts.map((a) => `${a.provider}:${a.outcome}`)).toEqual(["a:connection_reset", "b:ok"])
+      const out = collector()
+      yield* reply.pipe(out.writer)
+      expect(contentOf(dataLines(out.text()))).toBe("Hello from b!")
+    }).pipe(Effect.provide(routerWith(two, { a: { behaviour: { mode: "cut", afterChunks: 0 } } }))))
+
+  it.effect("a stream that ends before its first event fails over (empty_stream)", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const reply = streamOf(yield* router.chat({ request: chat("m", { stream: true }) }))
+      expect(reply.provider).toBe("b")
+      expect(reply.attempts.map((a) => [a.provider, a.outcome, a.status])).toEqual([["a", "empty_stream", 200], ["b", "ok", 200]])
+    }).pipe(Effect.provide(routerOver(two, chunkedUpstream({ a: { chunks: [], then: "end" } })))))
+
+  it.effect("a stream mode request answered with JSON is a JSON reply", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const reply = yield* router.chat({ request: chat("m", { stream: true }) })
+      expect(reply._tag).toBe("Json")
+      expect(reply.provider).toBe("b")
+      expect(reply.attempts.map((a) => `${a.provider}:${a.outcome}`)).toEqual(["a:server_error", "b:ok"])
+    }).pipe(Effect.provide(routerWith(two, { a: { behaviour: { mode: "status", status: 500 } }, b: { behaviour: { mode: "status", status: 200, body: { ok: true } } } }))))
+
+  it.effect("events split across chunks are written whole; a partial event before a reset is never written", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const reply = streamOf(yield* router.chat({ request: chat("m", { stream: true }) }))
+      expect(reply.provider).toBe("a")
+      const out = collector()
+      const error = yield* failureOf(reply.pipe(out.writer))
+      expect(error._tag).toBe("StreamInterrupted")
+      expect(out.chunks.map((c) => c.toString("utf8"))).toEqual(["data: {\"n\":1}\n\n", "data: {\"n\":2}\n\ndata: {\"n\":3}\n\n"])
+      expect(out.text()).not.toContain("\"n\":4")
+    }).pipe(Effect.provide(routerOver(two, chunkedUpstream({
+      a: { chunks: ["data: {\"n\":1}\n\ndata: {\"n\"", ":2}\n\ndata: {\"n\":3}\n\n", "data: {\"n\":4"], then: "reset" }
+    })))))
+
+  it.effect("a clean end forwards the held-back tail", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const reply = streamOf(yield* router.chat({ request: chat("m", { stream: true }) }))
+      const out = collector()
+      yield* reply.pipe(out.writer)
+      expect(out.text()).toBe("data: {\"n\":1}\r\n\r\ndata: [DONE]")
+    }).pipe(Effect.provide(routerOver(two, chunkedUpstream({
+      a: { chunks: ["data: {\"n\":1}\r\n", "\r\ndata: [DO", "NE]"], then: "end" }
+    })))))
+
+  // The commit point is the first *event*: until one has arrived nothing is sent, so a backend
+  // that started an event and then went silent must still be skipped on first_byte.
+  it.effect("a first chunk holding only part of an event is not the commit point", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const fiber = yield* Effect.fork(router.chat({ request: chat("m", { stream: true }) }))
+      yield* TestClock.adjust("2 seconds")
+      const reply = streamOf(yield* joinNow(fiber))
+      expect(reply.provider).toBe("b")
+      expect(reply.attempts.map((a) => `${a.provider}:${a.outcome}`)).toEqual(["a:timeout", "b:ok"])
+    }).pipe(Effect.provide(routerOver(two, chunkedUpstream({
+      a: { chunks: ["data: {\"id\":\"chatcmpl-1\","], then: "hang" }
+    })))))
+
+  it.effect("discard aborts the upstream call", () => {
+    const recorded: Recorded = { calls: [] }
+    return Effect.gen(function* () {
+      const router = yield* Router.Router
+      const reply = streamOf(yield* router.chat({ request: chat("m", { stream: true }) }))
+      expect(recorded.calls[0]!.abort?.aborted).toBe(false)
+      yield* reply.discard
+      expect(recorded.calls[0]!.abort?.aborted).toBe(true)
+    }).pipe(Effect.provide(routerRecording(two, recorded, { a: { behaviour: { mode: "stall", afterChunks: 2 } } })))
+  })
+
+  it.effect("interrupting pipe aborts the upstream call", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const reply = streamOf(yield* router.chat({ request: chat("m", { stream: true }) }))
+      const out = collector()
+      const piping = yield* Effect.fork(reply.pipe(out.writer))
+      yield* TestClock.adjust("1 second")
+      expect(dataLines(out.text())).toHaveLength(2)
+      yield* Fiber.interrupt(piping)
+      expect((yield* calls).map((c) => [c.provider, c.aborted])).toEqual([["a", true]])
+    }).pipe(Effect.provide(routerWith(two, { a: { behaviour: { mode: "stall", afterChunks: 2 } } }))))
+
+  it.effect("when every stream fails before its first event: AllCandidatesFailed", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const error = yield* failureOf(router.chat({ request: chat("m", { stream: true }) }))
+      expect(error._tag).toBe("AllCandidatesFailed")
+      expect((error as AllCandidatesFailed).attempts.map((a) => `${a.provider}:${a.outcome}`)).toEqual(["a:connection_reset", "b:server_error"])
+    }).pipe(Effect.provide(routerWith(two, { a: { behaviour: { mode: "cut", afterChunks: 0 } }, b: { behaviour: { mode: "status", status: 503 } } }))))
+})
