@@ -2,8 +2,9 @@
 // npm run bench: the router's added latency and throughput, measured against a direct call to the
 // upstream and a bare pass-through proxy in the same run, so machine noise hits all three alike.
 //
-//   BENCH_SECONDS   seconds measured per target and concurrency (default 4)
-//   BENCH_WARMUP    warm-up seconds before each measurement (default 1)
+//   BENCH_SECONDS   seconds measured per target and concurrency (default 6)
+//   BENCH_ROUNDS    rounds the seconds are split into, targets interleaved (default 3)
+//   BENCH_WARMUP    warm-up seconds per target and concurrency (default 1)
 //
 // The targets: p50 added ≤ 250 µs at concurrency 1, and at concurrency 32 a throughput of at least
 // 0.4 of the bare baseline's.
@@ -17,7 +18,7 @@ import { Pool } from "undici"
 
 const here = dirname(fileURLToPath(import.meta.url))
 const root = join(here, "..")
-const seconds = Number(process.env.BENCH_SECONDS ?? 4)
+const seconds = Number(process.env.BENCH_SECONDS ?? 6)
 const warmup = Number(process.env.BENCH_WARMUP ?? 1)
 
 const children = []
@@ -98,14 +99,20 @@ const run = async (port, concurrency, durationS) => {
   await Promise.all(Array.from({ length: concurrency }, worker))
   const elapsed = (performance.now() - started) / 1000
   await pool.close()
-  latencies.sort((a, b) => a - b)
-  const pct = (p) => latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))] ?? NaN
-  return { rps: latencies.length / elapsed, p50: pct(0.5), p99: pct(0.99), errors, n: latencies.length }
+  return { latencies, elapsed, errors }
 }
 
-const measure = async (port, concurrency) => {
-  await run(port, concurrency, warmup)
-  return run(port, concurrency, seconds)
+/**
+ * Rounds interleave the targets (direct, baseline, router, direct, …) so that a noisy moment on the
+ * machine lands on all of them alike; each target's samples are merged across rounds.
+ */
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3)
+
+const merge = (parts) => {
+  const latencies = parts.flatMap((p) => p.latencies).sort((a, b) => a - b)
+  const elapsed = parts.reduce((s, p) => s + p.elapsed, 0)
+  const pct = (q) => latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * q))] ?? NaN
+  return { rps: latencies.length / elapsed, p50: pct(0.5), p99: pct(0.99), errors: parts.reduce((s, p) => s + p.errors, 0), n: latencies.length }
 }
 
 const fmt = (n) => n.toFixed(0).padStart(7)
@@ -114,11 +121,15 @@ const main = async () => {
   const baselinePort = await forkServer("bench-baseline.mjs", { UPSTREAM_PORT: String(upstreamPort) })
   const routerPort = await startRouter(upstreamPort)
   const targets = { direct: upstreamPort, baseline: baselinePort, router: routerPort }
-  console.log(`sanctum-router bench: ${seconds}s per run after ${warmup}s warm-up, node ${process.version}`)
+  console.log(`sanctum-router bench: ${seconds}s per target in ${rounds} interleaved rounds after ${warmup}s warm-up, node ${process.version}`)
   const report = {}
   for (const concurrency of [1, 32]) {
-    const results = {}
-    for (const [name, port] of Object.entries(targets)) results[name] = await measure(port, concurrency)
+    for (const port of Object.values(targets)) await run(port, concurrency, warmup)
+    const parts = Object.fromEntries(Object.keys(targets).map((name) => [name, []]))
+    for (let round = 0; round < rounds; round++) {
+      for (const [name, port] of Object.entries(targets)) parts[name].push(await run(port, concurrency, seconds / rounds))
+    }
+    const results = Object.fromEntries(Object.entries(parts).map(([name, p]) => [name, merge(p)]))
     report[concurrency] = results
     console.log(`\nconcurrency ${concurrency}`)
     console.log("target       req/s   p50 µs   p99 µs  added p50  added p99  share of direct  errors")

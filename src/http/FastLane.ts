@@ -59,32 +59,28 @@ export const sendError = (res: ServerResponse, requestId: string, error: HttpErr
   res.end(e.body)
 }
 
-/** Reads the request body, refusing more than `limit` bytes as soon as it is exceeded. */
-const readBody = (req: IncomingMessage, limit: number): Effect.Effect<Buffer, PayloadTooLarge> =>
-  Effect.async((resume) => {
-    const declared = Number(req.headers["content-length"])
-    if (declared > limit) return resume(Effect.fail(new PayloadTooLarge({ limit })))
-    const chunks: Array<Buffer> = []
-    let size = 0
-    const onData = (c: Buffer) => {
-      size += c.length
-      if (size > limit) {
-        cleanup()
-        resume(Effect.fail(new PayloadTooLarge({ limit })))
-      } else chunks.push(c)
-    }
-    const onEnd = () => {
-      cleanup()
-      resume(Effect.succeed(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)))
-    }
-    const cleanup = () => {
+/**
+ * Collects the request body with plain stream callbacks, before any fiber exists: the upload is
+ * I/O at the edge, and starting the workflow only once the body is complete keeps one async step
+ * (and the fiber's lifetime) off the hot path. More than `limit` bytes fail at once.
+ */
+const collectBody = (req: IncomingMessage, limit: number, done: (error: PayloadTooLarge | null, body: Buffer) => void) => {
+  const declared = Number(req.headers["content-length"])
+  if (declared > limit) return done(new PayloadTooLarge({ limit }), Buffer.alloc(0))
+  const chunks: Array<Buffer> = []
+  let size = 0
+  const onData = (c: Buffer) => {
+    size += c.length
+    if (size > limit) {
       req.off("data", onData)
       req.off("end", onEnd)
-    }
-    req.on("data", onData)
-    req.on("end", onEnd)
-    return Effect.sync(cleanup)
-  })
+      done(new PayloadTooLarge({ limit }), Buffer.alloc(0))
+    } else chunks.push(c)
+  }
+  const onEnd = () => done(null, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size))
+  req.on("data", onData)
+  req.on("end", onEnd)
+}
 
 const streamHeaders = {
   "content-type": "text/event-stream; charset=utf-8",
@@ -144,17 +140,20 @@ export const make = Effect.gen(function* () {
 
   // Interruption is masked between the router's answer and the code that writes it, so a stream
   // whose client left at that instant is still discarded (aborting its upstream call).
-  const program = (endpoint: "chat" | "embeddings", req: IncomingMessage, res: ServerResponse, requestId: string) =>
+  const program = (endpoint: "chat" | "embeddings", raw: Buffer, res: ServerResponse, requestId: string) =>
     Effect.uninterruptibleMask((restore) =>
-      restore(Effect.flatMap(readBody(req, limit), (raw) => decode(endpoint, raw, requestId))).pipe(
+      restore(decode(endpoint, raw, requestId)).pipe(
         Effect.flatMap((reply) =>
           reply._tag === "Json" ? respond(reply, res, requestId) : Effect.onInterrupt(restore(respond(reply, res, requestId)), () => reply.discard)
         )
       )
     ).pipe(
-      Effect.catchAll((e) => Effect.sync(() => sendError(res, requestId, e))),
-      Effect.catchAllCause((cause) =>
-        Cause.isInterruptedOnly(cause)
+      // One handler for all three ends: a typed error (OpenAI-shaped 4xx/5xx), the client leaving
+      // (nothing to answer), or a defect (logged, 500).
+      Effect.catchAllCause((cause) => {
+        const failure = Cause.failureOption(cause)
+        if (failure._tag === "Some") return Effect.sync(() => sendError(res, requestId, failure.value))
+        return Cause.isInterruptedOnly(cause)
           ? Effect.void
           : Effect.zipRight(
             Effect.logError("request failed unexpectedly", cause),
@@ -166,7 +165,7 @@ export const make = Effect.gen(function* () {
               } else res.destroy()
             })
           )
-      )
+      })
     )
 
   const paths: Record<string, "chat" | "embeddings"> = {
@@ -189,10 +188,14 @@ export const make = Effect.gen(function* () {
       req.resume()
       return true
     }
-    const fiber = runFork(program(endpoint, req, res, requestId))
-    // A client that hangs up interrupts the workflow, which aborts the upstream call.
-    res.once("close", () => {
-      if (!res.writableFinished) fiber.unsafeInterruptAsFork(FiberId.none)
+    collectBody(req, limit, (tooLarge, raw) => {
+      if (tooLarge !== null) return sendError(res, requestId, tooLarge)
+      if (res.destroyed) return
+      const fiber = runFork(program(endpoint, raw, res, requestId))
+      // A client that hangs up interrupts the workflow, which aborts the upstream call.
+      res.once("close", () => {
+        if (!res.writableFinished) fiber.unsafeInterruptAsFork(FiberId.none)
+      })
     })
     return true
   }

@@ -33,6 +33,15 @@ export interface UpstreamCall {
    * pending then fails with reason `aborted`. This is how the router's timeouts end a call.
    */
   readonly abort?: AbortSwitch | undefined
+  /** Called when the status line and headers arrive: the first byte, for timing. */
+  readonly onResponseStart?: (() => void) | undefined
+}
+
+/** A whole response, read to its end. */
+export interface UpstreamComplete {
+  readonly status: number
+  readonly headers: Readonly<Record<string, string | ReadonlyArray<string> | undefined>>
+  readonly body: Uint8Array
 }
 
 /**
@@ -73,9 +82,24 @@ export interface UpstreamResponse {
 export interface UpstreamService {
   /** Sends a request; succeeds when the response status and headers have arrived. Interrupting aborts it. */
   readonly send: (call: UpstreamCall) => Effect.Effect<UpstreamResponse, UpstreamTransportError>
+  /**
+   * Sends a request and reads the whole response: one step where `send` and `body` are two, for
+   * answers that are not streamed. Interrupting aborts it.
+   */
+  readonly request: (call: UpstreamCall) => Effect.Effect<UpstreamComplete, UpstreamTransportError>
 }
 
 export class Upstream extends Context.Tag("sanctum/Upstream")<Upstream, UpstreamService>() {}
+
+/**
+ * `request` built from `send`, for implementations (fakes, wrappers) that have no faster way: the
+ * response start, then its whole body.
+ */
+export const requestVia = (send: UpstreamService["send"]): UpstreamService["request"] => (call) =>
+  Effect.flatMap(send(call), (r) => {
+    call.onResponseStart?.()
+    return Effect.map(r.body, (body): UpstreamComplete => ({ status: r.status, headers: r.headers, body }))
+  })
 
 const codeOf = (e: unknown): string => {
   const err = e as { code?: unknown; cause?: { code?: unknown } }
@@ -134,6 +158,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   done = false
   failure: Error | undefined
   onStart: ((error: Error | undefined) => void) | undefined
+  onFirstByte: (() => void) | undefined
   onProgress: (() => void) | undefined
   writer: ChunkWriter | undefined
 
@@ -147,6 +172,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   onResponseStart(_: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders) {
     this.status = status
     this.headers = headers
+    this.onFirstByte?.()
     const k = this.onStart
     this.onStart = undefined
     k?.(undefined)
@@ -328,37 +354,63 @@ export const make = Effect.gen(function* () {
     return target
   }
 
+  /** Starts the call; its outcome arrives through the exchange's callbacks. */
+  const start = (call: UpstreamCall, exchange: Exchange): UpstreamTransportError | null => {
+    exchange.onFirstByte = call.onResponseStart
+    if (call.abort !== undefined) {
+      if (call.abort.aborted) return new UpstreamTransportError({ provider: call.provider.id, reason: "aborted", detail: "aborted before sending" })
+      call.abort.onAbort(() => exchange.abort())
+    }
+    try {
+      const target = targetOf(call.provider)
+      const headers: Record<string, string> = {
+        accept: call.stream ? "text/event-stream" : "application/json"
+      }
+      if (call.body !== undefined) headers["content-type"] = "application/json"
+      if (target.authorization !== undefined) headers.authorization = target.authorization
+      if (call.requestId !== undefined) headers["x-request-id"] = call.requestId
+      target.pool.dispatch({
+        method: call.method,
+        path: target.basePath + call.path,
+        headers,
+        body: call.body ?? null
+      }, exchange)
+      return null
+    } catch (e) {
+      return classifyTransportError(call.provider.id, e)
+    }
+  }
+
   const send = (call: UpstreamCall): Effect.Effect<UpstreamResponse, UpstreamTransportError> =>
     Effect.async((resume) => {
       const exchange = new Exchange(call.provider.id)
-      if (call.abort !== undefined) {
-        if (call.abort.aborted) return resume(Effect.fail(new UpstreamTransportError({ provider: call.provider.id, reason: "aborted", detail: "aborted before sending" })))
-        call.abort.onAbort(() => exchange.abort())
-      }
-      exchange.onStart = (error) =>
-        resume(error === undefined ? Effect.succeed(exchange.response()) : exchange.fail())
-      try {
-        const target = targetOf(call.provider)
-        const headers: Record<string, string> = {
-          accept: call.stream ? "text/event-stream" : "application/json"
-        }
-        if (call.body !== undefined) headers["content-type"] = "application/json"
-        if (target.authorization !== undefined) headers.authorization = target.authorization
-        if (call.requestId !== undefined) headers["x-request-id"] = call.requestId
-        target.pool.dispatch({
-          method: call.method,
-          path: target.basePath + call.path,
-          headers,
-          body: call.body ?? null
-        }, exchange)
-      } catch (e) {
+      exchange.onStart = (error) => resume(error === undefined ? Effect.succeed(exchange.response()) : exchange.fail())
+      const refused = start(call, exchange)
+      if (refused !== null) {
         exchange.onStart = undefined
-        resume(Effect.fail(classifyTransportError(call.provider.id, e)))
+        return resume(Effect.fail(refused))
       }
       return exchange.discard
     })
 
-  return Upstream.of({ send })
+  const request = (call: UpstreamCall): Effect.Effect<UpstreamComplete, UpstreamTransportError> =>
+    Effect.async((resume) => {
+      const exchange = new Exchange(call.provider.id)
+      exchange.onProgress = function check() {
+        if (exchange.failure !== undefined) resume(exchange.fail())
+        else if (exchange.done) {
+          resume(Effect.succeed({ status: exchange.status, headers: exchange.headers, body: concat(exchange.chunks, exchange.size) }))
+        } else exchange.onProgress = check
+      }
+      const refused = start(call, exchange)
+      if (refused !== null) {
+        exchange.onProgress = undefined
+        return resume(Effect.fail(refused))
+      }
+      return exchange.discard
+    })
+
+  return Upstream.of({ send, request })
 })
 
 const authorizationOf = (p: ProviderSpec) =>

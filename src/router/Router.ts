@@ -20,7 +20,7 @@ import { RequestLog, type RequestLogService, type RequestRecord } from "../persi
 import * as Policy from "../policy/Policy.js"
 import { type Needs, needsOfChat, noNeeds } from "../policy/Rank.js"
 import { Providers } from "../providers/Providers.js"
-import { AbortSwitch, type ChunkWriter, Upstream, type UpstreamResponse } from "../providers/Upstream.js"
+import { AbortSwitch, type ChunkWriter, Upstream, type UpstreamComplete, type UpstreamResponse } from "../providers/Upstream.js"
 import { actionOfStatus, outcomeOfStatus, outcomeOfTransport } from "./Classify.js"
 import { framed, lastEventEnd } from "./Sse.js"
 import { scheduler } from "./Timer.js"
@@ -97,7 +97,7 @@ type Outcome =
   | { readonly _tag: "Rejected"; readonly status: number; readonly body: Uint8Array; readonly attempt: Attempt }
   | { readonly _tag: "Failed"; readonly attempt: Attempt }
 
-const contentTypeOf = (r: UpstreamResponse): string => {
+const contentTypeOf = (r: { readonly headers: UpstreamResponse["headers"] }): string => {
   const ct = r.headers["content-type"]
   return typeof ct === "string" ? ct : "application/json"
 }
@@ -109,6 +109,8 @@ const hasDataEvent = (buf: Uint8Array): boolean => {
   const text = Buffer.from(buf.buffer, buf.byteOffset, end).toString("latin1")
   return text.startsWith("data:") || text.includes("\ndata:")
 }
+
+const statusDetail = (status: number, body: Uint8Array) => `HTTP ${status}${body.byteLength > 0 ? `: ${snippet(body)}` : ""}`
 
 const snippet = (body: Uint8Array): string => {
   const text = Buffer.from(body.buffer, body.byteOffset, Math.min(body.byteLength, 300)).toString("utf8")
@@ -123,7 +125,9 @@ export const make = Effect.gen(function* () {
   const clock = yield* Effect.clock
   const schedule = scheduler(clock)
 
-  const record = (entry: RequestRecord) => (log === null ? Effect.void : log.record(entry))
+  const record = (entry: RequestRecord): void => {
+    if (log !== null) log.record(entry)
+  }
 
   const attemptOf = (c: Candidate, outcome: string, detail: string, status: number | null, started: number, now: number): Attempt => ({
     provider: c.provider.id,
@@ -207,32 +211,61 @@ export const make = Effect.gen(function* () {
         })
       }
 
+      /** A whole (non-streamed) response: an answer, a refusal of the request, or a failure. */
+      const complete = (r: UpstreamComplete): Outcome => {
+        const action = actionOfStatus(r.status)
+        if (action === "failover") return failed(outcomeOfStatus(r.status), statusDetail(r.status, r.body), r.status)
+        cancelTotal()
+        if (action === "return") {
+          return { _tag: "Rejected", status: r.status, body: r.body, attempt: attempt("client_error", statusDetail(r.status, r.body), r.status) }
+        }
+        return {
+          _tag: "Served",
+          reply: {
+            _tag: "Json",
+            provider: c.provider.id,
+            upstreamModel: c.upstreamModel,
+            attempts: [...attempts, attempt("ok", "ok", r.status)],
+            status: r.status,
+            contentType: contentTypeOf(r),
+            body: r.body
+          }
+        }
+      }
+
       // Error bodies are read (for the record, and to pass a 4xx on) within the total timeout.
       const refused = (r: UpstreamResponse, action: "return" | "failover"): Effect.Effect<Outcome> => {
         cancelFirstByte()
         return Effect.map(Effect.orElseSucceed(r.body, () => new Uint8Array(0)), (bytes): Outcome => {
-          const detail = `HTTP ${r.status}${bytes.byteLength > 0 ? `: ${snippet(bytes)}` : ""}`
+          const detail = statusDetail(r.status, bytes)
           if (action === "failover") return failed(outcomeOfStatus(r.status), detail, r.status)
           cancelTotal()
           return { _tag: "Rejected", status: r.status, body: bytes, attempt: attempt("client_error", detail, r.status) }
         })
       }
 
+      const transportFailed = (e: UpstreamTransportError): Outcome =>
+        expired !== null ? failed("timeout", expired, null) : failed(outcomeOfTransport(e), e.detail, null)
+      const cleanup = Effect.sync(() => {
+        cancelFirstByte()
+        cancelTotal()
+        controller.abort()
+      })
+
+      if (!stream) {
+        // Not streamed: one upstream step from request to complete answer.
+        return upstream.request({ provider: c.provider, method: "POST", path, body, stream, requestId, abort: controller, onResponseStart: cancelFirstByte }).pipe(
+          Effect.match({ onFailure: transportFailed, onSuccess: complete }),
+          Effect.onInterrupt(() => cleanup)
+        )
+      }
       return upstream.send({ provider: c.provider, method: "POST", path, body, stream, requestId, abort: controller }).pipe(
         Effect.flatMap((r) => {
           const action = actionOfStatus(r.status)
           return action === "ok" ? served(r) : refused(r, action)
         }),
-        Effect.catchAll((e) =>
-          Effect.succeed(expired !== null ? failed("timeout", expired, null) : failed(outcomeOfTransport(e), e.detail, null))
-        ),
-        Effect.onInterrupt(() =>
-          Effect.sync(() => {
-            cancelFirstByte()
-            cancelTotal()
-            controller.abort()
-          })
-        )
+        Effect.catchAll((e) => Effect.succeed(transportFailed(e))),
+        Effect.onInterrupt(() => cleanup)
       )
     })
 
@@ -336,7 +369,8 @@ export const make = Effect.gen(function* () {
 
     const served = (reply: Reply): Effect.Effect<Reply> => {
       if (reply._tag === "Json") {
-        return Effect.as(recordAs(reply.provider, reply.upstreamModel, reply.status, "ok", reply.attempts, { body: reply.body }), reply)
+        recordAs(reply.provider, reply.upstreamModel, reply.status, "ok", reply.attempts, { body: reply.body })
+        return Effect.succeed(reply)
       }
       // A stream is recorded when it ends, with how it ended.
       return Effect.succeed({
@@ -344,7 +378,8 @@ export const make = Effect.gen(function* () {
         pipe: (writer: ChunkWriter) =>
           reply.pipe(writer).pipe(
             Effect.onExit((exit) =>
-              recordAs(
+              Effect.sync(() =>
+                recordAs(
                 reply.provider,
                 reply.upstreamModel,
                 reply.status,
@@ -356,6 +391,7 @@ export const make = Effect.gen(function* () {
                     : undefined
                 }
               )
+              )
             )
           )
       })
@@ -366,7 +402,8 @@ export const make = Effect.gen(function* () {
       const c = ranked[i]
       if (c === undefined) {
         const failure = new AllCandidatesFailed({ model: request.model, attempts })
-        return Effect.zipRight(recordAs(null, null, 502, "all_failed", attempts, { error: failure.message }), Effect.fail(failure))
+        recordAs(null, null, 502, "all_failed", attempts, { error: failure.message })
+        return Effect.fail(failure)
       }
       return Effect.flatMap(tryCandidate(c, path, bodyFor(c.upstreamModel), needs.stream, requestId, attempts), (outcome) => {
         switch (outcome._tag) {
@@ -375,10 +412,8 @@ export const make = Effect.gen(function* () {
           case "Rejected": {
             attempts.push(outcome.attempt)
             const { provider, upstreamModel, detail } = outcome.attempt
-            return Effect.zipRight(
-              recordAs(provider, upstreamModel, outcome.status, "client_error", attempts, { error: detail }),
-              Effect.fail(new UpstreamRejected({ provider, upstreamModel, status: outcome.status, body: outcome.body, attempts }))
-            )
+            recordAs(provider, upstreamModel, outcome.status, "client_error", attempts, { error: detail })
+            return Effect.fail(new UpstreamRejected({ provider, upstreamModel, status: outcome.status, body: outcome.body, attempts }))
           }
           case "Failed":
             attempts.push(outcome.attempt)

@@ -4,7 +4,7 @@
  */
 import { Context, Effect, Layer, Ref } from "effect"
 import { UpstreamTransportError } from "../domain/Errors.js"
-import { type ChunkWriter, Upstream, type UpstreamCall, type UpstreamResponse } from "../providers/Upstream.js"
+import { type ChunkWriter, requestVia, Upstream, type UpstreamCall, type UpstreamResponse } from "../providers/Upstream.js"
 import { type FakeBehaviour, plan } from "./Script.js"
 
 export interface FakeProviderScript {
@@ -135,7 +135,7 @@ export const layer = (scripts: Readonly<Record<string, FakeProviderScript>> = {}
           } satisfies UpstreamResponse
         })
 
-      return Context.make(Upstream, Upstream.of({ send })).pipe(
+      return Context.make(Upstream, Upstream.of({ send, request: requestVia(send) })).pipe(
         Context.add(FakeUpstream, FakeUpstream.of({ calls: Ref.get(calls) }))
       )
     })

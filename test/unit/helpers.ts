@@ -7,7 +7,14 @@ import { Effect, Fiber, Layer, TestServices } from "effect"
 import { UpstreamTransportError } from "../../src/domain/Errors.js"
 import type { ChatCompletionRequest } from "../../src/domain/OpenAi.js"
 import * as Providers from "../../src/providers/Providers.js"
-import { type ChunkWriter, Upstream, type UpstreamCall, type UpstreamResponse } from "../../src/providers/Upstream.js"
+import {
+  type ChunkWriter,
+  requestVia,
+  Upstream,
+  type UpstreamCall,
+  type UpstreamResponse,
+  type UpstreamService
+} from "../../src/providers/Upstream.js"
 import * as Router from "../../src/router/Router.js"
 import * as FakeUpstream from "../../src/testing/FakeUpstream.js"
 
@@ -77,6 +84,10 @@ export const recording = (recorded: Recorded) =>
         send: (call) => {
           recorded.calls.push(call)
           return inner.send(call)
+        },
+        request: (call) => {
+          recorded.calls.push(call)
+          return inner.request(call)
         }
       }))
   )
@@ -92,10 +103,13 @@ export interface ChunkScript {
  * decides where event boundaries fall (the fake provider always sends whole events). A provider
  * without a script sends one whole event and `[DONE]`.
  */
+/** An upstream from its `send` alone (`request` derived, as fakes do). */
+const withRequest = (u: Pick<UpstreamService, "send">) => Upstream.of({ send: u.send, request: requestVia(u.send) })
+
 export const chunkedUpstream = (scripts: Readonly<Record<string, ChunkScript>>) =>
   Layer.succeed(
     Upstream,
-    Upstream.of({
+    withRequest({
       send: (call) =>
         Effect.sync((): UpstreamResponse => {
           const id = call.provider.id
