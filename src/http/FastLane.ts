@@ -100,15 +100,23 @@ export const make = Effect.gen(function* () {
   const auth = clientKeyCheck(settings.clientKey)
   const limit = settings.maxBodyBytes
 
-  const decode = (endpoint: "chat" | "embeddings", raw: Buffer, requestId: string): Effect.Effect<Reply, InvalidRequest | ChatError> => {
+  /**
+   * Decodes the body at the edge, synchronously: a bad request is answered without ever starting
+   * a fiber, and a good one starts the workflow already knowing whether it streams.
+   */
+  const decode = (endpoint: "chat" | "embeddings", raw: Buffer, requestId: string) => {
     const json = parseJsonBody(raw.toString("utf8"))
-    if (Either.isLeft(json)) return Effect.fail(json.left)
+    if (Either.isLeft(json)) return json
     if (endpoint === "chat") {
-      const request = parseChatRequest(json.right)
-      return Either.isLeft(request) ? Effect.fail(request.left) : router.chat({ request: request.right, raw, requestId })
+      return Either.map(parseChatRequest(json.right), (request) => ({
+        stream: request.stream === true,
+        route: router.chat({ request, raw, requestId })
+      }))
     }
-    const request = parseEmbeddingRequest(json.right)
-    return Either.isLeft(request) ? Effect.fail(request.left) : router.embeddings({ request: request.right, raw, requestId })
+    return Either.map(parseEmbeddingRequest(json.right), (request) => ({
+      stream: false,
+      route: router.embeddings({ request, raw, requestId })
+    }))
   }
 
   const respond = (reply: Reply, res: ServerResponse, requestId: string): Effect.Effect<void> => {
@@ -138,16 +146,15 @@ export const make = Effect.gen(function* () {
     })
   }
 
-  // Interruption is masked between the router's answer and the code that writes it, so a stream
-  // whose client left at that instant is still discarded (aborting its upstream call).
-  const program = (endpoint: "chat" | "embeddings", raw: Buffer, res: ServerResponse, requestId: string) =>
-    Effect.uninterruptibleMask((restore) =>
-      restore(decode(endpoint, raw, requestId)).pipe(
-        Effect.flatMap((reply) =>
-          reply._tag === "Json" ? respond(reply, res, requestId) : Effect.onInterrupt(restore(respond(reply, res, requestId)), () => reply.discard)
-        )
+  // For a stream, interruption is masked between the router's answer and the code that writes it,
+  // so a stream whose client left at that instant is still discarded (aborting its upstream call).
+  const program = (stream: boolean, route: Effect.Effect<Reply, ChatError>, res: ServerResponse, requestId: string) =>
+    (stream
+      ? Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(restore(route), (reply) =>
+          reply._tag === "Json" ? respond(reply, res, requestId) : Effect.onInterrupt(restore(respond(reply, res, requestId)), () => reply.discard))
       )
-    ).pipe(
+      : Effect.flatMap(route, (reply) => respond(reply, res, requestId))).pipe(
       // One handler for all three ends: a typed error (OpenAI-shaped 4xx/5xx), the client leaving
       // (nothing to answer), or a defect (logged, 500).
       Effect.catchAllCause((cause) => {
@@ -191,7 +198,9 @@ export const make = Effect.gen(function* () {
     collectBody(req, limit, (tooLarge, raw) => {
       if (tooLarge !== null) return sendError(res, requestId, tooLarge)
       if (res.destroyed) return
-      const fiber = runFork(program(endpoint, raw, res, requestId))
+      const decoded = decode(endpoint, raw, requestId)
+      if (Either.isLeft(decoded)) return sendError(res, requestId, decoded.left)
+      const fiber = runFork(program(decoded.right.stream, decoded.right.route, res, requestId))
       // A client that hangs up interrupts the workflow, which aborts the upstream call.
       res.once("close", () => {
         if (!res.writableFinished) fiber.unsafeInterruptAsFork(FiberId.none)

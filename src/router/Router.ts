@@ -23,7 +23,7 @@ import { Providers } from "../providers/Providers.js"
 import { AbortSwitch, type ChunkWriter, Upstream, type UpstreamComplete, type UpstreamResponse } from "../providers/Upstream.js"
 import { actionOfStatus, outcomeOfStatus, outcomeOfTransport } from "./Classify.js"
 import { framed, lastEventEnd } from "./Sse.js"
-import { scheduler } from "./Timer.js"
+import { deadlines, scheduler } from "./Timer.js"
 
 export interface ChatInput {
   readonly request: ChatCompletionRequest
@@ -156,17 +156,16 @@ export const make = Effect.gen(function* () {
       const t = c.provider.timeouts
       const controller = new AbortSwitch()
       let expired: string | null = null
-      const expire = (detail: string) => () => {
-        expired = detail
+      const timer = deadlines(schedule, t.firstByteMs, t.totalMs, (which) => {
+        expired = which === "first_byte" ? `no first byte within ${t.firstByteMs} ms` : `no complete answer within ${t.totalMs} ms`
         controller.abort()
-      }
-      const cancelFirstByte = schedule(t.firstByteMs, expire(`no first byte within ${t.firstByteMs} ms`))
-      const cancelTotal = schedule(t.totalMs, expire(`no complete answer within ${t.totalMs} ms`))
+      })
+      // However the call ends early (a timeout, a discard, an interrupted read), the timer goes.
+      controller.onAbort(timer.cancel)
       const attempt = (outcome: string, detail: string, status: number | null) =>
         attemptOf(c, outcome, detail, status, started, clock.unsafeCurrentTimeMillis())
       const failed = (outcome: string, detail: string, status: number | null): Outcome => {
-        cancelFirstByte()
-        cancelTotal()
+        timer.cancel()
         return { _tag: "Failed", attempt: attempt(outcome, detail, status) }
       }
 
@@ -184,18 +183,18 @@ export const make = Effect.gen(function* () {
               }
               const buf = held === null ? chunk : Buffer.concat([held, chunk])
               if (!hasDataEvent(buf)) return commit(buf)
-              cancelFirstByte()
+              timer.firstByte()
               const ok = attempt("ok", "ok", r.status)
               return Effect.succeed({
                 _tag: "Served",
-                reply: streamReply(c, r, buf, [...attempts, ok], controller, () => expired, cancelTotal)
+                reply: streamReply(c, r, buf, [...attempts, ok], controller, () => expired, timer.cancel)
               })
             })
           return commit(null)
         }
-        cancelFirstByte()
+        timer.firstByte()
         return Effect.map(r.body, (bytes): Outcome => {
-          cancelTotal()
+          timer.cancel()
           return {
             _tag: "Served",
             reply: {
@@ -215,7 +214,7 @@ export const make = Effect.gen(function* () {
       const complete = (r: UpstreamComplete): Outcome => {
         const action = actionOfStatus(r.status)
         if (action === "failover") return failed(outcomeOfStatus(r.status), statusDetail(r.status, r.body), r.status)
-        cancelTotal()
+        timer.cancel()
         if (action === "return") {
           return { _tag: "Rejected", status: r.status, body: r.body, attempt: attempt("client_error", statusDetail(r.status, r.body), r.status) }
         }
@@ -235,28 +234,24 @@ export const make = Effect.gen(function* () {
 
       // Error bodies are read (for the record, and to pass a 4xx on) within the total timeout.
       const refused = (r: UpstreamResponse, action: "return" | "failover"): Effect.Effect<Outcome> => {
-        cancelFirstByte()
+        timer.firstByte()
         return Effect.map(Effect.orElseSucceed(r.body, () => new Uint8Array(0)), (bytes): Outcome => {
           const detail = statusDetail(r.status, bytes)
           if (action === "failover") return failed(outcomeOfStatus(r.status), detail, r.status)
-          cancelTotal()
+          timer.cancel()
           return { _tag: "Rejected", status: r.status, body: bytes, attempt: attempt("client_error", detail, r.status) }
         })
       }
 
       const transportFailed = (e: UpstreamTransportError): Outcome =>
         expired !== null ? failed("timeout", expired, null) : failed(outcomeOfTransport(e), e.detail, null)
-      const cleanup = Effect.sync(() => {
-        cancelFirstByte()
-        cancelTotal()
-        controller.abort()
-      })
+      const cleanup = Effect.sync(() => controller.abort())
 
       if (!stream) {
-        // Not streamed: one upstream step from request to complete answer.
-        return upstream.request({ provider: c.provider, method: "POST", path, body, stream, requestId, abort: controller, onResponseStart: cancelFirstByte }).pipe(
-          Effect.match({ onFailure: transportFailed, onSuccess: complete }),
-          Effect.onInterrupt(() => cleanup)
+        // Not streamed: one upstream step from request to complete answer. Interrupting it throws
+        // the switch (aborting the call and its timer), and nothing follows it that could leak.
+        return upstream.request({ provider: c.provider, method: "POST", path, body, stream, requestId, abort: controller, onResponseStart: timer.firstByte }).pipe(
+          Effect.match({ onFailure: transportFailed, onSuccess: complete })
         )
       }
       return upstream.send({ provider: c.provider, method: "POST", path, body, stream, requestId, abort: controller }).pipe(
@@ -276,7 +271,7 @@ export const make = Effect.gen(function* () {
     attempts: ReadonlyArray<Attempt>,
     controller: AbortSwitch,
     expired: () => string | null,
-    cancelTotal: () => void
+    stopTimer: () => void
   ): StreamReply => ({
     _tag: "Stream",
     provider: c.provider.id,
@@ -285,7 +280,7 @@ export const make = Effect.gen(function* () {
     status: r.status,
     contentType: contentTypeOf(r),
     discard: Effect.sync(() => {
-      cancelTotal()
+      stopTimer()
       controller.abort()
     }),
     pipe: (writer) =>
@@ -297,7 +292,7 @@ export const make = Effect.gen(function* () {
         Effect.mapError((e) => new StreamInterrupted({ provider: c.provider.id, detail: expired() ?? e.detail })),
         Effect.onExit((exit) =>
           Effect.sync(() => {
-            cancelTotal()
+            stopTimer()
             if (exit._tag === "Failure") controller.abort()
           })
         )

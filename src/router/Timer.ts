@@ -31,3 +31,35 @@ export const scheduler = (clock: Clock.Clock): Schedule => {
     return () => fiber.unsafeInterruptAsFork(FiberId.none)
   }
 }
+
+/**
+ * An attempt's two deadlines on one timer: armed for the first byte; when it fires after the first
+ * byte has come, it re-arms for the rest of the total. A fast answer costs one timer, not two.
+ */
+export interface Deadlines {
+  /** The first byte has arrived: the first-byte deadline no longer applies. */
+  readonly firstByte: () => void
+  readonly cancel: () => void
+}
+
+export const deadlines = (
+  schedule: Schedule,
+  firstByteMs: number,
+  totalMs: number,
+  expire: (which: "first_byte" | "total") => void
+): Deadlines => {
+  let gotFirstByte = false
+  let cancelTimer: () => void
+  const onTotal = () => expire("total")
+  const onFirst = () => {
+    if (gotFirstByte) cancelTimer = schedule(totalMs - firstByteMs, onTotal)
+    else expire("first_byte")
+  }
+  cancelTimer = firstByteMs < totalMs ? schedule(firstByteMs, onFirst) : schedule(totalMs, onTotal)
+  return {
+    firstByte: () => {
+      gotFirstByte = true
+    },
+    cancel: () => cancelTimer()
+  }
+}

@@ -82,10 +82,16 @@ export const layer = (scripts: Readonly<Record<string, FakeProviderScript>> = {}
               onAbort = undefined
             })
           })
+          // As the contract says, interrupting a pending read throws the caller's switch.
           const abortable = <A>(effect: Effect.Effect<A, UpstreamTransportError>) =>
             Effect.raceFirst(effect, signalled).pipe(
               Effect.tapError((e) => (e.reason === "aborted" ? markAborted : Effect.void)),
-              Effect.onInterrupt(() => (finished ? Effect.void : markAborted))
+              Effect.onInterrupt(() =>
+                Effect.suspend(() => {
+                  call.abort?.abort()
+                  return finished ? Effect.void : markAborted
+                })
+              )
             )
           const p = plan(behaviourFor(id), { method: call.method, path: call.path, body }, id, scripts[id]?.models ?? [])
           switch (p._tag) {
