@@ -10,7 +10,7 @@
 // The targets: p50 added ≤ 250 µs at concurrency 1, and at concurrency 32 a throughput of at least
 // 0.4 of the bare baseline's.
 import { fork, spawn } from "node:child_process"
-import { mkdtempSync, writeFileSync, rmSync, existsSync } from "node:fs"
+import { mkdtempSync, writeFileSync, rmSync, existsSync, readFileSync } from "node:fs"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join, dirname } from "node:path"
@@ -67,7 +67,19 @@ const startRouter = async (upstreamPort) => {
   })
   children.push(child)
   await waitHealthy(port, child)
+  routerPid = child.pid
   return port
+}
+
+let routerPid
+/** Resident memory of the router process in MiB (Linux), or null where /proc is not there. */
+const routerRssMiB = () => {
+  try {
+    const kb = Number(readFileSync(`/proc/${routerPid}/status`, "utf8").match(/VmRSS:\s+(\d+)/)?.[1])
+    return Number.isFinite(kb) ? kb / 1024 : null
+  } catch {
+    return null
+  }
 }
 
 const body = JSON.stringify({
@@ -145,6 +157,8 @@ const main = async () => {
   console.log("")
   if (c1) console.log(`router added p50 at c=1: ${(c1.router.p50 - c1.direct.p50).toFixed(0)} µs (target ≤ 250)`)
   if (c32) console.log(`router throughput at c=32: ${(c32.router.rps / c32.baseline.rps).toFixed(2)} of the bare baseline's (target ≥ 0.40)`)
+  const rss = routerRssMiB()
+  if (rss !== null) console.log(`router resident memory after the run: ${rss.toFixed(0)} MiB`)
   const errors = Object.values(report).flatMap((r) => Object.values(r)).reduce((n, r) => n + r.errors, 0)
   if (errors > 0) { console.error(`${errors} requests failed`); process.exitCode = 1 }
 }

@@ -2,7 +2,7 @@
  * The daemon's Layers, built in one place: settings and the config file first (they say where the
  * database is and how to listen), then persistence, configuration, providers, the workflow and HTTP.
  */
-import { HttpServer } from "@effect/platform"
+import * as HttpServer from "@effect/platform/HttpServer"
 import { Effect, Layer } from "effect"
 import { ConfigFileError, type LoadedFile, loadConfigFile } from "./config/ConfigFile.js"
 import * as RouterConfig from "./config/RouterConfig.js"

@@ -4,7 +4,8 @@
  * exit code instead of a stack trace.
  */
 import { ValidationError } from "@effect/cli"
-import { NodeContext, NodeRuntime } from "@effect/platform-node"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Effect, Layer, Logger, LogLevel } from "effect"
 import { readFileSync } from "node:fs"
 import * as Cli from "./Cli.js"

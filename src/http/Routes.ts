@@ -2,8 +2,10 @@
  * The routes served through @effect/platform's `HttpLayerRouter`: health, the model list, and the
  * closed-by-default admin surface. The two hot endpoints live in `FastLane.ts`.
  */
-import { HttpLayerRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
-import { NodeHttpServerRequest } from "@effect/platform-node"
+import * as HttpLayerRouter from "@effect/platform/HttpLayerRouter"
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
+import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import { Effect } from "effect"
 import { Settings } from "../config/Settings.js"
 import { ModelNotFound, type Unauthorized } from "../domain/Errors.js"

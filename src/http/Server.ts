@@ -2,8 +2,10 @@
  * The HTTP server: one Node server, owned by `NodeHttpServer` (listen, close), whose requests go to
  * the fast lane when it serves them and to the platform's `HttpLayerRouter` app otherwise.
  */
-import { HttpLayerRouter, HttpMiddleware, HttpServer } from "@effect/platform"
-import { NodeHttpServer } from "@effect/platform-node"
+import * as HttpLayerRouter from "@effect/platform/HttpLayerRouter"
+import * as HttpMiddleware from "@effect/platform/HttpMiddleware"
+import * as HttpServer from "@effect/platform/HttpServer"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Effect, Layer } from "effect"
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
 import { Settings } from "../config/Settings.js"

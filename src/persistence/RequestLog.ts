@@ -20,7 +20,10 @@ export interface RequestRecord {
   readonly outcome: string
   readonly attempts: ReadonlyArray<Attempt>
   readonly durationMs: number
-  /** The answer body of a non-streaming request; its `usage` is read when the record is written. */
+  /**
+   * The end of a non-streaming answer's body (see `bodyTail`), where its `usage` is; it is decoded
+   * when the record is written, off the response path.
+   */
   readonly body?: Uint8Array | undefined
   readonly usage?: { readonly prompt_tokens?: number; readonly completion_tokens?: number } | undefined
   readonly error?: string | undefined
@@ -56,6 +59,13 @@ const StoredRequest = Schema.Struct({
   error: Schema.NullOr(Schema.String)
 })
 export type StoredRequest = typeof StoredRequest.Type
+
+/**
+ * The last KiB of an answer, copied: enough for its `usage`, and small to hold until the batch is
+ * written (a slice would keep the whole body, or the socket buffer under it, alive that long).
+ */
+export const bodyTail = (body: Uint8Array): Uint8Array =>
+  Buffer.from(body.subarray(Math.max(0, body.byteLength - 1024)))
 
 /** Lets pending I/O callbacks (requests) run before continuing. */
 const yieldToIo = Effect.async<void>((resume) => {

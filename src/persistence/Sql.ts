@@ -2,7 +2,7 @@
  * The SQLite database: one file, migrated at start-up. `@effect/sql-sqlite-node` keeps one
  * connection behind a semaphore, so nothing here holds a transaction across an upstream call.
  */
-import { NodeContext } from "@effect/platform-node"
+import * as NodeContext from "@effect/platform-node/NodeContext"
 import { SqlClient } from "@effect/sql"
 import { SqliteClient, SqliteMigrator } from "@effect/sql-sqlite-node"
 import { Effect, Layer } from "effect"

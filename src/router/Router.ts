@@ -16,7 +16,7 @@ import {
 } from "../domain/Errors.js"
 import type { ChatCompletionRequest, EmbeddingRequest } from "../domain/OpenAi.js"
 import { type Candidate, pinnedId } from "../domain/Provider.js"
-import { RequestLog, type RequestLogService, type RequestRecord } from "../persistence/RequestLog.js"
+import { bodyTail, RequestLog, type RequestLogService, type RequestRecord } from "../persistence/RequestLog.js"
 import * as Policy from "../policy/Policy.js"
 import { type Needs, needsOfChat, noNeeds } from "../policy/Rank.js"
 import { Providers } from "../providers/Providers.js"
@@ -364,7 +364,7 @@ export const make = Effect.gen(function* () {
 
     const served = (reply: Reply): Effect.Effect<Reply> => {
       if (reply._tag === "Json") {
-        recordAs(reply.provider, reply.upstreamModel, reply.status, "ok", reply.attempts, { body: reply.body })
+        recordAs(reply.provider, reply.upstreamModel, reply.status, "ok", reply.attempts, { body: bodyTail(reply.body) })
         return Effect.succeed(reply)
       }
       // A stream is recorded when it ends, with how it ended.
