@@ -170,44 +170,30 @@ export const make = Effect.gen(function* () {
       }
 
       const served = (r: UpstreamResponse): Effect.Effect<Outcome, UpstreamTransportError> => {
-        const contentType = contentTypeOf(r)
-        if (stream && contentType.includes("text/event-stream")) {
-          // The commit point: nothing reaches the client before a whole `data:` event has
-          // arrived, so a backend that accepts the request and then stays silent (or sends only
-          // part of an event, or keep-alive comments) can still be skipped.
-          const commit = (held: Uint8Array | null): Effect.Effect<Outcome, UpstreamTransportError> =>
-            Effect.flatMap(r.next, (chunk): Effect.Effect<Outcome, UpstreamTransportError> => {
-              if (chunk === null) {
-                controller.abort()
-                return Effect.succeed(failed("empty_stream", "stream ended before the first event", r.status))
-              }
-              const buf = held === null ? chunk : Buffer.concat([held, chunk])
-              if (!hasDataEvent(buf)) return commit(buf)
-              timer.firstByte()
-              const ok = attempt("ok", "ok", r.status)
-              return Effect.succeed({
-                _tag: "Served",
-                reply: streamReply(c, r, buf, [...attempts, ok], controller, () => expired, timer.cancel)
-              })
-            })
-          return commit(null)
+        if (actionOfStatus(r.status) !== "ok" || !contentTypeOf(r).includes("text/event-stream")) {
+          // An error status, or a plain answer to a stream request: read whole, like any answer.
+          timer.firstByte()
+          return Effect.map(r.body, (bytes) => complete({ status: r.status, headers: r.headers, body: bytes }))
         }
-        timer.firstByte()
-        return Effect.map(r.body, (bytes): Outcome => {
-          timer.cancel()
-          return {
-            _tag: "Served",
-            reply: {
-              _tag: "Json",
-              provider: c.provider.id,
-              upstreamModel: c.upstreamModel,
-              attempts: [...attempts, attempt("ok", "ok", r.status)],
-              status: r.status,
-              contentType,
-              body: bytes
+        // The commit point: nothing reaches the client before a whole `data:` event has arrived,
+        // so a backend that accepts the request and then stays silent (or sends only part of an
+        // event, or keep-alive comments) can still be skipped.
+        const commit = (held: Uint8Array | null): Effect.Effect<Outcome, UpstreamTransportError> =>
+          Effect.flatMap(r.next, (chunk): Effect.Effect<Outcome, UpstreamTransportError> => {
+            if (chunk === null) {
+              controller.abort()
+              return Effect.succeed(failed("empty_stream", "stream ended before the first event", r.status))
             }
-          }
-        })
+            const buf = held === null ? chunk : Buffer.concat([held, chunk])
+            if (!hasDataEvent(buf)) return commit(buf)
+            timer.firstByte()
+            const ok = attempt("ok", "ok", r.status)
+            return Effect.succeed({
+              _tag: "Served",
+              reply: streamReply(c, r, buf, [...attempts, ok], controller, () => expired, timer.cancel)
+            })
+          })
+        return commit(null)
       }
 
       /** A whole (non-streamed) response: an answer, a refusal of the request, or a failure. */
@@ -232,17 +218,6 @@ export const make = Effect.gen(function* () {
         }
       }
 
-      // Error bodies are read (for the record, and to pass a 4xx on) within the total timeout.
-      const refused = (r: UpstreamResponse, action: "return" | "failover"): Effect.Effect<Outcome> => {
-        timer.firstByte()
-        return Effect.map(Effect.orElseSucceed(r.body, () => new Uint8Array(0)), (bytes): Outcome => {
-          const detail = statusDetail(r.status, bytes)
-          if (action === "failover") return failed(outcomeOfStatus(r.status), detail, r.status)
-          timer.cancel()
-          return { _tag: "Rejected", status: r.status, body: bytes, attempt: attempt("client_error", detail, r.status) }
-        })
-      }
-
       const transportFailed = (e: UpstreamTransportError): Outcome =>
         expired !== null ? failed("timeout", expired, null) : failed(outcomeOfTransport(e), e.detail, null)
       const cleanup = Effect.sync(() => controller.abort())
@@ -255,10 +230,7 @@ export const make = Effect.gen(function* () {
         )
       }
       return upstream.send({ provider: c.provider, method: "POST", path, body, stream, requestId, abort: controller }).pipe(
-        Effect.flatMap((r) => {
-          const action = actionOfStatus(r.status)
-          return action === "ok" ? served(r) : refused(r, action)
-        }),
+        Effect.flatMap(served),
         Effect.catchAll((e) => Effect.succeed(transportFailed(e))),
         Effect.onInterrupt(() => cleanup)
       )

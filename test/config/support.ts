@@ -116,8 +116,8 @@ export interface JsonResponse {
   readonly headers: Headers
 }
 
-export const getJson = async (url: string, headers: Record<string, string> = {}): Promise<JsonResponse> => {
-  const res = await fetch(url, { headers })
+/** A response with its body parsed as JSON, or kept as text when it is not JSON. */
+const readJson = async (res: Response): Promise<JsonResponse> => {
   const text = await res.text()
   let body: unknown = text
   try {
@@ -128,21 +128,17 @@ export const getJson = async (url: string, headers: Record<string, string> = {})
   return { status: res.status, body, headers: res.headers }
 }
 
-export const postJson = async (url: string, payload: unknown, headers: Record<string, string> = {}): Promise<JsonResponse> => {
-  const res = await fetch(url, {
-    method: "POST",
-    headers: { "content-type": "application/json", ...headers },
-    body: typeof payload === "string" ? payload : JSON.stringify(payload)
-  })
-  const text = await res.text()
-  let body: unknown = text
-  try {
-    body = JSON.parse(text)
-  } catch {
-    // not JSON: the raw text is kept
-  }
-  return { status: res.status, body, headers: res.headers }
-}
+export const getJson = async (url: string, headers: Record<string, string> = {}): Promise<JsonResponse> =>
+  readJson(await fetch(url, { headers }))
+
+export const postJson = async (url: string, payload: unknown, headers: Record<string, string> = {}): Promise<JsonResponse> =>
+  readJson(
+    await fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...headers },
+      body: typeof payload === "string" ? payload : JSON.stringify(payload)
+    })
+  )
 
 /** The ids `GET /v1/models` lists, sorted. */
 export const modelIds = async (router: { readonly url: string }, headers: Record<string, string> = {}): Promise<Array<string>> => {

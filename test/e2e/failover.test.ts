@@ -351,52 +351,8 @@ describe("when no provider can answer", () => {
 describe("a stream that fails after its first content", () => {
   const cut: FakeBehaviour = { mode: "cut", afterChunks: 3, content: "one two three four five" }
 
-  it("(FakeServer cut) gives the openai client the first content, then an error, and never fails over", async () => {
-    const { beta, router, client } = await pair(cut)
-    const requestId = newRequestId("cut")
-    const stream = await client.chat.completions.create(
-      { model: "m1", messages: [{ role: "user", content: "count" }], stream: true },
-      { headers: { "x-request-id": requestId } }
-    )
-    let text = ""
-    const failure = await (async () => {
-      for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? ""
-    })().then(() => null, (e: unknown) => e)
-    expect(text).toBe("one two ")
-    expect(failure).toBeInstanceOf(OpenAI.APIError)
-    expect((failure as Error).message).toContain("alpha")
-    expect(requestsTo(beta)).toHaveLength(0)
-
-    const record = await recordOf(router, requestId)
-    expect(record).toMatchObject({ provider: "alpha", outcome: "stream_interrupted", stream: 1 })
-    expect(record.error).not.toBeNull()
-  })
-
-  it("(FakeServer cut) ends the SSE body with an error event and no [DONE]", async () => {
-    const { router } = await pair(cut)
-    const res = await postJson(router, "/v1/chat/completions", { model: "m1", messages: [{ role: "user", content: "count" }], stream: true })
-    expect(res.status).toBe(200)
-    expect(res.headers.get("x-router-provider")).toBe("alpha")
-    const text = await res.text()
-    expect(text).not.toContain("[DONE]")
-    const events = text.split(/\n\n/).map((e) => e.trim()).filter((e) => e !== "")
-    // Whole events only: every one is a `data:` line with JSON.
-    for (const e of events) expect(e).toMatch(/^data: \{.*\}$/s)
-    const payloads = events.map((e) => JSON.parse(e.slice("data: ".length)) as Record<string, unknown>)
-    const last = payloads[payloads.length - 1] as { error?: { message: string; type: string; param: unknown; code: string } }
-    expect(last.error).toBeDefined()
-    expect(Object.keys(last.error ?? {}).sort()).toEqual(["code", "message", "param", "type"])
-    expect(last.error?.code).toBe("stream_interrupted")
-    const content = payloads
-      .slice(0, -1)
-      .map((p) => (p as { choices: Array<{ delta: { content?: string } }> }).choices[0]?.delta.content ?? "")
-      .join("")
-    expect(content).toBe("one two ")
-  })
-
-  // The same two checks against an upstream that really sends its first events before dropping
-  // the connection (see the report: FakeServer's `cut` loses its events, so the two tests above
-  // see a stream with no event at all, and the router rightly fails over).
+  // The same checks against the fake server's `cut` and against an upstream that drops its socket
+  // right after writing its first events (a real connection cut, not a scripted one).
   const cuttingPair = async () => {
     const alphaUrl = await startCuttingUpstream(3, "one two three four five")
     const beta = await h.fake({ name: "beta" })
@@ -410,44 +366,52 @@ describe("a stream that fails after its first content", () => {
     })
     return { beta, router, client: clientOf(router) }
   }
+  const setups = [["FakeServer cut", () => pair(cut)], ["hand-rolled upstream", cuttingPair]] as const
 
-  it("(hand-rolled upstream) gives the openai client the first content, then an error", async () => {
-    const { beta, router, client } = await cuttingPair()
-    const requestId = newRequestId("cut2")
-    const stream = await client.chat.completions.create(
-      { model: "m1", messages: [{ role: "user", content: "count" }], stream: true },
-      { headers: { "x-request-id": requestId } }
-    )
-    let text = ""
-    const failure = await (async () => {
-      for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? ""
-    })().then(() => null, (e: unknown) => e)
-    expect(text).toBe("one two ")
-    expect(failure).toBeInstanceOf(OpenAI.APIError)
-    expect((failure as Error).message).toContain("alpha")
-    expect(requestsTo(beta)).toHaveLength(0)
-    const record = await recordOf(router, requestId)
-    expect(record).toMatchObject({ provider: "alpha", outcome: "stream_interrupted", stream: 1 })
-  })
+  for (const [label, setup] of setups) {
+    it(`(${label}) gives the openai client the first content, then an error, and never fails over`, async () => {
+      const { beta, router, client } = await setup()
+      const requestId = newRequestId("cut")
+      const stream = await client.chat.completions.create(
+        { model: "m1", messages: [{ role: "user", content: "count" }], stream: true },
+        { headers: { "x-request-id": requestId } }
+      )
+      let text = ""
+      const failure = await (async () => {
+        for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? ""
+      })().then(() => null, (e: unknown) => e)
+      expect(text).toBe("one two ")
+      expect(failure).toBeInstanceOf(OpenAI.APIError)
+      expect((failure as Error).message).toContain("alpha")
+      expect(requestsTo(beta)).toHaveLength(0)
 
-  it("(hand-rolled upstream) ends the SSE body with an error event and no [DONE]", async () => {
-    const { router } = await cuttingPair()
-    const res = await postJson(router, "/v1/chat/completions", { model: "m1", messages: [{ role: "user", content: "count" }], stream: true })
-    expect(res.status).toBe(200)
-    expect(res.headers.get("x-router-provider")).toBe("alpha")
-    const text = await res.text()
-    expect(text).not.toContain("[DONE]")
-    const events = text.split(/\n\n/).map((e) => e.trim()).filter((e) => e !== "")
-    for (const e of events) expect(e).toMatch(/^data: \{.*\}$/s)
-    const payloads = events.map((e) => JSON.parse(e.slice("data: ".length)) as Record<string, unknown>)
-    const last = payloads[payloads.length - 1] as { error?: { code: string; type: string } }
-    expect(last.error).toMatchObject({ code: "stream_interrupted", type: "upstream_error" })
-    const content = payloads
-      .slice(0, -1)
-      .map((p) => (p as { choices: Array<{ delta: { content?: string } }> }).choices[0]?.delta.content ?? "")
-      .join("")
-    expect(content).toBe("one two ")
-  })
+      const record = await recordOf(router, requestId)
+      expect(record).toMatchObject({ provider: "alpha", outcome: "stream_interrupted", stream: 1 })
+      expect(record.error).not.toBeNull()
+    })
+
+    it(`(${label}) ends the SSE body with an error event and no [DONE]`, async () => {
+      const { router } = await setup()
+      const res = await postJson(router, "/v1/chat/completions", { model: "m1", messages: [{ role: "user", content: "count" }], stream: true })
+      expect(res.status).toBe(200)
+      expect(res.headers.get("x-router-provider")).toBe("alpha")
+      const text = await res.text()
+      expect(text).not.toContain("[DONE]")
+      const events = text.split(/\n\n/).map((e) => e.trim()).filter((e) => e !== "")
+      // Whole events only: every one is a `data:` line with JSON.
+      for (const e of events) expect(e).toMatch(/^data: \{.*\}$/s)
+      const payloads = events.map((e) => JSON.parse(e.slice("data: ".length)) as Record<string, unknown>)
+      const last = payloads[payloads.length - 1] as { error?: { message: string; type: string; param: unknown; code: string } }
+      expect(last.error).toBeDefined()
+      expect(Object.keys(last.error ?? {}).sort()).toEqual(["code", "message", "param", "type"])
+      expect(last.error).toMatchObject({ code: "stream_interrupted", type: "upstream_error" })
+      const content = payloads
+        .slice(0, -1)
+        .map((p) => (p as { choices: Array<{ delta: { content?: string } }> }).choices[0]?.delta.content ?? "")
+        .join("")
+      expect(content).toBe("one two ")
+    })
+  }
 
   it("ends a stream that goes silent mid-answer at the total timeout, with an error event", async () => {
     const { beta, router } = await pair({ mode: "stall", afterChunks: 3, content: "one two three four five" }, { mode: "ok" }, 0.6)

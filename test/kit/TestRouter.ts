@@ -3,7 +3,7 @@
  * directory, exactly as `sanctum-router serve` would, and gives tests its address and records.
  */
 import { HttpServer } from "@effect/platform"
-import { ConfigProvider, Context, Effect, Exit, Layer, Scope } from "effect"
+import { ConfigProvider, Context, Effect, Exit, Layer, Logger, LogLevel, Scope } from "effect"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -49,7 +49,9 @@ export const startRouter = async (options: StartOptions = {}): Promise<RouterUnd
   const env = options.env ?? {}
   const flags: Flags = { config: configPath, port: 0, host: "127.0.0.1", db: dbPath, ...options.flags }
   const layer = Daemon.layer(flags, env).pipe(
-    Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)))))
+    Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))),
+    // Start-up chatter ("Listening on …") would drown the test output; warnings still show.
+    Layer.provide(Logger.minimumLogLevel(LogLevel.Warning))
   )
   const scope = Effect.runSync(Scope.make())
   const built = await Effect.runPromiseExit(Layer.buildWithScope(layer, scope))
