@@ -5,13 +5,16 @@
 import * as HttpServer from "@effect/platform/HttpServer"
 import { Effect, Layer } from "effect"
 import { ConfigFileError, type LoadedFile, loadConfigFile } from "./config/ConfigFile.js"
+import * as Resilience from "./config/Resilience.js"
 import * as RouterConfig from "./config/RouterConfig.js"
 import { configPath, type Flags, resolveSettings, Settings, type SettingsShape, StartupError } from "./config/Settings.js"
+import * as Health from "./health/Health.js"
 import * as FastLane from "./http/FastLane.js"
 import * as Http from "./http/Server.js"
 import { ConfigRepo } from "./persistence/ConfigRepo.js"
 import * as RequestLog from "./persistence/RequestLog.js"
 import * as Sql from "./persistence/Sql.js"
+import * as Policy from "./policy/Policy.js"
 import * as Providers from "./providers/Providers.js"
 import * as Upstream from "./providers/Upstream.js"
 import * as Router from "./router/Router.js"
@@ -34,12 +37,16 @@ export const services = (settings: SettingsShape, loaded: LoadedFile) => {
   const SqlLive = Sql.layer(settings.dbPath)
   const ConfigLive = RouterConfig.layer(loaded).pipe(Layer.provide(ConfigRepo.Default), Layer.provide(SettingsLive))
   const ProvidersLive = Providers.layer.pipe(Layer.provide(ConfigLive), Layer.provide(Upstream.layer))
-  const RouterLive = Router.layer.pipe(Layer.provide([ProvidersLive, Upstream.layer, RequestLog.layer]))
+  const ResilienceLive = Resilience.layer(Resilience.fromFile(loaded.file))
+  const HealthLive = Health.layer.pipe(Layer.provide(ResilienceLive))
+  const RouterLive = Router.layerWithoutDependencies.pipe(
+    Layer.provide([ProvidersLive, Upstream.layer, RequestLog.layer, Policy.layer, HealthLive, ResilienceLive])
+  )
   const FastLaneLive = FastLane.layer.pipe(Layer.provide([RouterLive, SettingsLive]))
   return Http.layer.pipe(
     HttpServer.withLogAddress,
     Layer.provide(FastLaneLive),
-    Layer.provideMerge(Layer.mergeAll(ProvidersLive, ConfigLive, RequestLog.layer, RouterLive, SettingsLive)),
+    Layer.provideMerge(Layer.mergeAll(ProvidersLive, ConfigLive, RequestLog.layer, RouterLive, SettingsLive, HealthLive, ResilienceLive)),
     Layer.provide(SqlLive)
   )
 }

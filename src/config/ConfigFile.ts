@@ -47,8 +47,10 @@ const Seconds = NumberLike.pipe(Schema.positive({ message: () => "must be a posi
 const Timeouts = Schema.Struct({
   connect: Schema.optional(Seconds),
   first_byte: Schema.optional(Seconds),
+  /** Longest silence between two chunks of a streamed answer. */
+  idle: Schema.optional(Seconds),
   total: Schema.optional(Seconds)
-}).annotations({ identifier: "timeouts (a mapping of connect, first_byte, total in seconds)" })
+}).annotations({ identifier: "timeouts (a mapping of connect, first_byte, idle, total in seconds)" })
 
 const HttpUrl = Schema.String.pipe(
   Schema.filter((s) => {
@@ -92,9 +94,46 @@ export const ServerFile = Schema.Struct({
 }).annotations({ identifier: "server settings (a mapping)" })
 export type ServerFile = typeof ServerFile.Type
 
-/** The whole file. Sections this version does not know (`monitoring`, `routing`, …) are ignored. */
+const Fraction = NumberLike.pipe(Schema.between(0, 1, { message: () => "must be between 0 and 1" }))
+const PositiveInt = IntLike.pipe(Schema.positive({ message: () => "must be a positive integer" }))
+const Count = IntLike.pipe(Schema.nonNegative({ message: () => "must be 0 or more" }))
+
+/** Active health checks (the original sanctum-router's `monitoring` section). */
+export const MonitoringFile = Schema.Struct({
+  health_check_interval: Schema.optional(Seconds),
+  health_check_timeout: Schema.optional(Seconds),
+  /** How many providers are checked at once. */
+  health_check_concurrency: Schema.optional(PositiveInt)
+}).annotations({ identifier: "monitoring settings (a mapping)" })
+export type MonitoringFile = typeof MonitoringFile.Type
+
+/** How failures are handled: breakers, cooldowns, retries and the end-to-end deadline. */
+export const ResilienceFile = Schema.Struct({
+  circuit_breaker: Schema.optional(Schema.Struct({
+    failure_threshold: Schema.optional(PositiveInt),
+    window: Schema.optional(PositiveInt),
+    error_rate: Schema.optional(Fraction),
+    min_requests: Schema.optional(PositiveInt),
+    cooldown: Schema.optional(Seconds),
+    max_cooldown: Schema.optional(Seconds)
+  }).annotations({ identifier: "circuit breaker settings (a mapping)" })),
+  /** Used when a 429 or 408 comes without a Retry-After header. */
+  default_retry_after: Schema.optional(Seconds),
+  misconfigured_cooldown: Schema.optional(Seconds),
+  out_of_credits_cooldown: Schema.optional(Seconds),
+  /** Retries on the same provider after a transient failure, before failing over. */
+  retries: Schema.optional(Count),
+  retry_backoff: Schema.optional(Seconds),
+  /** The end-to-end deadline of a request, across every retry and failover. */
+  request_timeout: Schema.optional(Seconds)
+}).annotations({ identifier: "resilience settings (a mapping)" })
+export type ResilienceFile = typeof ResilienceFile.Type
+
+/** The whole file. Sections this version does not know (`routing`, …) are ignored. */
 export const ConfigFile = Schema.Struct({
   server: Schema.optional(Schema.NullOr(ServerFile)),
+  monitoring: Schema.optional(Schema.NullOr(MonitoringFile)),
+  resilience: Schema.optional(Schema.NullOr(ResilienceFile)),
   providers: Schema.optional(
     Schema.NullOr(Schema.Record({ key: Schema.String, value: ProviderFile }).annotations({ identifier: "a mapping of provider ids to provider settings" }))
   ),
@@ -267,6 +306,7 @@ export const providerSpecs = (file: ConfigFile): ReadonlyArray<ProviderSpec> =>
     timeouts: {
       connectMs: seconds(p.timeouts?.connect, defaultTimeouts.connectMs),
       firstByteMs: seconds(p.timeouts?.first_byte, defaultTimeouts.firstByteMs),
+      idleMs: seconds(p.timeouts?.idle, defaultTimeouts.idleMs),
       totalMs: seconds(p.timeouts?.total, defaultTimeouts.totalMs)
     },
     source: "file"

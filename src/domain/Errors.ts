@@ -67,6 +67,18 @@ export class AllCandidatesFailed extends Schema.TaggedError<AllCandidatesFailed>
   }
 }
 
+/** The request's end-to-end deadline passed before any candidate answered. */
+export class RequestTimedOut extends Schema.TaggedError<RequestTimedOut>()("RequestTimedOut", {
+  model: Schema.String,
+  timeoutMs: Schema.Number,
+  attempts: Schema.Array(Attempt)
+}) {
+  get message() {
+    const tried = this.attempts.map((a) => `${a.provider}+${a.upstreamModel} (${a.detail})`).join(", ")
+    return `No answer for model '${this.model}' within the request deadline of ${this.timeoutMs} ms${tried === "" ? "" : `: ${tried}`}`
+  }
+}
+
 /**
  * The upstream refused the request for a reason of the request's own (400, 404, 413, 422, …).
  * It is returned to the client as the upstream sent it and is never retried elsewhere.
@@ -114,4 +126,5 @@ export type RouterError =
   | ModelNotFound
   | NoCandidates
   | AllCandidatesFailed
+  | RequestTimedOut
   | UpstreamRejected

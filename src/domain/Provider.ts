@@ -15,10 +15,12 @@ export type RecordSource = typeof RecordSource.Type
 export interface Timeouts {
   readonly connectMs: number
   readonly firstByteMs: number
+  /** Longest silence between two chunks of a streamed answer. */
+  readonly idleMs: number
   readonly totalMs: number
 }
 
-export const defaultTimeouts: Timeouts = { connectMs: 5_000, firstByteMs: 60_000, totalMs: 600_000 }
+export const defaultTimeouts: Timeouts = { connectMs: 5_000, firstByteMs: 60_000, idleMs: 30_000, totalMs: 600_000 }
 
 export interface ProviderSpec {
   readonly id: string

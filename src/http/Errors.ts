@@ -9,6 +9,7 @@ import type {
   ModelNotFound,
   NoCandidates,
   PayloadTooLarge,
+  RequestTimedOut,
   StreamInterrupted,
   Unauthorized,
   UpstreamRejected
@@ -35,6 +36,7 @@ export type HttpError =
   | ModelNotFound
   | NoCandidates
   | AllCandidatesFailed
+  | RequestTimedOut
   | UpstreamRejected
   | StreamInterrupted
   | RouteNotFound
@@ -101,6 +103,8 @@ export const toErrorResponse = (e: HttpError): ErrorResponse => {
       return json(503, e.message, "upstream_error", "model", "no_available_provider")
     case "AllCandidatesFailed":
       return json(502, e.message, "upstream_error", null, "all_providers_failed")
+    case "RequestTimedOut":
+      return json(504, e.message, "upstream_error", null, "request_timeout")
     case "UpstreamRejected":
       return { status: e.status, body: passThrough(e.status, e.body, e.provider) }
     case "StreamInterrupted":

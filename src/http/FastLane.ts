@@ -12,7 +12,7 @@ import { Cause, Context, Effect, Either, FiberId, Layer, Runtime } from "effect"
 import { randomUUID } from "node:crypto"
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http"
 import { Settings } from "../config/Settings.js"
-import { type InvalidRequest, PayloadTooLarge } from "../domain/Errors.js"
+import { InvalidRequest, PayloadTooLarge } from "../domain/Errors.js"
 import { parseChatRequest, parseEmbeddingRequest, parseJsonBody } from "../domain/OpenAi.js"
 import type { ChunkWriter } from "../providers/Upstream.js"
 import { type ChatError, type Reply, Router } from "../router/Router.js"
@@ -30,6 +30,16 @@ export class FastLane extends Context.Tag("sanctum/FastLane")<FastLane, FastLane
 export const requestIdOf = (req: IncomingMessage): string => {
   const id = req.headers["x-request-id"]
   return typeof id === "string" && id.length > 0 && id.length <= 128 && /^[\x21-\x7e]+$/.test(id) ? id : randomUUID()
+}
+
+/** `x-router-timeout-ms`: a positive whole number of milliseconds that lowers the request's deadline. */
+export const timeoutOf = (req: IncomingMessage): number | undefined | InvalidRequest => {
+  const v = req.headers["x-router-timeout-ms"]
+  if (v === undefined) return undefined
+  const n = typeof v === "string" && /^\d+$/.test(v.trim()) ? Number(v) : NaN
+  return n > 0 && Number.isSafeInteger(n)
+    ? n
+    : new InvalidRequest({ message: "x-router-timeout-ms must be a positive whole number of milliseconds", param: "x-router-timeout-ms", code: "invalid_value" })
 }
 
 /** Header values must be visible ASCII; model ids from upstream lists are not guaranteed to be. */
@@ -104,18 +114,18 @@ export const make = Effect.gen(function* () {
    * Decodes the body at the edge, synchronously: a bad request is answered without ever starting
    * a fiber, and a good one starts the workflow already knowing whether it streams.
    */
-  const decode = (endpoint: "chat" | "embeddings", raw: Buffer, requestId: string) => {
+  const decode = (endpoint: "chat" | "embeddings", raw: Buffer, requestId: string, timeoutMs: number | undefined) => {
     const json = parseJsonBody(raw.toString("utf8"))
     if (Either.isLeft(json)) return json
     if (endpoint === "chat") {
       return Either.map(parseChatRequest(json.right), (request) => ({
         stream: request.stream === true,
-        route: router.chat({ request, raw, requestId })
+        route: router.chat({ request, raw, requestId, timeoutMs })
       }))
     }
     return Either.map(parseEmbeddingRequest(json.right), (request) => ({
       stream: false,
-      route: router.embeddings({ request, raw, requestId })
+      route: router.embeddings({ request, raw, requestId, timeoutMs })
     }))
   }
 
@@ -189,6 +199,12 @@ export const make = Effect.gen(function* () {
     const endpoint = paths[q === -1 ? url : url.slice(0, q)]
     if (endpoint === undefined) return false
     const requestId = requestIdOf(req)
+    const timeout = timeoutOf(req)
+    if (timeout instanceof InvalidRequest) {
+      sendError(res, requestId, timeout)
+      req.resume()
+      return true
+    }
     const denied = auth.check(req.headers)
     if (denied !== null) {
       sendError(res, requestId, denied)
@@ -198,7 +214,7 @@ export const make = Effect.gen(function* () {
     collectBody(req, limit, (tooLarge, raw) => {
       if (tooLarge !== null) return sendError(res, requestId, tooLarge)
       if (res.destroyed) return
-      const decoded = decode(endpoint, raw, requestId)
+      const decoded = decode(endpoint, raw, requestId, timeout)
       if (Either.isLeft(decoded)) return sendError(res, requestId, decoded.left)
       const fiber = runFork(program(decoded.right.stream, decoded.right.route, res, requestId))
       // A client that hangs up interrupts the workflow, which aborts the upstream call.

@@ -6,9 +6,10 @@ import * as HttpLayerRouter from "@effect/platform/HttpLayerRouter"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
-import { Effect } from "effect"
+import { Clock, Effect } from "effect"
 import { Settings } from "../config/Settings.js"
 import { ModelNotFound, type Unauthorized } from "../domain/Errors.js"
+import { Health } from "../health/Health.js"
 import { Providers } from "../providers/Providers.js"
 import { adminKeyCheck, clientKeyCheck, type KeyCheck } from "./Auth.js"
 import { type HttpError, MethodNotAllowed, RouteNotFound, toErrorResponse } from "./Errors.js"
@@ -47,6 +48,7 @@ export const layer = HttpLayerRouter.use((router) =>
   Effect.gen(function* () {
     const settings = yield* Settings
     const providers = yield* Providers
+    const health = yield* Health
     const client = clientKeyCheck(settings.clientKey)
     const admin = adminKeyCheck(settings.adminKey)
     const open: KeyCheck = { check: () => null }
@@ -85,7 +87,18 @@ export const layer = HttpLayerRouter.use((router) =>
       }
     }
 
-    // The admin surface is closed until ROUTER_ADMIN_KEY is set; routes arrive with later features.
+    // Each provider's circuit, rate limits, credit state and passive statistics.
+    yield* router.add(
+      "GET",
+      "/admin/status",
+      guarded(admin, () =>
+        Effect.map(Clock.currentTimeMillis, (now) => {
+          const ids = [...providers.index().providers.keys()].sort()
+          return HttpServerResponse.unsafeJson({ providers: health.status(ids, now) })
+        }))
+    )
+
+    // The admin surface is closed until ROUTER_ADMIN_KEY is set; more routes arrive with later features.
     yield* router.add("*", "/admin/*", guarded(admin, (req) => Effect.fail(new RouteNotFound({ method: req.method, path: pathOf(req) }))))
     yield* router.add("*", "/v1/*", guarded(client, (req) => Effect.fail(new RouteNotFound({ method: req.method, path: pathOf(req) }))))
     yield* router.add("*", "*", (req) =>

@@ -6,7 +6,7 @@ import { SqlClient } from "@effect/sql"
 import { Effect, Redacted, Schema } from "effect"
 import { createHash } from "node:crypto"
 import type { AliasSpec, ProviderSpec } from "../domain/Provider.js"
-import { ProviderType, RecordSource } from "../domain/Provider.js"
+import { defaultTimeouts, ProviderType, RecordSource } from "../domain/Provider.js"
 
 const ProviderRow = Schema.Struct({
   id: Schema.String,
@@ -18,7 +18,13 @@ const ProviderRow = Schema.Struct({
   supports_tools: Schema.NullOr(Schema.Number),
   supports_streaming: Schema.NullOr(Schema.Number),
   supports_multimodal: Schema.NullOr(Schema.Number),
-  timeouts: Schema.parseJson(Schema.Struct({ connectMs: Schema.Number, firstByteMs: Schema.Number, totalMs: Schema.Number })),
+  // Rows written before the idle timeout existed lack it: they get the default.
+  timeouts: Schema.parseJson(Schema.Struct({
+    connectMs: Schema.Number,
+    firstByteMs: Schema.Number,
+    idleMs: Schema.optionalWith(Schema.Number, { default: () => defaultTimeouts.idleMs }),
+    totalMs: Schema.Number
+  })),
   api_key_fingerprint: Schema.NullOr(Schema.String)
 })
 

@@ -43,3 +43,90 @@ export const outcomeOfTransport = (e: UpstreamTransportError): string => {
       return "aborted"
   }
 }
+
+/**
+ * The error classes of a failed attempt, each with one action (see the README's "Failure
+ * handling" table): `client_error` is returned as is; `context_too_long` goes to a candidate with a
+ * larger context window, if one is known; `auth` marks the provider misconfigured; `credits` marks
+ * it out of credits; `rate_limited` skips it for that model until Retry-After; `transient` and
+ * `stalled` are retried with backoff, then fail over.
+ */
+export type FailureClass = "client_error" | "context_too_long" | "auth" | "credits" | "rate_limited" | "transient" | "stalled"
+
+export interface Classified {
+  readonly class: FailureClass
+  /** The outcome word for X-Router-Attempts and the record. */
+  readonly outcome: string
+  /** For `rate_limited`: how long the provider should be left alone, when the upstream said. */
+  readonly retryAfterMs?: number | undefined
+}
+
+const creditsPattern = /insufficient[_ ]quota|insufficient[_ ](balance|credits?|funds)|out of credits|credit balance|balance (is )?(too low|exhausted|insufficient)|payment required|billing/i
+const contextPattern = /context[_ ]length[_ ]exceeded|maximum context length|context window|too many tokens|prompt is too long|exceeds? (the )?(model'?s? )?(maximum )?context/i
+
+/**
+ * `Retry-After` as milliseconds from `now`: delta-seconds or an HTTP date. `undefined` when absent
+ * or unreadable (the caller then uses its configured default).
+ */
+export const parseRetryAfter = (value: string | ReadonlyArray<string> | undefined, now: number): number | undefined => {
+  const v = typeof value === "string" ? value.trim() : value?.[0]?.trim()
+  if (v === undefined || v === "") return undefined
+  if (/^\d+(\.\d+)?$/.test(v)) return Math.round(Number(v) * 1000)
+  const at = Date.parse(v)
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now)
+}
+
+/** What a refused answer means, from its status and (a bounded look at) its body. */
+export const classifyRefusal = (status: number, body: string, retryAfterMs: number | undefined): Classified => {
+  // Some providers say "no credits" with 400, 403 or 429 (OpenAI: 429 insufficient_quota).
+  if (status !== 200 && creditsPattern.test(body) && status !== 404) return { class: "credits", outcome: "out_of_credits" }
+  switch (outcomeOfStatus(status)) {
+    case "auth_error":
+      return { class: "auth", outcome: "auth_error" }
+    case "out_of_credits":
+      return { class: "credits", outcome: "out_of_credits" }
+    case "rate_limited":
+      return { class: "rate_limited", outcome: "rate_limited", retryAfterMs }
+    case "client_error":
+      return status === 400 && contextPattern.test(body)
+        ? { class: "context_too_long", outcome: "context_too_long" }
+        : { class: "client_error", outcome: "client_error" }
+    default:
+      return { class: "transient", outcome: outcomeOfStatus(status) }
+  }
+}
+
+/** A transport failure is transient, whatever its kind. */
+export const classifyTransport = (e: UpstreamTransportError): Classified => ({ class: "transient", outcome: outcomeOfTransport(e) })
+
+/**
+ * A 200 whose body is an error object is that error, never a success. OpenAI-compatible answers
+ * start with `{"id"`, so only a body whose first bytes name `error` is parsed to find out.
+ */
+export const errorInBody = (body: Uint8Array): { readonly status: number; readonly text: string } | null => {
+  const head = Buffer.from(body.buffer, body.byteOffset, Math.min(body.byteLength, 64)).toString("latin1")
+  if (!/^\s*\{\s*"error"/.test(head)) return null
+  const text = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("utf8")
+  try {
+    const parsed = JSON.parse(text) as { error?: unknown; choices?: unknown }
+    if (parsed.choices !== undefined || parsed.error === undefined || parsed.error === null) return null
+    return { status: statusOfErrorObject(parsed.error), text }
+  } catch {
+    return null
+  }
+}
+
+/** The HTTP status an in-band error object stands for: its numeric code, else a reading of its type. */
+export const statusOfErrorObject = (error: unknown): number => {
+  const e = (typeof error === "object" && error !== null ? error : { message: String(error) }) as { code?: unknown; status?: unknown; type?: unknown }
+  for (const c of [e.status, e.code]) {
+    const n = typeof c === "number" ? c : typeof c === "string" && /^\d{3}$/.test(c) ? Number(c) : NaN
+    if (n >= 400 && n < 600) return n
+  }
+  const word = `${String(e.type ?? "")} ${String(e.code ?? "")}`.toLowerCase()
+  if (/rate|too_many/.test(word)) return 429
+  if (/auth|permission|api_key|key/.test(word)) return 401
+  if (/quota|credit|billing|payment/.test(word)) return 402
+  if (/invalid_request|not_found|context/.test(word)) return 400
+  return 500
+}

@@ -3,13 +3,18 @@
  * answers, and record what happened. One typed Effect pipeline per request, kept lean (few Effect
  * steps, no per-request spans or logs) because it is the router's hot path.
  */
-import { Cause, Context, Effect, Layer, Option } from "effect"
+import { Cause, Context, Effect, Layer, Option, Random } from "effect"
+import * as ResilienceModule from "../config/Resilience.js"
+import { Resilience } from "../config/Resilience.js"
+import * as HealthModule from "../health/Health.js"
+import { Health, type Verdict } from "../health/Health.js"
 import {
   AllCandidatesFailed,
   type Attempt,
   type InvalidRequest,
   ModelNotFound,
   NoCandidates,
+  RequestTimedOut,
   StreamInterrupted,
   UpstreamRejected,
   UpstreamTransportError
@@ -21,7 +26,7 @@ import * as Policy from "../policy/Policy.js"
 import { type Needs, needsOfChat, noNeeds } from "../policy/Rank.js"
 import { Providers } from "../providers/Providers.js"
 import { AbortSwitch, type ChunkWriter, Upstream, type UpstreamComplete, type UpstreamResponse } from "../providers/Upstream.js"
-import { actionOfStatus, outcomeOfStatus, outcomeOfTransport } from "./Classify.js"
+import { actionOfStatus, type Classified, classifyRefusal, classifyTransport, errorInBody, parseRetryAfter } from "./Classify.js"
 import { framed, lastEventEnd } from "./Sse.js"
 import { deadlines, scheduler } from "./Timer.js"
 
@@ -30,12 +35,15 @@ export interface ChatInput {
   /** The JSON body exactly as received: forwarded byte for byte when the model name need not change. */
   readonly raw?: Uint8Array | undefined
   readonly requestId?: string | undefined
+  /** Lowers the request's end-to-end deadline (`x-router-timeout-ms`); it never raises it. */
+  readonly timeoutMs?: number | undefined
 }
 
 export interface EmbeddingsInput {
   readonly request: EmbeddingRequest
   readonly raw?: Uint8Array | undefined
   readonly requestId?: string | undefined
+  readonly timeoutMs?: number | undefined
 }
 
 interface ReplyInfo {
@@ -67,7 +75,7 @@ export interface StreamReply extends ReplyInfo {
 
 export type Reply = JsonReply | StreamReply
 
-export type ChatError = InvalidRequest | ModelNotFound | NoCandidates | AllCandidatesFailed | UpstreamRejected
+export type ChatError = InvalidRequest | ModelNotFound | NoCandidates | AllCandidatesFailed | RequestTimedOut | UpstreamRejected
 
 export interface RouterService {
   readonly chat: (input: ChatInput) => Effect.Effect<Reply, ChatError>
@@ -95,7 +103,9 @@ export const json = (reply: JsonReply): unknown => JSON.parse(Buffer.from(reply.
 type Outcome =
   | { readonly _tag: "Served"; readonly reply: Reply }
   | { readonly _tag: "Rejected"; readonly status: number; readonly body: Uint8Array; readonly attempt: Attempt }
-  | { readonly _tag: "Failed"; readonly attempt: Attempt }
+  | { readonly _tag: "Failed"; readonly attempt: Attempt; readonly classified: Classified }
+  /** Not tried: its circuit is open, it is rate limited or out of credits. */
+  | { readonly _tag: "Skipped"; readonly attempt: Attempt }
 
 const contentTypeOf = (r: { readonly headers: UpstreamResponse["headers"] }): string => {
   const ct = r.headers["content-type"]
@@ -117,31 +127,38 @@ const snippet = (body: Uint8Array): string => {
   return text.replace(/\s+/g, " ").trim()
 }
 
+/** Error bodies are classified on their first few KiB (enough for any provider's message). */
+const headText = (body: Uint8Array) => Buffer.from(body.buffer, body.byteOffset, Math.min(body.byteLength, 4096)).toString("utf8")
+
 export const make = Effect.gen(function* () {
   const providers = yield* Providers
   const policy = yield* Policy.Policy
   const upstream = yield* Upstream
+  const health = yield* Health
+  const resilience = yield* Resilience
   const log: RequestLogService | null = Option.getOrNull(yield* Effect.serviceOption(RequestLog))
   const clock = yield* Effect.clock
   const schedule = scheduler(clock)
+  const now = () => clock.unsafeCurrentTimeMillis()
 
   const record = (entry: RequestRecord): void => {
     if (log !== null) log.record(entry)
   }
 
-  const attemptOf = (c: Candidate, outcome: string, detail: string, status: number | null, started: number, now: number): Attempt => ({
+  const attemptOf = (c: Candidate, outcome: string, detail: string, status: number | null, started: number, ended: number): Attempt => ({
     provider: c.provider.id,
     upstreamModel: c.upstreamModel,
     outcome,
     detail,
     status,
-    durationMs: now - started
+    durationMs: ended - started
   })
 
   /**
-   * One candidate, up to the commit point: it answers, refuses the request, or fails. Its timeouts
-   * are timers that abort the call (see `Timer.ts`); a read that fails because a timer fired is
-   * reported as that timeout. Interruption (the client hung up) aborts the call at any stage.
+   * One candidate, up to the commit point: it answers, refuses the request, fails, or is skipped
+   * (its health says not now). Its timeouts are timers that abort the call (see `Timer.ts`), cut
+   * short by the request's deadline; a read that fails because a timer fired is reported as that
+   * timeout. Every ending is reported to `Health`, a client that left as "abandoned".
    */
   const tryCandidate = (
     c: Candidate,
@@ -149,30 +166,92 @@ export const make = Effect.gen(function* () {
     body: string | Uint8Array,
     stream: boolean,
     requestId: string | undefined,
-    attempts: ReadonlyArray<Attempt>
+    attempts: ReadonlyArray<Attempt>,
+    deadlineAt: number
   ): Effect.Effect<Outcome> =>
     Effect.suspend(() => {
-      const started = clock.unsafeCurrentTimeMillis()
+      const started = now()
+      const admission = health.admit(c, started)
+      if (!admission.ok) {
+        return Effect.succeed({ _tag: "Skipped", attempt: attemptOf(c, admission.outcome, admission.reason, null, started, started) })
+      }
+      const probe = admission.probe
       const t = c.provider.timeouts
+      const budget = deadlineAt - started
       const controller = new AbortSwitch()
       let expired: string | null = null
-      const timer = deadlines(schedule, t.firstByteMs, t.totalMs, (which) => {
-        expired = which === "first_byte" ? `no first byte within ${t.firstByteMs} ms` : `no complete answer within ${t.totalMs} ms`
+      let firstByteAt = started
+      // Set once the attempt's ending has been reported to Health.
+      let settled = false
+      const settle = (verdict: Verdict) => {
+        if (settled) return
+        settled = true
+        health.report(c, verdict, probe, now())
+      }
+      const timer = deadlines(schedule, Math.min(t.firstByteMs, budget), Math.min(t.totalMs, budget), (which) => {
+        expired = which === "first_byte" && t.firstByteMs <= budget
+          ? `no first byte within ${t.firstByteMs} ms`
+          : t.totalMs <= budget
+          ? `no complete answer within ${t.totalMs} ms`
+          : `the request deadline passed`
         controller.abort()
       })
-      // However the call ends early (a timeout, a discard, an interrupted read), the timer goes.
-      controller.onAbort(timer.cancel)
-      const attempt = (outcome: string, detail: string, status: number | null) =>
-        attemptOf(c, outcome, detail, status, started, clock.unsafeCurrentTimeMillis())
-      const failed = (outcome: string, detail: string, status: number | null): Outcome => {
+      // However the call ends early (a timeout, a discard, an interrupted read), the timer goes;
+      // and if nothing else settled it, the client left: that says nothing about the provider.
+      controller.onAbort(() => {
         timer.cancel()
-        return { _tag: "Failed", attempt: attempt(outcome, detail, status) }
+        if (expired === null) settle({ _tag: "Abandoned" })
+      })
+      const onFirstByte = () => {
+        firstByteAt = now()
+        timer.firstByte()
+      }
+      const attempt = (outcome: string, detail: string, status: number | null) => attemptOf(c, outcome, detail, status, started, now())
+      const failed = (classified: Classified, detail: string, status: number | null): Outcome => {
+        timer.cancel()
+        settle({ _tag: "Failed", classified, detail })
+        return { _tag: "Failed", attempt: attempt(classified.outcome, detail, status), classified }
+      }
+
+      /** A whole response: an answer, a refusal of the request, or a failure. */
+      const complete = (r: UpstreamComplete): Outcome => {
+        let status = r.status
+        let text: string | null = null
+        if (status >= 200 && status < 300) {
+          // A 200 whose body is an error object is that error, never a success.
+          const inBand = errorInBody(r.body)
+          if (inBand === null) {
+            timer.cancel()
+            const ended = now()
+            settle({ _tag: "Ok", ttfbMs: firstByteAt - started, totalMs: ended - started })
+            return {
+              _tag: "Served",
+              reply: {
+                _tag: "Json",
+                provider: c.provider.id,
+                upstreamModel: c.upstreamModel,
+                attempts: [...attempts, attemptOf(c, "ok", "ok", r.status, started, ended)],
+                status: r.status,
+                contentType: contentTypeOf(r),
+                body: r.body
+              }
+            }
+          }
+          status = inBand.status
+          text = inBand.text
+        }
+        const classified = classifyRefusal(status, text ?? headText(r.body), parseRetryAfter(r.headers["retry-after"], now()))
+        const detail = statusDetail(status, r.body)
+        if (classified.class !== "client_error" && classified.class !== "context_too_long") return failed(classified, detail, status)
+        timer.cancel()
+        settle({ _tag: "Failed", classified, detail })
+        return { _tag: "Rejected", status, body: r.body, attempt: attempt(classified.outcome, detail, status) }
       }
 
       const served = (r: UpstreamResponse): Effect.Effect<Outcome, UpstreamTransportError> => {
         if (actionOfStatus(r.status) !== "ok" || !contentTypeOf(r).includes("text/event-stream")) {
           // An error status, or a plain answer to a stream request: read whole, like any answer.
-          timer.firstByte()
+          onFirstByte()
           return Effect.map(r.body, (bytes) => complete({ status: r.status, headers: r.headers, body: bytes }))
         }
         // The commit point: nothing reaches the client before a whole `data:` event has arrived,
@@ -181,58 +260,41 @@ export const make = Effect.gen(function* () {
         const commit = (held: Uint8Array | null): Effect.Effect<Outcome, UpstreamTransportError> =>
           Effect.flatMap(r.next, (chunk): Effect.Effect<Outcome, UpstreamTransportError> => {
             if (chunk === null) {
+              const outcome = failed({ class: "transient", outcome: "empty_stream" }, "stream ended before the first event", r.status)
               controller.abort()
-              return Effect.succeed(failed("empty_stream", "stream ended before the first event", r.status))
+              return Effect.succeed(outcome)
             }
             const buf = held === null ? chunk : Buffer.concat([held, chunk])
             if (!hasDataEvent(buf)) return commit(buf)
-            timer.firstByte()
+            onFirstByte()
             const ok = attempt("ok", "ok", r.status)
             return Effect.succeed({
               _tag: "Served",
-              reply: streamReply(c, r, buf, [...attempts, ok], controller, () => expired, timer.cancel)
+              reply: streamReply(c, r, buf, [...attempts, ok], controller, () => expired, timer.cancel, (verdict) => {
+                if (verdict._tag === "Ok") settle({ _tag: "Ok", ttfbMs: firstByteAt - started, totalMs: now() - started })
+                else settle(verdict)
+              })
             })
           })
         return commit(null)
       }
 
-      /** A whole (non-streamed) response: an answer, a refusal of the request, or a failure. */
-      const complete = (r: UpstreamComplete): Outcome => {
-        const action = actionOfStatus(r.status)
-        if (action === "failover") return failed(outcomeOfStatus(r.status), statusDetail(r.status, r.body), r.status)
-        timer.cancel()
-        if (action === "return") {
-          return { _tag: "Rejected", status: r.status, body: r.body, attempt: attempt("client_error", statusDetail(r.status, r.body), r.status) }
-        }
-        return {
-          _tag: "Served",
-          reply: {
-            _tag: "Json",
-            provider: c.provider.id,
-            upstreamModel: c.upstreamModel,
-            attempts: [...attempts, attempt("ok", "ok", r.status)],
-            status: r.status,
-            contentType: contentTypeOf(r),
-            body: r.body
-          }
-        }
-      }
-
       const transportFailed = (e: UpstreamTransportError): Outcome =>
-        expired !== null ? failed("timeout", expired, null) : failed(outcomeOfTransport(e), e.detail, null)
-      const cleanup = Effect.sync(() => controller.abort())
+        expired !== null
+          ? failed({ class: "transient", outcome: "timeout" }, expired, null)
+          : failed(classifyTransport(e), e.detail, null)
 
       if (!stream) {
         // Not streamed: one upstream step from request to complete answer. Interrupting it throws
         // the switch (aborting the call and its timer), and nothing follows it that could leak.
-        return upstream.request({ provider: c.provider, method: "POST", path, body, stream, requestId, abort: controller, onResponseStart: timer.firstByte }).pipe(
+        return upstream.request({ provider: c.provider, method: "POST", path, body, stream, requestId, abort: controller, onResponseStart: onFirstByte }).pipe(
           Effect.match({ onFailure: transportFailed, onSuccess: complete })
         )
       }
       return upstream.send({ provider: c.provider, method: "POST", path, body, stream, requestId, abort: controller }).pipe(
         Effect.flatMap(served),
         Effect.catchAll((e) => Effect.succeed(transportFailed(e))),
-        Effect.onInterrupt(() => cleanup)
+        Effect.onInterrupt(() => Effect.sync(() => controller.abort()))
       )
     })
 
@@ -243,7 +305,8 @@ export const make = Effect.gen(function* () {
     attempts: ReadonlyArray<Attempt>,
     controller: AbortSwitch,
     expired: () => string | null,
-    stopTimer: () => void
+    stopTimer: () => void,
+    settle: (verdict: Verdict) => void
   ): StreamReply => ({
     _tag: "Stream",
     provider: c.provider.id,
@@ -251,10 +314,7 @@ export const make = Effect.gen(function* () {
     attempts,
     status: r.status,
     contentType: contentTypeOf(r),
-    discard: Effect.sync(() => {
-      stopTimer()
-      controller.abort()
-    }),
+    discard: Effect.sync(() => controller.abort()),
     pipe: (writer) =>
       Effect.suspend(() => {
         const events = framed(writer)
@@ -265,15 +325,27 @@ export const make = Effect.gen(function* () {
         Effect.onExit((exit) =>
           Effect.sync(() => {
             stopTimer()
+            if (exit._tag === "Success") settle({ _tag: "Ok", ttfbMs: 0, totalMs: 0 })
+            else if (Cause.isInterruptedOnly(exit.cause)) settle({ _tag: "Abandoned" })
+            else {
+              const detail = Option.getOrElse(Option.map(Cause.failureOption(exit.cause), (e) => e.detail), () => "stream failed")
+              settle({ _tag: "Failed", classified: { class: expired() === null ? "transient" : "stalled", outcome: "stream_interrupted" }, detail })
+            }
             if (exit._tag === "Failure") controller.abort()
           })
         )
       )
   })
 
+  /** Exponential backoff with jitter (0.5–1.5×), on Effect's `Random` so tests can pin it. */
+  const backoff = (retry: number) =>
+    Effect.flatMap(Random.next, (r) => Effect.sleep(Math.round(resilience.retryBackoffMs * 2 ** retry * (0.5 + r))))
+
   /**
-   * Tries the ranked candidates in order; the first to answer wins. Written as a loop of
-   * `flatMap`s rather than `Effect.gen`: on this path the generator measured ~5 µs per request.
+   * Tries the ranked candidates in order; the first to answer wins. A transient failure is retried
+   * on the same provider (with backoff, while the deadline allows) before the next is tried.
+   * Written as a loop of `flatMap`s rather than `Effect.gen`: on this path the generator measured
+   * ~5 µs per request.
    */
   const route = (
     endpoint: "chat" | "embeddings",
@@ -281,9 +353,10 @@ export const make = Effect.gen(function* () {
     request: { readonly model: string },
     raw: Uint8Array | undefined,
     needs: Needs,
-    requestId: string | undefined
+    requestId: string | undefined,
+    timeoutMs: number | undefined
   ): Effect.Effect<Reply, ChatError> => {
-    const startedAt = clock.unsafeCurrentTimeMillis()
+    const startedAt = now()
     const resolution = providers.resolve(request.model)
     if (resolution instanceof ModelNotFound) return Effect.fail(resolution)
     const { dropped, ranked } = policy.rank(resolution, needs)
@@ -295,6 +368,8 @@ export const make = Effect.gen(function* () {
         })
       )
     }
+    const deadlineMs = timeoutMs === undefined ? resilience.requestTimeoutMs : Math.min(timeoutMs, resilience.requestTimeoutMs)
+    const deadlineAt = startedAt + deadlineMs
 
     // The client's bytes go upstream untouched unless the model name must change; then the
     // decoded body (every field kept) is serialized once per upstream model name.
@@ -329,7 +404,7 @@ export const make = Effect.gen(function* () {
         status,
         outcome,
         attempts,
-        durationMs: clock.unsafeCurrentTimeMillis() - startedAt,
+        durationMs: now() - startedAt,
         body: extra?.body,
         error: extra?.error
       })
@@ -347,17 +422,17 @@ export const make = Effect.gen(function* () {
             Effect.onExit((exit) =>
               Effect.sync(() =>
                 recordAs(
-                reply.provider,
-                reply.upstreamModel,
-                reply.status,
-                exit._tag === "Success" ? "ok" : Cause.isInterruptedOnly(exit.cause) ? "client_closed" : "stream_interrupted",
-                reply.attempts,
-                {
-                  error: exit._tag === "Failure"
-                    ? Option.getOrUndefined(Option.map(Cause.failureOption(exit.cause), (e) => e.detail))
-                    : undefined
-                }
-              )
+                  reply.provider,
+                  reply.upstreamModel,
+                  reply.status,
+                  exit._tag === "Success" ? "ok" : Cause.isInterruptedOnly(exit.cause) ? "client_closed" : "stream_interrupted",
+                  reply.attempts,
+                  {
+                    error: exit._tag === "Failure"
+                      ? Option.getOrUndefined(Option.map(Cause.failureOption(exit.cause), (e) => e.detail))
+                      : undefined
+                  }
+                )
               )
             )
           )
@@ -365,44 +440,79 @@ export const make = Effect.gen(function* () {
     }
 
     const attempts: Array<Attempt> = []
-    const next = (i: number): Effect.Effect<Reply, ChatError> => {
-      const c = ranked[i]
-      if (c === undefined) {
-        const failure = new AllCandidatesFailed({ model: request.model, attempts })
-        recordAs(null, null, 502, "all_failed", attempts, { error: failure.message })
+    let tried = 0
+    const giveUp = (): Effect.Effect<never, ChatError> => {
+      if (now() >= deadlineAt) {
+        const failure = new RequestTimedOut({ model: request.model, timeoutMs: deadlineMs, attempts })
+        recordAs(null, null, 504, "timed_out", attempts, { error: failure.message })
         return Effect.fail(failure)
       }
-      return Effect.flatMap(tryCandidate(c, path, bodyFor(c.upstreamModel), needs.stream, requestId, attempts), (outcome) => {
+      // Nothing was even tried: every candidate's health ruled it out for now.
+      if (tried === 0) {
+        const failure = new NoCandidates({ model: request.model, reasons: attempts.map((a) => `${a.provider}+${a.upstreamModel}: ${a.detail}`) })
+        recordAs(null, null, 503, "no_candidates", attempts, { error: failure.message })
+        return Effect.fail(failure)
+      }
+      const failure = new AllCandidatesFailed({ model: request.model, attempts })
+      recordAs(null, null, 502, "all_failed", attempts, { error: failure.message })
+      return Effect.fail(failure)
+    }
+    const next = (i: number, retry: number): Effect.Effect<Reply, ChatError> => {
+      const c = ranked[i]
+      if (c === undefined || now() >= deadlineAt) return giveUp()
+      return Effect.flatMap(tryCandidate(c, path, bodyFor(c.upstreamModel), needs.stream, requestId, attempts, deadlineAt), (outcome) => {
         switch (outcome._tag) {
           case "Served":
             return served(outcome.reply)
           case "Rejected": {
             attempts.push(outcome.attempt)
             const { provider, upstreamModel, detail } = outcome.attempt
-            recordAs(provider, upstreamModel, outcome.status, "client_error", attempts, { error: detail })
+            recordAs(provider, upstreamModel, outcome.status, outcome.attempt.outcome, attempts, { error: detail })
             return Effect.fail(new UpstreamRejected({ provider, upstreamModel, status: outcome.status, body: outcome.body, attempts }))
           }
-          case "Failed":
+          case "Skipped":
             attempts.push(outcome.attempt)
-            return next(i + 1)
+            return next(i + 1, 0)
+          case "Failed": {
+            attempts.push(outcome.attempt)
+            tried++
+            const transient = outcome.classified.class === "transient" || outcome.classified.class === "stalled"
+            if (transient && retry < resilience.retries && now() + resilience.retryBackoffMs * 2 ** retry * 1.5 < deadlineAt) {
+              return Effect.zipRight(backoff(retry), next(i, retry + 1))
+            }
+            return next(i + 1, 0)
+          }
         }
       })
     }
-    return next(0)
+    return next(0, 0)
   }
 
   return Router.of({
-    chat: (input) => Effect.suspend(() => route("chat", "/chat/completions", input.request, input.raw, needsOfChat(input.request), input.requestId)),
+    chat: (input) =>
+      Effect.suspend(() =>
+        route("chat", "/chat/completions", input.request, input.raw, needsOfChat(input.request), input.requestId, input.timeoutMs)
+      ),
     embeddings: (input) =>
-      Effect.suspend(() => route("embeddings", "/embeddings", input.request, input.raw, noNeeds, input.requestId)) as Effect.Effect<
+      Effect.suspend(() => route("embeddings", "/embeddings", input.request, input.raw, noNeeds, input.requestId, input.timeoutMs)) as Effect.Effect<
         JsonReply,
         ChatError
       >
   })
 })
 
-/** The workflow, given `Providers`, `Upstream` and `Policy` (and `RequestLog`, when present, for records). */
-export const layerWithoutPolicy = Layer.effect(Router, make)
+/**
+ * The workflow, given `Providers`, `Upstream`, `Policy`, `Health` and `Resilience` (and
+ * `RequestLog`, when present, for records).
+ */
+export const layerWithoutDependencies = Layer.effect(Router, make)
 
-/** The workflow with the default policy; give it a `Providers` and an `Upstream` Layer. */
-export const layer = layerWithoutPolicy.pipe(Layer.provide(Policy.layer))
+/**
+ * The workflow with the default policy, an in-memory health registry and default resilience
+ * settings; give it a `Providers` and an `Upstream` Layer.
+ */
+export const layer = layerWithoutDependencies.pipe(
+  Layer.provide(Policy.layer),
+  Layer.provide(HealthModule.layer),
+  Layer.provide(ResilienceModule.layer())
+)

@@ -418,7 +418,7 @@ describe("providerSpecs and aliasSpecs", () => {
       supportsTools: null,
       supportsStreaming: null,
       supportsMultimodal: null,
-      timeouts: { connectMs: 5_000, firstByteMs: 60_000, totalMs: 600_000 },
+      timeouts: { connectMs: 5_000, firstByteMs: 60_000, idleMs: 30_000, totalMs: 600_000 },
       source: "file"
     })
   })
@@ -446,7 +446,7 @@ describe("providerSpecs and aliasSpecs", () => {
       supportsTools: false,
       supportsStreaming: true,
       supportsMultimodal: false,
-      timeouts: { connectMs: 1_500, firstByteMs: 20_000, totalMs: 120_000 }
+      timeouts: { connectMs: 1_500, firstByteMs: 20_000, idleMs: 30_000, totalMs: 120_000 }
     })
   })
 
@@ -455,8 +455,8 @@ describe("providerSpecs and aliasSpecs", () => {
       a: { endpoint: "https://x.example/v1", timeouts: { first_byte: 30 } },
       b: { endpoint: "https://x.example/v1", timeouts: null, models: null }
     }))
-    expect(partial?.timeouts).toEqual({ connectMs: 5_000, firstByteMs: 30_000, totalMs: 600_000 })
-    expect(nulls?.timeouts).toEqual({ connectMs: 5_000, firstByteMs: 60_000, totalMs: 600_000 })
+    expect(partial?.timeouts).toEqual({ connectMs: 5_000, firstByteMs: 30_000, idleMs: 30_000, totalMs: 600_000 })
+    expect(nulls?.timeouts).toEqual({ connectMs: 5_000, firstByteMs: 60_000, idleMs: 30_000, totalMs: 600_000 })
     expect(nulls?.models).toBeNull()
   })
 

@@ -55,9 +55,9 @@ describe("the file's records on restart", () => {
       api_key_fingerprint: null
     })
     expect(JSON.parse(alpha!.models!)).toEqual(["m1", "m2"])
-    expect(JSON.parse(alpha!.timeouts)).toEqual({ connectMs: 2_000, firstByteMs: 30_000, totalMs: 90_000 })
+    expect(JSON.parse(alpha!.timeouts)).toEqual({ connectMs: 2_000, firstByteMs: 30_000, idleMs: 30_000, totalMs: 90_000 })
     expect(beta).toMatchObject({ id: "beta", source: "file", provider_type: "openai_compat", priority: 100, supports_tools: null })
-    expect(JSON.parse(beta!.timeouts)).toEqual({ connectMs: 5_000, firstByteMs: 60_000, totalMs: 600_000 })
+    expect(JSON.parse(beta!.timeouts)).toEqual({ connectMs: 5_000, firstByteMs: 60_000, idleMs: 30_000, totalMs: 600_000 })
     expect(aliasRows(router.dbPath).map((a) => ({ ...a, targets: JSON.parse(a.targets) }))).toEqual([
       { name: "chain", source: "file", targets: ["alpha+m2", "m3"] },
       { name: "fast", source: "file", targets: ["alpha+m1"] }

@@ -119,8 +119,9 @@ describe("failover to the next provider", () => {
     expect(response.headers.get("x-router-attempts")).toBe("alpha:rate_limited,beta:ok")
   })
 
+  // A fresh pair per status: 401/403 mark a provider misconfigured and 402 out of credits, so on a
+  // shared router the later cases would skip alpha instead of reaching it.
   it("on every provider-side status (401, 402, 403, 408, 5xx) and on a redirect", async () => {
-    const { alpha, beta, client } = await pair({ mode: "ok" })
     const cases: Array<[number, string]> = [
       [401, "auth_error"],
       [402, "out_of_credits"],
@@ -131,12 +132,12 @@ describe("failover to the next provider", () => {
       [302, "bad_status"]
     ]
     for (const [status, outcome] of cases) {
-      alpha.setBehaviour({ mode: "status", status })
+      const { beta, client } = await pair({ mode: "status", status })
       const { data, response } = await ask(client, newRequestId(`s${status}`))
       expect(data.choices[0]?.message.content, `HTTP ${status}`).toBe("Hello from beta!")
       expect(response.headers.get("x-router-attempts"), `HTTP ${status}`).toBe(`alpha:${outcome},beta:ok`)
+      expect(requestsTo(beta)).toHaveLength(1)
     }
-    expect(requestsTo(beta)).toHaveLength(cases.length)
   })
 
   it("for embeddings too", async () => {
@@ -150,16 +151,20 @@ describe("failover to the next provider", () => {
     expect(requestsTo(beta, "/embeddings")).toHaveLength(1)
   })
 
+  // Once alpha has failed five times in a row its circuit opens, and the requests still to come
+  // skip it at no cost: each answer lists alpha as failed or as skipped, never anything else.
   it("for many concurrent requests, each failing over on its own", async () => {
     const { alpha, beta, client } = await pair({ mode: "status", status: 500 })
     const ids = Array.from({ length: 24 }, (_, i) => newRequestId(`par${i}`))
     const results = await Promise.all(ids.map((id) => ask(client, id)))
     for (const { data, response } of results) {
       expect(data.choices[0]?.message.content).toBe("Hello from beta!")
-      expect(response.headers.get("x-router-attempts")).toBe("alpha:server_error,beta:ok")
+      expect(response.headers.get("x-router-attempts")).toMatch(/^alpha:(server_error|circuit_open),beta:ok$/)
     }
+    const failedAtAlpha = results.filter((r) => r.response.headers.get("x-router-attempts") === "alpha:server_error,beta:ok")
     expect(results.map((r) => r.response.headers.get("x-request-id")).sort()).toEqual([...ids].sort())
-    expect(requestsTo(alpha)).toHaveLength(ids.length)
+    expect(requestsTo(alpha)).toHaveLength(failedAtAlpha.length)
+    expect(requestsTo(alpha).length).toBeGreaterThanOrEqual(5)
     expect(requestsTo(beta)).toHaveLength(ids.length)
   })
 

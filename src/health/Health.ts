@@ -1,0 +1,239 @@
+/**
+ * What the router knows about each provider's health: its circuit breaker, the models it asked us
+ * to leave alone for a while (429), whether it is out of credits, and passive statistics (EWMA of
+ * time to first byte and of total latency, success rate). All synchronous over in-memory state, so
+ * the workflow asks and reports on its hot path without an Effect step.
+ */
+import { Context, Effect, Layer } from "effect"
+import { Resilience, type ResilienceSettings } from "../config/Resilience.js"
+import type { Candidate } from "../domain/Provider.js"
+import type { Classified } from "../router/Classify.js"
+import * as Breaker from "./Breaker.js"
+
+/** How an attempt ended, as far as the provider's health is concerned. */
+export type Verdict =
+  | { readonly _tag: "Ok"; readonly ttfbMs: number; readonly totalMs: number }
+  | { readonly _tag: "Failed"; readonly classified: Classified; readonly detail: string }
+  /** The client left: says nothing about the provider. */
+  | { readonly _tag: "Abandoned" }
+
+export type Admission =
+  | { readonly ok: true; readonly probe: boolean }
+  | { readonly ok: false; readonly outcome: "circuit_open" | "misconfigured" | "rate_limited" | "out_of_credits"; readonly reason: string }
+
+/** The result of an active health check (`GET {endpoint}/models`). */
+export type CheckResult =
+  | { readonly _tag: "Healthy" }
+  | { readonly _tag: "Unhealthy"; readonly classified: Classified; readonly detail: string }
+
+export interface ProviderStatus {
+  readonly id: string
+  /** `healthy`, `circuit_open`, `half_open`, `misconfigured` or `out_of_credits`. */
+  readonly state: string
+  readonly circuit: {
+    readonly state: "closed" | "open" | "half_open"
+    readonly open_until: string | null
+    readonly trips: number
+    readonly reason: string | null
+    readonly consecutive_failures: number
+  }
+  readonly rate_limited: ReadonlyArray<{ readonly model: string; readonly until: string }>
+  readonly out_of_credits_until: string | null
+  readonly stats: {
+    readonly requests: number
+    readonly successes: number
+    readonly failures: number
+    readonly success_rate: number | null
+    readonly ewma_ttfb_ms: number | null
+    readonly ewma_total_ms: number | null
+    readonly last_error: string | null
+    readonly last_error_at: string | null
+  }
+  readonly last_check: { readonly at: string; readonly healthy: boolean; readonly detail: string | null } | null
+}
+
+export interface HealthService {
+  /** May this candidate be tried now? Admitting the probe of a half-open circuit reserves it. */
+  readonly admit: (candidate: Candidate, now: number) => Admission
+  /** How an attempt ended; `probe` when it was admitted as a half-open probe. */
+  readonly report: (candidate: Candidate, verdict: Verdict, probe: boolean, now: number) => void
+  readonly reportCheck: (providerId: string, result: CheckResult, now: number) => void
+  readonly status: (providerIds: ReadonlyArray<string>, now: number) => ReadonlyArray<ProviderStatus>
+}
+
+export class Health extends Context.Tag("sanctum/Health")<Health, HealthService>() {}
+
+interface Entry {
+  breaker: Breaker.BreakerState
+  readonly rateLimits: Map<string, number>
+  creditsUntil: number
+  requests: number
+  successes: number
+  failures: number
+  ewmaTtfbMs: number | null
+  ewmaTotalMs: number | null
+  lastError: string | null
+  lastErrorAt: number | null
+  lastCheck: { at: number; healthy: boolean; detail: string | null } | null
+}
+
+/** Weight of the newest sample in the moving averages. */
+const alpha = 0.2
+const ewma = (prev: number | null, sample: number) => (prev === null ? sample : prev + alpha * (sample - prev))
+const iso = (ms: number) => new Date(ms).toISOString()
+
+export const make = (settings: ResilienceSettings): HealthService => {
+  const entries = new Map<string, Entry>()
+  const entryOf = (id: string): Entry => {
+    let e = entries.get(id)
+    if (e === undefined) {
+      e = {
+        breaker: Breaker.closed,
+        rateLimits: new Map(),
+        creditsUntil: 0,
+        requests: 0,
+        successes: 0,
+        failures: 0,
+        ewmaTtfbMs: null,
+        ewmaTotalMs: null,
+        lastError: null,
+        lastErrorAt: null,
+        lastCheck: null
+      }
+      entries.set(id, e)
+    }
+    return e
+  }
+
+  const admit = (c: Candidate, now: number): Admission => {
+    const e = entries.get(c.provider.id)
+    if (e === undefined) return { ok: true, probe: false }
+    if (e.creditsUntil > now) return { ok: false, outcome: "out_of_credits", reason: `out of credits until ${iso(e.creditsUntil)}` }
+    const limited = e.rateLimits.get(c.upstreamModel)
+    if (limited !== undefined) {
+      if (limited > now) return { ok: false, outcome: "rate_limited", reason: `rate limited until ${iso(limited)}` }
+      e.rateLimits.delete(c.upstreamModel)
+    }
+    const admission = Breaker.admit(e.breaker, now)
+    e.breaker = admission.state
+    if (admission.allowed) return { ok: true, probe: admission.probe }
+    const reason = e.breaker._tag === "Open" ? `circuit open until ${iso(e.breaker.until)}` : "circuit half-open, probe under way"
+    return { ok: false, outcome: e.breaker._tag !== "Closed" && e.breaker.reason.startsWith("misconfigured") ? "misconfigured" : "circuit_open", reason }
+  }
+
+  const failed = (e: Entry, detail: string, now: number) => {
+    e.failures++
+    e.lastError = detail
+    e.lastErrorAt = now
+  }
+
+  const report = (c: Candidate, verdict: Verdict, probe: boolean, now: number) => {
+    const e = entryOf(c.provider.id)
+    switch (verdict._tag) {
+      case "Abandoned":
+        if (probe) e.breaker = Breaker.onAbandoned(e.breaker)
+        return
+      case "Ok":
+        e.requests++
+        e.successes++
+        e.ewmaTtfbMs = ewma(e.ewmaTtfbMs, verdict.ttfbMs)
+        e.ewmaTotalMs = ewma(e.ewmaTotalMs, verdict.totalMs)
+        e.breaker = Breaker.onSuccess(e.breaker, settings.breaker)
+        return
+      case "Failed": {
+        e.requests++
+        const { classified, detail } = verdict
+        switch (classified.class) {
+          // The provider answered, and rightly: it is healthy.
+          case "client_error":
+          case "context_too_long":
+            e.successes++
+            e.breaker = Breaker.onSuccess(e.breaker, settings.breaker)
+            return
+          case "auth":
+            failed(e, detail, now)
+            e.breaker = Breaker.trip(e.breaker, now, settings.breaker, `misconfigured: ${detail}`, settings.misconfiguredCooldownMs)
+            return
+          case "credits":
+            failed(e, detail, now)
+            e.creditsUntil = now + settings.outOfCreditsCooldownMs
+            if (probe) e.breaker = Breaker.onAbandoned(e.breaker)
+            return
+          // Not a health failure and not counted by the breaker: the provider is up, just busy.
+          case "rate_limited":
+            failed(e, detail, now)
+            e.rateLimits.set(c.upstreamModel, now + (classified.retryAfterMs ?? settings.defaultRetryAfterMs))
+            if (probe) e.breaker = Breaker.onAbandoned(e.breaker)
+            return
+          case "transient":
+          case "stalled":
+            failed(e, detail, now)
+            e.breaker = Breaker.onFailure(e.breaker, now, settings.breaker, detail)
+            return
+        }
+      }
+    }
+  }
+
+  const reportCheck = (providerId: string, result: CheckResult, now: number) => {
+    const e = entryOf(providerId)
+    if (result._tag === "Healthy") {
+      e.lastCheck = { at: now, healthy: true, detail: null }
+      // A backend that answers again is used again at once, without a restart. Rate limits and
+      // credit exhaustion are not lifted: the provider said how long to wait.
+      if (e.breaker._tag !== "Closed") e.breaker = Breaker.closed
+      return
+    }
+    e.lastCheck = { at: now, healthy: false, detail: result.detail }
+    failed(e, `health check: ${result.detail}`, now)
+    e.breaker = result.classified.class === "auth"
+      ? Breaker.trip(e.breaker, now, settings.breaker, `misconfigured: ${result.detail}`, settings.misconfiguredCooldownMs)
+      : Breaker.onFailure(e.breaker, now, settings.breaker, `health check: ${result.detail}`)
+  }
+
+  const status = (ids: ReadonlyArray<string>, now: number): ReadonlyArray<ProviderStatus> =>
+    ids.map((id) => {
+      const e = entries.get(id) ?? entryOf(id)
+      const b = e.breaker
+      const open = b._tag === "Open" && b.until > now
+      const misconfigured = b._tag !== "Closed" && b.reason.startsWith("misconfigured")
+      const state = e.creditsUntil > now
+        ? "out_of_credits"
+        : misconfigured && (open || b._tag === "HalfOpen")
+        ? "misconfigured"
+        : open
+        ? "circuit_open"
+        : b._tag === "Closed"
+        ? "healthy"
+        : "half_open"
+      return {
+        id,
+        state,
+        circuit: {
+          state: b._tag === "Closed" ? "closed" : open ? "open" : "half_open",
+          open_until: b._tag === "Open" ? iso(b.until) : null,
+          trips: b.trips,
+          reason: b._tag === "Closed" ? null : b.reason,
+          consecutive_failures: b._tag === "Closed" ? b.consecutive : 0
+        },
+        rate_limited: [...e.rateLimits].filter(([, until]) => until > now).map(([model, until]) => ({ model, until: iso(until) })),
+        out_of_credits_until: e.creditsUntil > now ? iso(e.creditsUntil) : null,
+        stats: {
+          requests: e.requests,
+          successes: e.successes,
+          failures: e.failures,
+          success_rate: e.requests === 0 ? null : e.successes / e.requests,
+          ewma_ttfb_ms: e.ewmaTtfbMs === null ? null : Math.round(e.ewmaTtfbMs),
+          ewma_total_ms: e.ewmaTotalMs === null ? null : Math.round(e.ewmaTotalMs),
+          last_error: e.lastError,
+          last_error_at: e.lastErrorAt === null ? null : iso(e.lastErrorAt)
+        },
+        last_check: e.lastCheck === null ? null : { at: iso(e.lastCheck.at), healthy: e.lastCheck.healthy, detail: e.lastCheck.detail }
+      }
+    })
+
+  return { admit, report, reportCheck, status }
+}
+
+/** The in-memory health registry, with the configured resilience settings. */
+export const layer = Layer.effect(Health, Effect.map(Resilience, (settings) => Health.of(make(settings))))
