@@ -4,6 +4,8 @@
  */
 import { Command, Options } from "@effect/cli"
 import { Effect, Layer, Option } from "effect"
+import { startFakeServer } from "../testing/FakeServer.js"
+import type { FakeBehaviour } from "../testing/Script.js"
 import * as Daemon from "../Daemon.js"
 
 const config = Options.text("config").pipe(
@@ -25,9 +27,81 @@ export const serve = Command.make("serve", { config, port, host, db }, (opts) =>
     db: Option.getOrUndefined(opts.db)
   }, process.env))).pipe(Command.withDescription("Run the router daemon"))
 
+const modes = ["ok", "slow", "status", "rate-limited", "error200", "reset", "refuse", "hang", "stall", "cut"] as const
+
+/** The behaviour a `fake-provider` mode stands for. */
+export const behaviourOf = (o: {
+  readonly mode: (typeof modes)[number]
+  readonly status: number
+  readonly after: number
+  readonly delayMs: number
+  readonly retryAfter: number
+  readonly content: string | undefined
+}): FakeBehaviour => {
+  const content = o.content === undefined ? {} : { content: o.content }
+  switch (o.mode) {
+    case "ok":
+      return { mode: "ok", ...content, chunkDelayMs: o.delayMs }
+    case "slow":
+      return { mode: "ok", ...content, firstByteMs: o.delayMs, chunkDelayMs: o.delayMs }
+    case "status":
+      return { mode: "status", status: o.status, firstByteMs: o.delayMs }
+    case "rate-limited":
+      return { mode: "status", status: 429, retryAfter: o.retryAfter }
+    case "error200":
+      return { mode: "error200", code: o.status }
+    case "reset":
+    case "refuse":
+    case "hang":
+      return { mode: o.mode }
+    case "stall":
+    case "cut":
+      return { mode: o.mode, afterChunks: o.after, ...content }
+  }
+}
+
+export const fakeProvider = Command.make(
+  "fake-provider",
+  {
+    port: Options.integer("port").pipe(Options.withDefault(8481), Options.withDescription("port to listen on")),
+    host: Options.text("host").pipe(Options.withDefault("127.0.0.1"), Options.withDescription("address to bind")),
+    mode: Options.choice("mode", modes).pipe(
+      Options.withDefault("ok"),
+      Options.withDescription(
+        "ok | slow (first byte and each event after --delay-ms) | status (HTTP --status) | rate-limited (429, Retry-After --retry-after) | " +
+          "error200 (an error object inside a 200) | reset | refuse | hang | stall / cut (after --after events, go silent / drop the connection)"
+      )
+    ),
+    status: Options.integer("status").pipe(Options.withDefault(500), Options.withDescription("status for --mode status, error code for error200")),
+    after: Options.integer("after").pipe(Options.withDefault(2), Options.withDescription("events sent before a stall or cut")),
+    delayMs: Options.integer("delay-ms").pipe(Options.withDefault(0), Options.withDescription("delay before the first byte and between events")),
+    retryAfter: Options.integer("retry-after").pipe(Options.withDefault(5), Options.withDescription("seconds, for --mode rate-limited")),
+    models: Options.text("models").pipe(Options.withDefault("fake-model"), Options.withDescription("comma-separated model ids it lists")),
+    name: Options.text("name").pipe(Options.withDefault("fake"), Options.withDescription("its name, in default answers")),
+    content: Options.text("content").pipe(Options.optional, Options.withDescription("the assistant's answer text"))
+  },
+  (o) =>
+    Effect.acquireRelease(
+      Effect.promise(() =>
+        startFakeServer({
+          name: o.name,
+          models: o.models.split(",").map((m) => m.trim()).filter((m) => m !== ""),
+          port: o.port,
+          host: o.host,
+          behaviour: behaviourOf({ ...o, content: Option.getOrUndefined(o.content) })
+        })
+      ),
+      (server) => Effect.promise(() => server.close())
+    ).pipe(
+      Effect.tap((server) => Effect.logInfo(`fake provider '${o.name}' (${o.mode}) listening on ${server.url.replace("127.0.0.1", o.host)}`)),
+      Effect.zipRight(Effect.never),
+      Effect.scoped
+    )
+).pipe(Command.withDescription("Run a scripted OpenAI-compatible backend, to rehearse outages against a real config"))
+
 export const root = Command.make("sanctum-router").pipe(
   Command.withDescription("Self-hosted, OpenAI-compatible inference router"),
-  Command.withSubcommands([serve])
+  Command.withSubcommands([serve, fakeProvider])
 )
 
 export const run = (version: string) => Command.run(root, { name: "sanctum-router", version })

@@ -26,9 +26,17 @@ import * as Policy from "../policy/Policy.js"
 import { type Needs, needsOfChat, noNeeds } from "../policy/Rank.js"
 import { Providers } from "../providers/Providers.js"
 import { AbortSwitch, type ChunkWriter, Upstream, type UpstreamComplete, type UpstreamResponse } from "../providers/Upstream.js"
-import { actionOfStatus, type Classified, classifyRefusal, classifyTransport, errorInBody, parseRetryAfter } from "./Classify.js"
+import {
+  actionOfStatus,
+  type Classified,
+  classifyRefusal,
+  classifyTransport,
+  errorInBody,
+  parseRetryAfter,
+  statusOfErrorObject
+} from "./Classify.js"
 import { framed, lastEventEnd } from "./Sse.js"
-import { deadlines, scheduler } from "./Timer.js"
+import { type Deadlines, deadlines, scheduler } from "./Timer.js"
 
 export interface ChatInput {
   readonly request: ChatCompletionRequest
@@ -112,12 +120,47 @@ const contentTypeOf = (r: { readonly headers: UpstreamResponse["headers"] }): st
   return typeof ct === "string" ? ct : "application/json"
 }
 
-/** Whether the complete events in `buf` include a `data:` field (comments alone do not count). */
-const hasDataEvent = (buf: Uint8Array): boolean => {
+/**
+ * Reads the complete events at the start of a stream: `commit` once one carries content, a
+ * tool-call delta, a finish, `[DONE]`, or is not a chat chunk at all; `wait` while there are only
+ * role-only preambles, empty deltas, usage-only chunks or comments; or the error an event carries
+ * (as a status and an error body), which then counts as that HTTP error.
+ */
+export const preamble = (buf: Uint8Array): "commit" | "wait" | { readonly status: number; readonly body: Uint8Array } => {
   const end = lastEventEnd(buf)
-  if (end === -1) return false
-  const text = Buffer.from(buf.buffer, buf.byteOffset, end).toString("latin1")
-  return text.startsWith("data:") || text.includes("\ndata:")
+  if (end === -1) return "wait"
+  const text = Buffer.from(buf.buffer, buf.byteOffset, end).toString("utf8")
+  for (const event of text.split(/\r?\n\r?\n/)) {
+    const data = event
+      .split(/\r?\n/)
+      .filter((line) => line.startsWith("data:"))
+      .map((line) => line.slice(line.startsWith("data: ") ? 6 : 5))
+      .join("\n")
+    if (data === "") continue
+    if (data.trim() === "[DONE]") return "commit"
+    let parsed: { error?: unknown; choices?: ReadonlyArray<{ delta?: Record<string, unknown>; finish_reason?: unknown }> }
+    try {
+      parsed = JSON.parse(data)
+    } catch {
+      return "commit"
+    }
+    if (parsed.error !== undefined && parsed.error !== null && parsed.choices === undefined) {
+      return { status: statusOfErrorObject(parsed.error), body: new Uint8Array(Buffer.from(JSON.stringify({ error: parsed.error }))) }
+    }
+    // An event of a shape this router does not know is passed on, not held.
+    if (!Array.isArray(parsed.choices)) return "commit"
+    for (const choice of parsed.choices) {
+      const delta = choice.delta ?? {}
+      if (
+        (typeof delta.content === "string" && delta.content !== "") ||
+        (Array.isArray(delta.tool_calls) && delta.tool_calls.length > 0) ||
+        (typeof delta.reasoning_content === "string" && delta.reasoning_content !== "") ||
+        (typeof delta.refusal === "string" && delta.refusal !== "") ||
+        (choice.finish_reason !== undefined && choice.finish_reason !== null)
+      ) return "commit"
+    }
+  }
+  return "wait"
 }
 
 const statusDetail = (status: number, body: Uint8Array) => `HTTP ${status}${body.byteLength > 0 ? `: ${snippet(body)}` : ""}`
@@ -180,6 +223,7 @@ export const make = Effect.gen(function* () {
       const budget = deadlineAt - started
       const controller = new AbortSwitch()
       let expired: string | null = null
+      let stalled = false
       let firstByteAt = started
       // Set once the attempt's ending has been reported to Health.
       let settled = false
@@ -188,12 +232,20 @@ export const make = Effect.gen(function* () {
         settled = true
         health.report(c, verdict, probe, now())
       }
-      const timer = deadlines(schedule, Math.min(t.firstByteMs, budget), Math.min(t.totalMs, budget), (which) => {
-        expired = which === "first_byte" && t.firstByteMs <= budget
+      const limits = {
+        firstByteMs: Math.min(t.firstByteMs, budget),
+        idleMs: stream ? t.idleMs : null,
+        totalMs: Math.min(t.totalMs, budget)
+      }
+      const timer = deadlines(schedule, now, limits, (which) => {
+        expired = which === "idle"
+          ? `no data for ${t.idleMs} ms (stalled)`
+          : which === "first_byte" && t.firstByteMs <= budget
           ? `no first byte within ${t.firstByteMs} ms`
           : t.totalMs <= budget
           ? `no complete answer within ${t.totalMs} ms`
           : `the request deadline passed`
+        stalled = which === "idle"
         controller.abort()
       })
       // However the call ends early (a timeout, a discard, an interrupted read), the timer goes;
@@ -254,23 +306,36 @@ export const make = Effect.gen(function* () {
           onFirstByte()
           return Effect.map(r.body, (bytes) => complete({ status: r.status, headers: r.headers, body: bytes }))
         }
-        // The commit point: nothing reaches the client before a whole `data:` event has arrived,
-        // so a backend that accepts the request and then stays silent (or sends only part of an
-        // event, or keep-alive comments) can still be skipped.
+        // The commit point: the first event carrying content, a tool-call delta or a finish. Until
+        // then nothing reaches the client (a role-only preamble is held back), so a backend that
+        // accepts the stream and then stalls, drops the connection or sends an error event can
+        // still be skipped invisibly.
+        let sawEvent = false
         const commit = (held: Uint8Array | null): Effect.Effect<Outcome, UpstreamTransportError> =>
           Effect.flatMap(r.next, (chunk): Effect.Effect<Outcome, UpstreamTransportError> => {
             if (chunk === null) {
-              const outcome = failed({ class: "transient", outcome: "empty_stream" }, "stream ended before the first event", r.status)
+              const outcome = failed({ class: "transient", outcome: "empty_stream" }, "stream ended before any content", r.status)
               controller.abort()
               return Effect.succeed(outcome)
             }
             const buf = held === null ? chunk : Buffer.concat([held, chunk])
-            if (!hasDataEvent(buf)) return commit(buf)
-            onFirstByte()
+            // For a stream the first byte is its first whole event; silence after it is `idle`.
+            if (!sawEvent && lastEventEnd(buf) !== -1) {
+              sawEvent = true
+              onFirstByte()
+            } else timer.touch()
+            const verdict = preamble(buf)
+            if (verdict === "wait") return commit(buf)
+            if (verdict !== "commit") {
+              // Settled as that error first, so the abort is not taken for a client leaving.
+              const outcome = complete({ status: verdict.status, headers: r.headers, body: verdict.body })
+              controller.abort()
+              return Effect.succeed(outcome)
+            }
             const ok = attempt("ok", "ok", r.status)
             return Effect.succeed({
               _tag: "Served",
-              reply: streamReply(c, r, buf, [...attempts, ok], controller, () => expired, timer.cancel, (verdict) => {
+              reply: streamReply(c, r, buf, [...attempts, ok], controller, () => expired, timer, (verdict) => {
                 if (verdict._tag === "Ok") settle({ _tag: "Ok", ttfbMs: firstByteAt - started, totalMs: now() - started })
                 else settle(verdict)
               })
@@ -281,7 +346,7 @@ export const make = Effect.gen(function* () {
 
       const transportFailed = (e: UpstreamTransportError): Outcome =>
         expired !== null
-          ? failed({ class: "transient", outcome: "timeout" }, expired, null)
+          ? failed(stalled ? { class: "stalled", outcome: "stalled" } : { class: "transient", outcome: "timeout" }, expired, null)
           : failed(classifyTransport(e), e.detail, null)
 
       if (!stream) {
@@ -305,7 +370,7 @@ export const make = Effect.gen(function* () {
     attempts: ReadonlyArray<Attempt>,
     controller: AbortSwitch,
     expired: () => string | null,
-    stopTimer: () => void,
+    timer: Deadlines,
     settle: (verdict: Verdict) => void
   ): StreamReply => ({
     _tag: "Stream",
@@ -319,17 +384,25 @@ export const make = Effect.gen(function* () {
       Effect.suspend(() => {
         const events = framed(writer)
         events.write(first)
-        return Effect.tap(r.pipe(events), () => events.flush())
+        // Each chunk restarts the idle deadline: a stream that goes silent mid-answer is cut.
+        const watched: ChunkWriter = {
+          write: (chunk) => {
+            timer.touch()
+            return events.write(chunk)
+          },
+          onDrain: events.onDrain
+        }
+        return Effect.tap(r.pipe(watched), () => events.flush())
       }).pipe(
         Effect.mapError((e) => new StreamInterrupted({ provider: c.provider.id, detail: expired() ?? e.detail })),
         Effect.onExit((exit) =>
           Effect.sync(() => {
-            stopTimer()
+            timer.cancel()
             if (exit._tag === "Success") settle({ _tag: "Ok", ttfbMs: 0, totalMs: 0 })
             else if (Cause.isInterruptedOnly(exit.cause)) settle({ _tag: "Abandoned" })
             else {
               const detail = Option.getOrElse(Option.map(Cause.failureOption(exit.cause), (e) => e.detail), () => "stream failed")
-              settle({ _tag: "Failed", classified: { class: expired() === null ? "transient" : "stalled", outcome: "stream_interrupted" }, detail })
+              settle({ _tag: "Failed", classified: { class: "transient", outcome: "stream_interrupted" }, detail })
             }
             if (exit._tag === "Failure") controller.abort()
           })

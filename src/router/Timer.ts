@@ -33,33 +33,70 @@ export const scheduler = (clock: Clock.Clock): Schedule => {
 }
 
 /**
- * An attempt's two deadlines on one timer: armed for the first byte; when it fires after the first
- * byte has come, it re-arms for the rest of the total. A fast answer costs one timer, not two.
+ * An attempt's deadlines on one timer: the first byte, silence between chunks once bytes flow
+ * (idle), and the whole answer (total). The timer is armed for the nearest deadline and, when it
+ * fires, checks which one really passed and re-arms for the next: a fast answer costs one timer,
+ * and a stream pays for a timer per idle period, not per chunk.
  */
 export interface Deadlines {
-  /** The first byte has arrived: the first-byte deadline no longer applies. */
+  /** The first byte has arrived: the first-byte deadline no longer applies, idle does. */
   readonly firstByte: () => void
+  /** Bytes arrived: the idle deadline starts again. */
+  readonly touch: () => void
   readonly cancel: () => void
 }
 
+export type Expiry = "first_byte" | "idle" | "total"
+
 export const deadlines = (
   schedule: Schedule,
-  firstByteMs: number,
-  totalMs: number,
-  expire: (which: "first_byte" | "total") => void
+  now: () => number,
+  /** `idleMs` null: silence after the first byte is bounded by the total only (whole answers). */
+  limits: { readonly firstByteMs: number; readonly idleMs: number | null; readonly totalMs: number },
+  expire: (which: Expiry) => void
 ): Deadlines => {
+  const start = now()
+  const totalAt = start + limits.totalMs
   let gotFirstByte = false
-  let cancelTimer: () => void
-  const onTotal = () => expire("total")
-  const onFirst = () => {
-    if (gotFirstByte) cancelTimer = schedule(totalMs - firstByteMs, onTotal)
-    else expire("first_byte")
+  let lastTouch = start
+  let cancelTimer: () => void = () => {}
+  let done = false
+  const arm = (ms: number) => {
+    cancelTimer = schedule(Math.max(0, ms), fire)
   }
-  cancelTimer = firstByteMs < totalMs ? schedule(firstByteMs, onFirst) : schedule(totalMs, onTotal)
+  function fire() {
+    const t = now()
+    if (t >= totalAt) return finish("total")
+    if (!gotFirstByte) return finish("first_byte")
+    if (limits.idleMs === null) return arm(totalAt - t)
+    const silent = t - lastTouch
+    if (silent >= limits.idleMs) return finish("idle")
+    arm(Math.min(limits.idleMs - silent, totalAt - t))
+  }
+  const finish = (which: Expiry) => {
+    done = true
+    expire(which)
+  }
+  arm(Math.min(limits.firstByteMs, limits.totalMs))
   return {
     firstByte: () => {
+      if (gotFirstByte) return
       gotFirstByte = true
+      lastTouch = now()
+      // Watching for silence from now on: re-arm for the idle deadline if it comes first.
+      if (limits.idleMs !== null && limits.idleMs < limits.firstByteMs && !done) {
+        cancelTimer()
+        arm(Math.min(limits.idleMs, totalAt - lastTouch))
+      }
     },
-    cancel: () => cancelTimer()
+    touch: () => {
+      lastTouch = now()
+    },
+    cancel: () => {
+      if (!done) {
+        done = true
+        cancelTimer()
+      }
+    }
   }
 }

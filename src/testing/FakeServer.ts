@@ -91,7 +91,7 @@ export const startFakeServer = (options: FakeServerOptions = {}): Promise<FakeSe
     }
     later(p.firstByteMs, () => {
       if (res.destroyed) return
-      res.writeHead(p.status, { "content-type": p.contentType, ...(p.contentType === "application/json" ? {} : { "cache-control": "no-cache" }) })
+      res.writeHead(p.status, { "content-type": p.contentType, ...(p.contentType === "application/json" ? {} : { "cache-control": "no-cache" }), ...p.headers })
       if (p.contentType === "text/event-stream") res.flushHeaders()
       let i = 0
       const step = () => {

@@ -133,7 +133,7 @@ export const layer = (scripts: Readonly<Record<string, FakeProviderScript>> = {}
             }))
           return {
             status: p.status,
-            headers: { "content-type": p.contentType },
+            headers: { "content-type": p.contentType, ...p.headers },
             body: abortable(readAll),
             next: abortable(Effect.map(read, (c) => (c === null ? null : new Uint8Array(Buffer.from(c))))),
             pipe,

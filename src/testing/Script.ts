@@ -15,8 +15,22 @@ export type FakeBehaviour =
     /** Delay between streamed events. */
     readonly chunkDelayMs?: number
   }
-  /** An HTTP error with an optional JSON body (OpenAI's error shape by default). */
-  | { readonly mode: "status"; readonly status: number; readonly body?: unknown; readonly firstByteMs?: number }
+  /**
+   * An HTTP error with an optional JSON body (OpenAI's error shape by default) and, for a 429 or
+   * 503, an optional `Retry-After` in seconds.
+   */
+  | {
+    readonly mode: "status"
+    readonly status: number
+    readonly body?: unknown
+    readonly firstByteMs?: number
+    readonly retryAfter?: number | string
+  }
+  /**
+   * A 200 whose body is an error object (or, for a stream, whose first event is one): the kind of
+   * failure some providers send instead of an HTTP error. `code` goes in the error object.
+   */
+  | { readonly mode: "error200"; readonly code?: number | string; readonly message?: string }
   /** The connection is refused (in-memory) or dropped at once (HTTP). */
   | { readonly mode: "refuse" }
   /** The connection is reset after the request was sent, before any response. */
@@ -42,6 +56,7 @@ export type Plan =
     readonly chunks: ReadonlyArray<{ readonly delayMs: number; readonly data: string }>
     /** After the chunks: end normally, go silent, or drop the connection. */
     readonly then: "end" | "hang" | "reset"
+    readonly headers?: Readonly<Record<string, string>>
   }
   | { readonly _tag: "Refuse" }
   | { readonly _tag: "Reset" }
@@ -164,12 +179,21 @@ export const plan = (behaviour: FakeBehaviour, request: FakeRequest, name: strin
       return { _tag: "Reset" }
     case "hang":
       return { _tag: "Hang" }
-    case "status":
-      return json(
+    case "status": {
+      const plan = json(
         behaviour.status,
         behaviour.body ?? { error: { message: `fake provider ${name} answered ${behaviour.status}`, type: "fake_error", param: null, code: null } },
         behaviour.firstByteMs
       )
+      return behaviour.retryAfter === undefined || plan._tag !== "Reply" ? plan : { ...plan, headers: { "retry-after": String(behaviour.retryAfter) } }
+    }
+    case "error200": {
+      const error = { error: { message: behaviour.message ?? `fake provider ${name} failed inside a 200`, type: "fake_error", param: null, code: behaviour.code ?? 500 } }
+      const streamed = (request.body as { stream?: unknown } | undefined)?.stream === true
+      return streamed
+        ? { _tag: "Reply", status: 200, contentType: "text/event-stream", firstByteMs: 0, chunks: [{ delayMs: 0, data: `data: ${JSON.stringify(error)}\n\n` }], then: "end" }
+        : json(200, error)
+    }
     case "ok":
     case "stall":
     case "cut":

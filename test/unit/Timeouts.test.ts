@@ -91,10 +91,14 @@ describe("first-byte timeout", () => {
       expect(dataLines(out.text()).at(-1)).toBe("[DONE]")
     }).pipe(Effect.provide(routerWith(providers({ timeouts: { first_byte: 2 } }), { a: { behaviour: { mode: "stall", afterChunks: 0 } } }))))
 
+  // The first event (a role-only preamble) comes at once; the content 3 s later, past first_byte.
+  // The answer commits on that content, so the clock is moved to reach it.
   it.effect("once the first event is in, slow later events are not a first-byte timeout", () =>
     Effect.gen(function* () {
       const router = yield* Router.Router
-      const reply = yield* router.chat({ request: chat("m", { stream: true }) })
+      const routing = yield* Effect.fork(router.chat({ request: chat("m", { stream: true }) }))
+      yield* TestClock.adjust("3 seconds")
+      const reply = yield* joinNow(routing)
       expect(reply._tag).toBe("Stream")
       if (reply._tag !== "Stream") return
       const out = collector()
@@ -157,7 +161,8 @@ describe("total timeout", () => {
       expect(yield* pending(piping)).toBe(true)
       yield* TestClock.adjust("1 millis")
       expect((yield* joinNow(piping)).detail).toBe("no complete answer within 5000 ms")
-    }).pipe(Effect.provide(routerWith(providers({ timeouts: { total: 5 } }), { a: { behaviour: { mode: "stall", afterChunks: 1 } } }))))
+      // Two events: the role-only preamble, then the first content, which commits the answer.
+    }).pipe(Effect.provide(routerWith(providers({ timeouts: { total: 5 } }), { a: { behaviour: { mode: "stall", afterChunks: 2 } } }))))
 })
 
 describe("timers after the answer", () => {

@@ -1,12 +1,19 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, TestClock } from "effect"
-import { deadlines, scheduler } from "../../src/router/Timer.js"
+import { deadlines, type Expiry, scheduler } from "../../src/router/Timer.js"
 
-describe("deadlines (one timer for first byte and total)", () => {
+/** Deadlines on the test clock, recording what expired. */
+const watch = (limits: { firstByteMs: number; idleMs: number | null; totalMs: number }) =>
+  Effect.map(Effect.clock, (clock) => {
+    const fired: Array<Expiry> = []
+    const d = deadlines(scheduler(clock), () => clock.unsafeCurrentTimeMillis(), limits, (w) => fired.push(w))
+    return { d, fired }
+  })
+
+describe("deadlines (one timer for first byte, idle and total)", () => {
   it.effect("expires on the first byte when none came", () =>
     Effect.gen(function* () {
-      const fired: Array<string> = []
-      deadlines(scheduler(yield* Effect.clock), 100, 1000, (w) => fired.push(w))
+      const { fired } = yield* watch({ firstByteMs: 100, idleMs: null, totalMs: 1000 })
       yield* TestClock.adjust("99 millis")
       expect(fired).toEqual([])
       yield* TestClock.adjust("1 millis")
@@ -15,10 +22,9 @@ describe("deadlines (one timer for first byte and total)", () => {
       expect(fired).toEqual(["first_byte"])
     }))
 
-  it.effect("after the first byte, expires at the total and not before", () =>
+  it.effect("after the first byte, without idle watching, expires at the total and not before", () =>
     Effect.gen(function* () {
-      const fired: Array<string> = []
-      const d = deadlines(scheduler(yield* Effect.clock), 100, 1000, (w) => fired.push(w))
+      const { d, fired } = yield* watch({ firstByteMs: 100, idleMs: null, totalMs: 1000 })
       yield* TestClock.adjust("50 millis")
       d.firstByte()
       yield* TestClock.adjust("949 millis")
@@ -27,24 +33,50 @@ describe("deadlines (one timer for first byte and total)", () => {
       expect(fired).toEqual(["total"])
     }))
 
-  it.effect("cancel stops both deadlines, before or after the first byte", () =>
+  it.effect("cancel stops every deadline, before or after the first byte", () =>
     Effect.gen(function* () {
-      const fired: Array<string> = []
-      const early = deadlines(scheduler(yield* Effect.clock), 100, 1000, (w) => fired.push(`early:${w}`))
-      early.cancel()
-      const late = deadlines(scheduler(yield* Effect.clock), 100, 1000, (w) => fired.push(`late:${w}`))
-      late.firstByte()
-      yield* TestClock.adjust("500 millis")
-      late.cancel()
+      const early = yield* watch({ firstByteMs: 100, idleMs: 50, totalMs: 1000 })
+      early.d.cancel()
+      const late = yield* watch({ firstByteMs: 100, idleMs: 50, totalMs: 1000 })
+      late.d.firstByte()
+      yield* TestClock.adjust("20 millis")
+      late.d.cancel()
       yield* TestClock.adjust("1 hour")
-      expect(fired).toEqual([])
+      expect([...early.fired, ...late.fired]).toEqual([])
     }))
 
   it.effect("a total shorter than the first-byte limit wins", () =>
     Effect.gen(function* () {
-      const fired: Array<string> = []
-      deadlines(scheduler(yield* Effect.clock), 5000, 300, (w) => fired.push(w))
+      const { fired } = yield* watch({ firstByteMs: 5000, idleMs: null, totalMs: 300 })
       yield* TestClock.adjust("300 millis")
+      expect(fired).toEqual(["total"])
+    }))
+
+  it.effect("after the first byte, silence longer than idle expires, counted from the last touch", () =>
+    Effect.gen(function* () {
+      const { d, fired } = yield* watch({ firstByteMs: 1000, idleMs: 200, totalMs: 10_000 })
+      yield* TestClock.adjust("10 millis")
+      d.firstByte()
+      yield* TestClock.adjust("150 millis")
+      d.touch()
+      yield* TestClock.adjust("150 millis")
+      d.touch()
+      yield* TestClock.adjust("199 millis")
+      expect(fired).toEqual([])
+      yield* TestClock.adjust("1 millis")
+      expect(fired).toEqual(["idle"])
+    }))
+
+  it.effect("a steady trickle is never idle, and the total still applies", () =>
+    Effect.gen(function* () {
+      const { d, fired } = yield* watch({ firstByteMs: 1000, idleMs: 200, totalMs: 2000 })
+      d.firstByte()
+      for (let i = 0; i < 19; i++) {
+        yield* TestClock.adjust("100 millis")
+        d.touch()
+      }
+      expect(fired).toEqual([])
+      yield* TestClock.adjust("100 millis")
       expect(fired).toEqual(["total"])
     }))
 })

@@ -1,0 +1,105 @@
+/**
+ * The streaming commit point: an answer is committed by its first event carrying content, a
+ * tool-call delta, a finish or [DONE]; everything before that (a role-only preamble, comments) is
+ * held back, and any failure before it moves to the next candidate without the client seeing it.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, TestClock } from "effect"
+import { preamble } from "../../src/router/Router.js"
+import * as Router from "../../src/router/Router.js"
+import { chat, chunkedUpstream, collector, dataLines, joinNow, routerOver, routerWith } from "./helpers.js"
+
+const bytes = (s: string) => new Uint8Array(Buffer.from(s))
+const chunk = (delta: Record<string, unknown>, finish: string | null = null) =>
+  `data: ${JSON.stringify({ id: "c", object: "chat.completion.chunk", choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`
+
+describe("preamble (what the first events of a stream say)", () => {
+  it("waits on a partial event, a comment, a role-only delta, an empty delta or a usage-only chunk", () => {
+    expect(preamble(bytes("data: {\"id\":"))).toBe("wait")
+    expect(preamble(bytes(": keep-alive\n\n"))).toBe("wait")
+    expect(preamble(bytes(chunk({ role: "assistant", content: "" })))).toBe("wait")
+    expect(preamble(bytes(chunk({})))).toBe("wait")
+    expect(preamble(bytes(`data: ${JSON.stringify({ choices: [], usage: { total_tokens: 3 } })}\n\n`))).toBe("wait")
+  })
+
+  it("commits on content, a tool-call delta, reasoning, a finish, [DONE], or an event it does not know", () => {
+    expect(preamble(bytes(chunk({ role: "assistant", content: "" }) + chunk({ content: "Hi" })))).toBe("commit")
+    expect(preamble(bytes(chunk({ tool_calls: [{ index: 0, function: { name: "f", arguments: "" } }] })))).toBe("commit")
+    expect(preamble(bytes(chunk({ reasoning_content: "thinking" })))).toBe("commit")
+    expect(preamble(bytes(chunk({}, "stop")))).toBe("commit")
+    expect(preamble(bytes("data: [DONE]\n\n"))).toBe("commit")
+    expect(preamble(bytes("data: {\"n\":1}\n\n"))).toBe("commit")
+  })
+
+  it("reads an error event as the HTTP error it stands for", () => {
+    const verdict = preamble(bytes(`data: ${JSON.stringify({ error: { message: "slow down", code: 429 } })}\n\n`))
+    expect(verdict).not.toBe("wait")
+    expect(verdict).not.toBe("commit")
+    if (typeof verdict === "string") return
+    expect(verdict.status).toBe(429)
+    expect(JSON.parse(Buffer.from(verdict.body).toString())).toEqual({ error: { message: "slow down", code: 429 } })
+  })
+})
+
+const two = { providers: { a: { endpoint: "http://127.0.0.1:1/v1", models: ["m"], priority: 1, timeouts: { first_byte: 2, idle: 3 } }, b: { endpoint: "http://127.0.0.1:2/v1", models: ["m"], priority: 2 } } }
+
+describe("the commit point, through the router", () => {
+  it.effect("a role-only preamble followed by silence fails over on idle, and the client never sees the preamble", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const routing = yield* Effect.fork(router.chat({ request: chat("m", { stream: true }) }))
+      yield* TestClock.adjust("2999 millis")
+      yield* TestClock.adjust("1 millis")
+      const reply = yield* joinNow(routing)
+      expect(reply.provider).toBe("b")
+      expect(reply.attempts.map((a) => `${a.provider}:${a.outcome}`)).toEqual(["a:stalled", "b:ok"])
+      if (reply._tag !== "Stream") throw new Error("expected a stream")
+      const out = collector()
+      yield* reply.pipe(out.writer)
+      expect(out.text()).not.toContain("\"from\":\"a\"")
+      expect(dataLines(out.text()).at(-1)).toBe("[DONE]")
+    }).pipe(Effect.provide(routerOver(two, chunkedUpstream({ a: { chunks: [chunk({ role: "assistant", content: "" })], then: "hang" } })))))
+
+  it.effect("an error event before any content fails over, classified by the error it carries", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const reply = yield* router.chat({ request: chat("m", { stream: true }) })
+      expect(reply.provider).toBe("b")
+      expect(reply.attempts.map((a) => `${a.provider}:${a.outcome}`)).toEqual(["a:rate_limited", "b:ok"])
+    }).pipe(Effect.provide(routerWith(two, { a: { behaviour: { mode: "error200", code: 429 } } }))))
+
+  it.effect("a 200 whose body is an error object fails over, never passed on as success", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const reply = yield* router.chat({ request: chat("m") })
+      expect(reply.provider).toBe("b")
+      expect(reply.attempts.map((a) => `${a.provider}:${a.outcome}`)).toEqual(["a:server_error", "b:ok"])
+    }).pipe(Effect.provide(routerWith(two, { a: { behaviour: { mode: "error200", code: 503 } } }))))
+
+  it.effect("a 200 carrying a request error is returned as that error, not retried elsewhere", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const error = yield* Effect.flip(router.chat({ request: chat("m") }))
+      expect(error._tag).toBe("UpstreamRejected")
+      if (error._tag !== "UpstreamRejected") return
+      expect(error.status).toBe(400)
+      expect(error.attempts.map((a) => a.provider)).toEqual(["a"])
+    }).pipe(Effect.provide(routerWith(two, { a: { behaviour: { mode: "error200", code: 400 } } }))))
+
+  it.effect("after the commit point, silence longer than idle ends the stream with StreamInterrupted", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const reply = yield* router.chat({ request: chat("m", { stream: true }) })
+      expect(reply.provider).toBe("a")
+      if (reply._tag !== "Stream") throw new Error("expected a stream")
+      const out = collector()
+      const piping = yield* Effect.fork(Effect.flip(reply.pipe(out.writer)))
+      yield* TestClock.adjust("3 seconds")
+      const error = yield* joinNow(piping)
+      expect(error.detail).toBe("no data for 3000 ms (stalled)")
+      expect(out.text()).toContain("\"content\":\"Hi\"")
+      expect(out.text()).not.toContain("[DONE]")
+    }).pipe(Effect.provide(routerOver(two, chunkedUpstream({
+      a: { chunks: [chunk({ role: "assistant", content: "" }), chunk({ content: "Hi" })], then: "hang" }
+    })))))
+})
