@@ -8,6 +8,7 @@ import { ConfigFileError, type LoadedFile, loadConfigFile } from "./config/Confi
 import * as Resilience from "./config/Resilience.js"
 import * as RouterConfig from "./config/RouterConfig.js"
 import { configPath, type Flags, resolveSettings, Settings, type SettingsShape, StartupError } from "./config/Settings.js"
+import * as Checks from "./health/Checks.js"
 import * as Health from "./health/Health.js"
 import * as FastLane from "./http/FastLane.js"
 import * as Http from "./http/Server.js"
@@ -42,11 +43,12 @@ export const services = (settings: SettingsShape, loaded: LoadedFile) => {
   const RouterLive = Router.layerWithoutDependencies.pipe(
     Layer.provide([ProvidersLive, Upstream.layer, RequestLog.layer, Policy.layer, HealthLive, ResilienceLive])
   )
+  const ChecksLive = Checks.layer.pipe(Layer.provide([HealthLive, ProvidersLive, Upstream.layer, ResilienceLive]))
   const FastLaneLive = FastLane.layer.pipe(Layer.provide([RouterLive, SettingsLive]))
   return Http.layer.pipe(
     HttpServer.withLogAddress,
     Layer.provide(FastLaneLive),
-    Layer.provideMerge(Layer.mergeAll(ProvidersLive, ConfigLive, RequestLog.layer, RouterLive, SettingsLive, HealthLive, ResilienceLive)),
+    Layer.provideMerge(Layer.mergeAll(ProvidersLive, ConfigLive, RequestLog.layer, RouterLive, SettingsLive, HealthLive, ResilienceLive, ChecksLive)),
     Layer.provide(SqlLive)
   )
 }

@@ -37,7 +37,9 @@ export class ModelNotFound extends Schema.TaggedError<ModelNotFound>()("ModelNot
 /** The model is known but no configured provider can serve this request. */
 export class NoCandidates extends Schema.TaggedError<NoCandidates>()("NoCandidates", {
   model: Schema.String,
-  reasons: Schema.Array(Schema.String)
+  reasons: Schema.Array(Schema.String),
+  /** The candidates skipped (circuit open, rate limited, …), when that is why none was tried. */
+  attempts: Schema.optionalWith(Schema.Array(Schema.suspend(() => Attempt)), { default: () => [] })
 }) {
   get message() {
     const why = this.reasons.length > 0 ? `: ${this.reasons.join("; ")}` : ""

@@ -72,13 +72,16 @@ export const admit = (state: BreakerState, now: number): { readonly allowed: boo
 export const onSuccess = (state: BreakerState, config: BreakerConfig): BreakerState => {
   switch (state._tag) {
     case "Closed":
-      return state.consecutive === 0 && state.window.length === 0
+      // A full window of successes stays what it is: no copy on the common path.
+      return state.consecutive === 0 && state.window.length >= config.windowSize && !state.window.includes(true)
         ? state
         : { ...state, consecutive: 0, window: push(state.window, false, config.windowSize) }
     // A probe that succeeds closes the circuit and forgives past trips.
     case "HalfOpen":
-    case "Open":
       return closed
+    // A late answer to a request admitted before the trip: the cooldown and probe still decide.
+    case "Open":
+      return state
   }
 }
 

@@ -185,7 +185,9 @@ export const make = (settings: ResilienceSettings): HealthService => {
       return
     }
     e.lastCheck = { at: now, healthy: false, detail: result.detail }
-    failed(e, `health check: ${result.detail}`, now)
+    // Not a request: the statistics of requests stay as they are, only the last error is noted.
+    e.lastError = `health check: ${result.detail}`
+    e.lastErrorAt = now
     e.breaker = result.classified.class === "auth"
       ? Breaker.trip(e.breaker, now, settings.breaker, `misconfigured: ${result.detail}`, settings.misconfiguredCooldownMs)
       : Breaker.onFailure(e.breaker, now, settings.breaker, `health check: ${result.detail}`)

@@ -56,7 +56,7 @@ export const routerHeaders = (reply: Reply, requestId: string): OutgoingHttpHead
 export const sendError = (res: ServerResponse, requestId: string, error: HttpError) => {
   if (res.headersSent) return
   const e = toErrorResponse(error)
-  const attempts = "attempts" in error && Array.isArray(error.attempts)
+  const attempts = "attempts" in error && Array.isArray(error.attempts) && error.attempts.length > 0
     ? { "x-router-attempts": headerSafe(error.attempts.map((a) => `${a.provider}:${a.outcome}`).join(",")) }
     : {}
   res.writeHead(e.status, {
@@ -199,15 +199,15 @@ export const make = Effect.gen(function* () {
     const endpoint = paths[q === -1 ? url : url.slice(0, q)]
     if (endpoint === undefined) return false
     const requestId = requestIdOf(req)
-    const timeout = timeoutOf(req)
-    if (timeout instanceof InvalidRequest) {
-      sendError(res, requestId, timeout)
-      req.resume()
-      return true
-    }
     const denied = auth.check(req.headers)
     if (denied !== null) {
       sendError(res, requestId, denied)
+      req.resume()
+      return true
+    }
+    const timeout = timeoutOf(req)
+    if (timeout instanceof InvalidRequest) {
+      sendError(res, requestId, timeout)
       req.resume()
       return true
     }

@@ -72,9 +72,14 @@ export const parseRetryAfter = (value: string | ReadonlyArray<string> | undefine
   const v = typeof value === "string" ? value.trim() : value?.[0]?.trim()
   if (v === undefined || v === "") return undefined
   if (/^\d+(\.\d+)?$/.test(v)) return Math.round(Number(v) * 1000)
+  // Only what looks like an HTTP date: V8's Date.parse also reads "-1" or "foo 1" as dates.
+  if (!httpDate.test(v)) return undefined
   const at = Date.parse(v)
   return Number.isNaN(at) ? undefined : Math.max(0, at - now)
 }
+
+/** IMF-fixdate and the two obsolete forms RFC 9110 still accepts: a weekday and an hh:mm:ss time. */
+const httpDate = /^(Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*,? .*\b\d{2}:\d{2}:\d{2}\b/
 
 /** What a refused answer means, from its status and (a bounded look at) its body. */
 export const classifyRefusal = (status: number, body: string, retryAfterMs: number | undefined): Classified => {

@@ -224,6 +224,7 @@ export const make = Effect.gen(function* () {
       const controller = new AbortSwitch()
       let expired: string | null = null
       let stalled = false
+      let deadlineCut = false
       let firstByteAt = started
       // Set once the attempt's ending has been reported to Health.
       let settled = false
@@ -246,6 +247,9 @@ export const make = Effect.gen(function* () {
           ? `no complete answer within ${t.totalMs} ms`
           : `the request deadline passed`
         stalled = which === "idle"
+        // Cut short by the request's own deadline (perhaps a caller's x-router-timeout-ms), not by
+        // the provider's limits: that says nothing about the provider's health.
+        deadlineCut = which !== "idle" && (which === "first_byte" ? t.firstByteMs > budget : t.totalMs > budget)
         controller.abort()
       })
       // However the call ends early (a timeout, a discard, an interrupted read), the timer goes;
@@ -261,7 +265,7 @@ export const make = Effect.gen(function* () {
       const attempt = (outcome: string, detail: string, status: number | null) => attemptOf(c, outcome, detail, status, started, now())
       const failed = (classified: Classified, detail: string, status: number | null): Outcome => {
         timer.cancel()
-        settle({ _tag: "Failed", classified, detail })
+        settle(deadlineCut ? { _tag: "Abandoned" } : { _tag: "Failed", classified, detail })
         return { _tag: "Failed", attempt: attempt(classified.outcome, detail, status), classified }
       }
 
@@ -522,7 +526,11 @@ export const make = Effect.gen(function* () {
       }
       // Nothing was even tried: every candidate's health ruled it out for now.
       if (tried === 0) {
-        const failure = new NoCandidates({ model: request.model, reasons: attempts.map((a) => `${a.provider}+${a.upstreamModel}: ${a.detail}`) })
+        const failure = new NoCandidates({
+          model: request.model,
+          reasons: attempts.map((a) => `${a.provider}+${a.upstreamModel}: ${a.detail}`),
+          attempts
+        })
         recordAs(null, null, 503, "no_candidates", attempts, { error: failure.message })
         return Effect.fail(failure)
       }

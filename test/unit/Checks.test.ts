@@ -1,0 +1,81 @@
+/**
+ * Active health checks on the test clock: results feed the breaker, so a provider whose circuit
+ * opened is used again once a check finds it healthy, without a restart.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Clock, Effect, Layer, TestClock } from "effect"
+import * as Resilience from "../../src/config/Resilience.js"
+import * as Checks from "../../src/health/Checks.js"
+import * as Health from "../../src/health/Health.js"
+import * as Providers from "../../src/providers/Providers.js"
+import * as FakeUpstream from "../../src/testing/FakeUpstream.js"
+import type { FakeBehaviour } from "../../src/testing/Script.js"
+
+const config = { providers: { local: { endpoint: "http://127.0.0.1:11434/v1", models: ["m"] }, remote: { endpoint: "http://127.0.0.1:1/v1", models: ["m"] } } }
+
+const settings: Resilience.ResilienceSettings = {
+  ...Resilience.defaults,
+  healthCheckIntervalMs: 60_000,
+  healthCheckTimeoutMs: 10_000,
+  breaker: { ...Resilience.defaults.breaker, consecutiveFailures: 2 }
+}
+
+const world = (behaviours: Record<string, FakeBehaviour | ReadonlyArray<FakeBehaviour>>) => {
+  const upstream = FakeUpstream.layer(Object.fromEntries(Object.entries(behaviours).map(([id, behaviour]) => [id, { behaviour, models: ["m"] }])))
+  const base = Layer.mergeAll(Providers.layerStatic(config), Health.layer).pipe(
+    Layer.provideMerge(upstream),
+    Layer.provideMerge(Resilience.layer(settings))
+  )
+  return Checks.layer.pipe(Layer.provideMerge(base))
+}
+
+const stateOf = (id: string) =>
+  Effect.gen(function* () {
+    const health = yield* Health.Health
+    return health.status([id], yield* Clock.currentTimeMillis)[0]!
+  })
+
+describe("active health checks", () => {
+  it.effect("check every provider at start and then every interval, a bounded number at a time", () =>
+    Effect.gen(function* () {
+      const fake = yield* FakeUpstream.FakeUpstream
+      const checks = () => Effect.map(fake.calls, (cs) => cs.filter((c) => c.path === "/models").length)
+      yield* TestClock.adjust("1 millis")
+      const first = yield* checks()
+      expect(first).toBeGreaterThanOrEqual(2)
+      yield* TestClock.adjust("59 seconds")
+      expect(yield* checks()).toBe(first)
+      yield* TestClock.adjust("1 second")
+      expect(yield* checks()).toBe(first + 2)
+    }).pipe(Effect.provide(world({}))))
+
+  it.effect("failing checks open the circuit; a healthy check closes it again", () =>
+    Effect.gen(function* () {
+      yield* TestClock.adjust("1 millis")
+      yield* TestClock.adjust("60 seconds")
+      const down = yield* stateOf("local")
+      expect(down.state).toBe("circuit_open")
+      expect(down.last_check?.healthy).toBe(false)
+      yield* TestClock.adjust("60 seconds")
+      const up = yield* stateOf("local")
+      expect(up.state).toBe("healthy")
+      expect(up.last_check?.healthy).toBe(true)
+    }).pipe(Effect.provide(world({ local: [{ mode: "status", status: 503 }, { mode: "status", status: 503 }, { mode: "ok" }] }))))
+
+  it.effect("a check that hangs is a failure after the check timeout", () =>
+    Effect.gen(function* () {
+      yield* TestClock.adjust("9999 millis")
+      expect((yield* stateOf("remote")).last_check).toBeNull()
+      yield* TestClock.adjust("1 millis")
+      const after = yield* stateOf("remote")
+      expect(after.last_check?.healthy).toBe(false)
+      expect(after.last_check?.detail).toBe("no answer within 10000 ms")
+    }).pipe(Effect.provide(world({ remote: { mode: "hang" } }))))
+
+  it.effect("a 401 on the check marks the provider misconfigured; 404 and 405 are healthy", () =>
+    Effect.gen(function* () {
+      yield* TestClock.adjust("1 millis")
+      expect((yield* stateOf("local")).state).toBe("misconfigured")
+      expect((yield* stateOf("remote")).last_check?.healthy).toBe(true)
+    }).pipe(Effect.provide(world({ local: { mode: "status", status: 401 }, remote: { mode: "status", status: 405 } }))))
+})
