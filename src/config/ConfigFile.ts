@@ -42,6 +42,9 @@ const BooleanLike = Schema.Union(
   Schema.transform(Schema.Literal("true", "false"), Schema.Boolean, { strict: true, decode: (s) => s === "true", encode: (b) => (b ? "true" : "false") })
 ).annotations({ identifier: "boolean" })
 
+/** Milliseconds without a first byte before the next candidate is started as well (hedging). */
+const HedgeAfterMs = IntLike.pipe(Schema.positive({ message: () => "must be a positive number of milliseconds" }))
+
 const Seconds = NumberLike.pipe(Schema.positive({ message: () => "must be a positive number of seconds" }))
 
 const Timeouts = Schema.Struct({
@@ -78,14 +81,26 @@ export const ProviderFile = Schema.Struct({
   supports_tools: Schema.optional(BooleanLike),
   supports_streaming: Schema.optional(BooleanLike),
   supports_multimodal: Schema.optional(BooleanLike),
-  timeouts: Schema.optional(Schema.NullOr(Timeouts))
+  timeouts: Schema.optional(Schema.NullOr(Timeouts)),
+  hedge_after_ms: Schema.optional(HedgeAfterMs)
 }).annotations({ identifier: "provider settings (a mapping with at least an endpoint)" })
 export type ProviderFile = typeof ProviderFile.Type
 
-const AliasTargets = Schema.Union(
+const TargetList = Schema.Union(
   Schema.NonEmptyTrimmedString,
   Schema.NonEmptyArray(Schema.NonEmptyTrimmedString)
-).annotations({ identifier: "a model id or a list of model ids" })
+)
+
+/** A chain of targets, or (to set options on it) a mapping with `targets`. */
+const AliasTargets = Schema.Union(
+  TargetList,
+  Schema.Struct({ targets: TargetList, hedge_after_ms: Schema.optional(HedgeAfterMs) })
+).annotations({ identifier: "a model id, a list of model ids, or a mapping with targets" })
+
+const targetList = (t: typeof AliasTargets.Type): ReadonlyArray<string> => {
+  const list = typeof t === "string" || Array.isArray(t) ? t : (t as { targets: typeof TargetList.Type }).targets
+  return typeof list === "string" ? [list] : list
+}
 
 export const ServerFile = Schema.Struct({
   host: Schema.optional(Schema.NonEmptyTrimmedString),
@@ -255,11 +270,13 @@ const checkNames = (file: ConfigFile): string | null => {
  */
 export const checkAliasTargets = (file: ConfigFile, providerIds: ReadonlySet<string>): string | null => {
   for (const [name, targets] of Object.entries(file.aliases ?? {})) {
-    const list = typeof targets === "string" ? [targets] : targets
+    const list = targetList(targets)
+    const path = typeof targets === "string" ? "" : Array.isArray(targets) ? "" : ".targets"
+    const single = typeof targets === "string" || (!Array.isArray(targets) && typeof (targets as { targets: unknown }).targets === "string")
     for (let i = 0; i < list.length; i++) {
       const pinned = splitPinned(list[i]!)
       if (pinned !== null && !providerIds.has(pinned[0])) {
-        return `aliases.${name}${typeof targets === "string" ? "" : `[${i}]`}: unknown provider '${pinned[0]}' in '${list[i]}'`
+        return `aliases.${name}${path}${single ? "" : `[${i}]`}: unknown provider '${pinned[0]}' in '${list[i]}'`
       }
     }
   }
@@ -303,6 +320,7 @@ export const providerSpecs = (file: ConfigFile): ReadonlyArray<ProviderSpec> =>
     supportsTools: p.supports_tools ?? null,
     supportsStreaming: p.supports_streaming ?? null,
     supportsMultimodal: p.supports_multimodal ?? null,
+    hedgeAfterMs: p.hedge_after_ms ?? null,
     timeouts: {
       connectMs: seconds(p.timeouts?.connect, defaultTimeouts.connectMs),
       firstByteMs: seconds(p.timeouts?.first_byte, defaultTimeouts.firstByteMs),
@@ -315,7 +333,8 @@ export const providerSpecs = (file: ConfigFile): ReadonlyArray<ProviderSpec> =>
 export const aliasSpecs = (file: ConfigFile): ReadonlyArray<AliasSpec> =>
   Object.entries(file.aliases ?? {}).map(([name, targets]) => ({
     name,
-    targets: typeof targets === "string" ? [targets] : targets,
+    targets: targetList(targets),
+    hedgeAfterMs: typeof targets === "object" && !Array.isArray(targets) ? (targets as { hedge_after_ms?: number }).hedge_after_ms ?? null : null,
     source: "file"
   }))
 

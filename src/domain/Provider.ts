@@ -37,6 +37,8 @@ export interface ProviderSpec {
   readonly supportsStreaming: boolean | null
   readonly supportsMultimodal: boolean | null
   readonly timeouts: Timeouts
+  /** Start the next candidate as well when this one has sent no first byte after this long. */
+  readonly hedgeAfterMs: number | null
   readonly source: RecordSource
 }
 
@@ -44,6 +46,8 @@ export interface AliasSpec {
   readonly name: string
   /** Ordered fallback chain: `provider+model` ids or bare model ids. */
   readonly targets: ReadonlyArray<string>
+  /** Hedging for requests to this alias: overrides the providers' own setting. */
+  readonly hedgeAfterMs: number | null
   readonly source: RecordSource
 }
 

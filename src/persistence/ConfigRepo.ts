@@ -25,13 +25,15 @@ const ProviderRow = Schema.Struct({
     idleMs: Schema.optionalWith(Schema.Number, { default: () => defaultTimeouts.idleMs }),
     totalMs: Schema.Number
   })),
-  api_key_fingerprint: Schema.NullOr(Schema.String)
+  api_key_fingerprint: Schema.NullOr(Schema.String),
+  hedge_after_ms: Schema.NullOr(Schema.Number)
 })
 
 const AliasRow = Schema.Struct({
   name: Schema.String,
   source: RecordSource,
-  targets: Schema.parseJson(Schema.Array(Schema.String))
+  targets: Schema.parseJson(Schema.Array(Schema.String)),
+  hedge_after_ms: Schema.NullOr(Schema.Number)
 })
 
 /** A short, non-reversible tag for a key, so records and status can say which key is configured. */
@@ -65,13 +67,14 @@ export class ConfigRepo extends Effect.Service<ConfigRepo>()("sanctum/ConfigRepo
         supportsStreaming: unflag(r.supports_streaming),
         supportsMultimodal: unflag(r.supports_multimodal),
         timeouts: r.timeouts,
+        hedgeAfterMs: r.hedge_after_ms,
         apiKeyFingerprint: r.api_key_fingerprint
       }))
     }).pipe(Effect.orDie)
 
     const listAliases = Effect.gen(function* () {
       const rows = yield* decodeAliases(yield* sql`SELECT * FROM aliases ORDER BY name`)
-      return rows.map((r): AliasSpec => ({ name: r.name, targets: r.targets, source: r.source }))
+      return rows.map((r): AliasSpec => ({ name: r.name, targets: r.targets, hedgeAfterMs: r.hedge_after_ms, source: r.source }))
     }).pipe(Effect.orDie)
 
     /** Writes the file's records as the file says and drops file records the file no longer has. */
@@ -99,12 +102,15 @@ export class ConfigRepo extends Effect.Service<ConfigRepo>()("sanctum/ConfigRepo
             supports_multimodal: flag(p.supportsMultimodal),
             timeouts: JSON.stringify(p.timeouts),
             api_key_fingerprint: fingerprint(p.apiKey),
+            hedge_after_ms: p.hedgeAfterMs,
             updated_at: now
           }
           yield* sql`INSERT OR REPLACE INTO providers ${sql.insert(row)}`
         }
         for (const a of aliases) {
-          yield* sql`INSERT OR REPLACE INTO aliases ${sql.insert({ name: a.name, source: "file", targets: JSON.stringify(a.targets), updated_at: now })}`
+          yield* sql`INSERT OR REPLACE INTO aliases ${
+            sql.insert({ name: a.name, source: "file", targets: JSON.stringify(a.targets), hedge_after_ms: a.hedgeAfterMs, updated_at: now })
+          }`
         }
       }).pipe(sql.withTransaction, Effect.orDie)
 

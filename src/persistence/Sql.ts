@@ -10,10 +10,12 @@ import { mkdirSync } from "node:fs"
 import { dirname } from "node:path"
 import { StartupError } from "../config/Settings.js"
 import init from "./migrations/0001_init.js"
+import hedging from "./migrations/0002_hedging.js"
 
 /** Keys must match `^\d+_.+$`: the migrator silently skips any other. */
 export const migrations = {
-  "0001_init": init
+  "0001_init": init,
+  "0002_hedging": hedging
 } as const
 
 /** A migrated database at `filename` (`:memory:` works for tests); the parent directory is created. */

@@ -15,6 +15,8 @@ import { Upstream, type UpstreamService } from "./Upstream.js"
 export interface Resolution {
   readonly kind: "model" | "pinned" | "alias"
   readonly candidates: ReadonlyArray<Candidate>
+  /** An alias's own hedging delay, which overrides the providers' settings. */
+  readonly hedgeAfterMs?: number | null | undefined
 }
 
 /** A snapshot of what is configured and known; never mutated once built. */
@@ -22,7 +24,7 @@ export interface ModelIndex {
   readonly providers: ReadonlyMap<string, ProviderSpec>
   /** Bare upstream model id → every provider serving it. */
   readonly models: ReadonlyMap<string, ReadonlyArray<Candidate>>
-  readonly aliases: ReadonlyMap<string, ReadonlyArray<Candidate>>
+  readonly aliases: ReadonlyMap<string, Resolution>
   /** Upstream models known per provider (configured, else discovered). */
   readonly served: ReadonlyMap<string, ReadonlySet<string> | null>
   /** The `GET /v1/models` entries. */
@@ -68,7 +70,7 @@ export const buildIndex = (
     // A bare model in a chain stands for all its providers, in the order the bare id has.
     return [...(models.get(target) ?? [])].sort(byPriority)
   }
-  const aliases = new Map<string, ReadonlyArray<Candidate>>()
+  const aliases = new Map<string, Resolution>()
   for (const a of state.aliases) {
     const seen = new Set<string>()
     const chain: Array<Candidate> = []
@@ -81,7 +83,7 @@ export const buildIndex = (
         }
       }
     }
-    aliases.set(a.name, chain)
+    aliases.set(a.name, { kind: "alias", candidates: chain, hedgeAfterMs: a.hedgeAfterMs })
   }
   for (const id of [...models.keys()].sort()) list.push({ id, object: "model", created, owned_by: "sanctum-router" })
   for (const [providerId, ids] of served) {
@@ -100,7 +102,7 @@ export const buildIndex = (
  */
 export const resolveIn = (index: ModelIndex, model: string): Resolution | ModelNotFound => {
   const alias = index.aliases.get(model)
-  if (alias !== undefined) return { kind: "alias", candidates: alias }
+  if (alias !== undefined) return alias
   const pinned = splitPinned(model)
   if (pinned !== null) {
     const provider = index.providers.get(pinned[0])

@@ -3,7 +3,7 @@
  * answers, and record what happened. One typed Effect pipeline per request, kept lean (few Effect
  * steps, no per-request spans or logs) because it is the router's hot path.
  */
-import { Cause, Context, Effect, Layer, Option, Random } from "effect"
+import { Cause, Context, Effect, Exit, Fiber, Layer, Option, Random } from "effect"
 import * as ResilienceModule from "../config/Resilience.js"
 import { Resilience } from "../config/Resilience.js"
 import * as HealthModule from "../health/Health.js"
@@ -486,7 +486,11 @@ export const make = Effect.gen(function* () {
         error: extra?.error
       })
 
-    const served = (reply: Reply): Effect.Effect<Reply> => {
+    const served = (answer: Reply): Effect.Effect<Reply> => {
+      // A hedged answer may have been built before its rival's failure was listed.
+      const reply: Reply = answer.attempts.length === attempts.length + 1
+        ? answer
+        : { ...answer, attempts: [...attempts, answer.attempts[answer.attempts.length - 1]!] }
       if (reply._tag === "Json") {
         recordAs(reply.provider, reply.upstreamModel, reply.status, "ok", reply.attempts, { body: bodyTail(reply.body) })
         return Effect.succeed(reply)
@@ -538,32 +542,78 @@ export const make = Effect.gen(function* () {
       recordAs(null, null, 502, "all_failed", attempts, { error: failure.message })
       return Effect.fail(failure)
     }
+    /** What an outcome means for the request: an answer, the end, or `otherwise` (try on). */
+    const onOutcome = (outcome: Outcome, otherwise: () => Effect.Effect<Reply, ChatError>): Effect.Effect<Reply, ChatError> => {
+      switch (outcome._tag) {
+        case "Served":
+          return served(outcome.reply)
+        case "Rejected": {
+          attempts.push(outcome.attempt)
+          const { provider, upstreamModel, detail } = outcome.attempt
+          recordAs(provider, upstreamModel, outcome.status, outcome.attempt.outcome, attempts, { error: detail })
+          return Effect.fail(new UpstreamRejected({ provider, upstreamModel, status: outcome.status, body: outcome.body, attempts }))
+        }
+        case "Skipped":
+          attempts.push(outcome.attempt)
+          return otherwise()
+        case "Failed":
+          attempts.push(outcome.attempt)
+          tried++
+          return otherwise()
+      }
+    }
+
+    const attemptAt = (c: Candidate) => tryCandidate(c, path, bodyFor(c.upstreamModel), needs.stream, requestId, attempts, deadlineAt)
+    const aliasHedge = resolution.hedgeAfterMs ?? null
+
     const next = (i: number, retry: number): Effect.Effect<Reply, ChatError> => {
       const c = ranked[i]
       if (c === undefined || now() >= deadlineAt) return giveUp()
-      return Effect.flatMap(tryCandidate(c, path, bodyFor(c.upstreamModel), needs.stream, requestId, attempts, deadlineAt), (outcome) => {
-        switch (outcome._tag) {
-          case "Served":
-            return served(outcome.reply)
-          case "Rejected": {
-            attempts.push(outcome.attempt)
-            const { provider, upstreamModel, detail } = outcome.attempt
-            recordAs(provider, upstreamModel, outcome.status, outcome.attempt.outcome, attempts, { error: detail })
-            return Effect.fail(new UpstreamRejected({ provider, upstreamModel, status: outcome.status, body: outcome.body, attempts }))
+      const hedge = aliasHedge ?? c.provider.hedgeAfterMs
+      if (hedge !== null && ranked[i + 1] !== undefined) return hedged(i, hedge)
+      return Effect.flatMap(attemptAt(c), (outcome) =>
+        onOutcome(outcome, () => {
+          const transient = outcome._tag === "Failed" && (outcome.classified.class === "transient" || outcome.classified.class === "stalled")
+          if (transient && retry < resilience.retries && now() + resilience.retryBackoffMs * 2 ** retry * 1.5 < deadlineAt) {
+            return Effect.zipRight(backoff(retry), next(i, retry + 1))
           }
-          case "Skipped":
-            attempts.push(outcome.attempt)
-            return next(i + 1, 0)
-          case "Failed": {
-            attempts.push(outcome.attempt)
-            tried++
-            const transient = outcome.classified.class === "transient" || outcome.classified.class === "stalled"
-            if (transient && retry < resilience.retries && now() + resilience.retryBackoffMs * 2 ** retry * 1.5 < deadlineAt) {
-              return Effect.zipRight(backoff(retry), next(i, retry + 1))
-            }
-            return next(i + 1, 0)
-          }
-        }
+          return next(i + 1, 0)
+        }))
+    }
+
+    /**
+     * Hedging: candidate i alone for `delayMs`; if it has not answered by then, candidate i+1 as
+     * well. The first to answer (or to refuse the request) wins and the other is interrupted,
+     * which aborts its upstream call. If both fail the chain goes on after them.
+     */
+    const hedged = (i: number, delayMs: number): Effect.Effect<Reply, ChatError> => {
+      const a = ranked[i]!
+      const b = ranked[i + 1]!
+      let bStarted = false
+      const second = Effect.zipRight(
+        Effect.sleep(delayMs),
+        Effect.suspend(() => {
+          bStarted = true
+          return attemptAt(b)
+        })
+      )
+      const decisive = (o: Outcome) => o._tag === "Served" || o._tag === "Rejected"
+      const both = (first: Outcome, other: Outcome) => onOutcome(first, () => onOutcome(other, () => next(i + 2, 0)))
+      return Effect.raceWith(attemptAt(a), second, {
+        onSelfDone: (exit, other) =>
+          Exit.isFailure(exit)
+            ? Effect.zipRight(Fiber.interrupt(other), Effect.failCause(exit.cause))
+            : decisive(exit.value) || !bStarted
+            // An answer, or a failure before the hedge began: the hedge is not needed.
+            ? Effect.zipRight(Fiber.interrupt(other), onOutcome(exit.value, () => next(i + 1, 0)))
+            : Effect.flatMap(Fiber.join(other), (ob) => both(exit.value, ob)),
+        onOtherDone: (exit, other) =>
+          Exit.isFailure(exit)
+            ? Effect.zipRight(Fiber.interrupt(other), Effect.failCause(exit.cause))
+            : decisive(exit.value)
+            ? Effect.zipRight(Fiber.interrupt(other), onOutcome(exit.value, giveUp))
+            // The hedge failed first: it is listed first, then whatever the first candidate does.
+            : Effect.flatMap(Fiber.join(other), (oa) => decisive(oa) ? both(exit.value, oa) : both(oa, exit.value))
       })
     }
     return next(0, 0)

@@ -244,7 +244,7 @@ describe("decodeConfig", () => {
     Effect.gen(function* () {
       const loaded = yield* accepted({ aliases: { smart: ["gpt-4o", "meta-llama/Llama-3.3-70B-Instruct"] } })
       expect(aliasSpecs(loaded.file)).toEqual([
-        { name: "smart", targets: ["gpt-4o", "meta-llama/Llama-3.3-70B-Instruct"], source: "file" }
+        { name: "smart", targets: ["gpt-4o", "meta-llama/Llama-3.3-70B-Instruct"], hedgeAfterMs: null, source: "file" }
       ])
     }))
 
@@ -419,6 +419,7 @@ describe("providerSpecs and aliasSpecs", () => {
       supportsStreaming: null,
       supportsMultimodal: null,
       timeouts: { connectMs: 5_000, firstByteMs: 60_000, idleMs: 30_000, totalMs: 600_000 },
+      hedgeAfterMs: null,
       source: "file"
     })
   })
@@ -482,8 +483,8 @@ describe("providerSpecs and aliasSpecs", () => {
   it("turns a single alias target into a one-element chain and keeps list order", () => {
     const f = file({ p: { endpoint: "https://x.example/v1" } }, { one: "p+m", chain: ["p+m2", "m3", "p+m1"] })
     expect(aliasSpecs(f)).toEqual([
-      { name: "one", targets: ["p+m"], source: "file" },
-      { name: "chain", targets: ["p+m2", "m3", "p+m1"], source: "file" }
+      { name: "one", targets: ["p+m"], hedgeAfterMs: null, source: "file" },
+      { name: "chain", targets: ["p+m2", "m3", "p+m1"], hedgeAfterMs: null, source: "file" }
     ])
     expect(configState(f).aliases).toEqual(aliasSpecs(f))
     expect(configState(f).providers.map((p) => p.id)).toEqual(["p"])

@@ -25,6 +25,7 @@ const spec = (id: string): ProviderSpec => ({
   supportsStreaming: null,
   supportsMultimodal: null,
   timeouts: defaultTimeouts,
+  hedgeAfterMs: null,
   source: "file"
 })
 

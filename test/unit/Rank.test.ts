@@ -14,6 +14,7 @@ const spec = (id: string, priority: number, caps: Partial<ProviderSpec> = {}): P
   supportsStreaming: null,
   supportsMultimodal: null,
   timeouts: defaultTimeouts,
+  hedgeAfterMs: null,
   source: "file",
   ...caps
 })
