@@ -1,0 +1,81 @@
+/**
+ * The fault modes of the scripted provider, each driven through the real daemon with the official
+ * openai client: the client sees the next provider's answer (or, after the commit point, an
+ * in-band error), never a hang or a fake success.
+ */
+import OpenAI from "openai"
+import { afterAll, describe, expect, it } from "vitest"
+import type { FakeBehaviour } from "../../src/testing/Script.js"
+import { clientOf, harness, postJson, requestsTo } from "./helpers.js"
+
+const h = harness()
+afterAll(() => h.closeAll())
+
+const pair = async (alpha: FakeBehaviour, alphaTimeouts: Record<string, number> = {}) => {
+  const a = await h.fake({ name: "alpha", behaviour: alpha })
+  const b = await h.fake({ name: "beta" })
+  const router = await h.router({
+    config: {
+      providers: {
+        alpha: { endpoint: a.url, models: ["m1"], priority: 1, timeouts: { first_byte: 0.3, idle: 0.3, total: 5, ...alphaTimeouts } },
+        beta: { endpoint: b.url, models: ["m1"], priority: 2 }
+      }
+    }
+  })
+  return { a, b, router, client: clientOf(router) }
+}
+
+const ask = (client: OpenAI, stream: boolean) =>
+  stream
+    ? (async () => {
+      const s = await client.chat.completions.create({ model: "m1", messages: [{ role: "user", content: "hi" }], stream: true })
+      let text = ""
+      for await (const chunk of s) text += chunk.choices[0]?.delta.content ?? ""
+      return text
+    })()
+    : client.chat.completions.create({ model: "m1", messages: [{ role: "user", content: "hi" }] }).then((r) => r.choices[0]?.message.content)
+
+describe("fault modes through the real server", () => {
+  for (const stream of [false, true]) {
+    const kind = stream ? "streamed" : "plain"
+
+    it(`(${kind}) an error object inside a 200 fails over, never passed on as success`, async () => {
+      const { client } = await pair({ mode: "error200", code: 503 })
+      expect(await ask(client, stream)).toBe("Hello from beta!")
+    })
+
+    it(`(${kind}) a slow first byte fails over after first_byte`, async () => {
+      const { a, client } = await pair({ mode: "ok", firstByteMs: 2000 })
+      expect(await ask(client, stream)).toBe("Hello from beta!")
+      // The slow call was closed, not left running.
+      await a.waitForAbort()
+    })
+
+    it(`(${kind}) a 429 with Retry-After fails over, and the attempts say rate_limited`, async () => {
+      const { router } = await pair({ mode: "status", status: 429, retryAfter: 30 })
+      const res = await postJson(router, "/v1/chat/completions", { model: "m1", messages: [{ role: "user", content: "hi" }], stream })
+      expect(res.status).toBe(200)
+      expect(res.headers.get("x-router-attempts")).toBe("alpha:rate_limited,beta:ok")
+      // Within the window, alpha is skipped without being called.
+      const again = await postJson(router, "/v1/chat/completions", { model: "m1", messages: [{ role: "user", content: "hi" }], stream })
+      expect(again.headers.get("x-router-attempts")).toBe("alpha:rate_limited,beta:ok")
+    })
+  }
+
+  it("a stream that stalls after its preamble fails over on idle, invisibly", async () => {
+    const { client } = await pair({ mode: "stall", afterChunks: 1 })
+    expect(await ask(client, true)).toBe("Hello from beta!")
+  })
+
+  it("a stream that stalls after its first content ends with an error event on idle, and no [DONE]", async () => {
+    const { b, router } = await pair({ mode: "stall", afterChunks: 2, content: "one two three" })
+    const res = await postJson(router, "/v1/chat/completions", { model: "m1", messages: [{ role: "user", content: "hi" }], stream: true })
+    const text = await res.text()
+    expect(text).toContain("\"content\":\"one \"")
+    expect(text).not.toContain("[DONE]")
+    const last = JSON.parse(text.trim().split("\n\n").at(-1)!.slice("data: ".length)) as { error: { code: string; message: string } }
+    expect(last.error.code).toBe("stream_interrupted")
+    expect(last.error.message).toContain("stalled")
+    expect(requestsTo(b)).toHaveLength(0)
+  })
+})
