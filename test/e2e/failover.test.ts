@@ -4,14 +4,22 @@
  * the request's own, a stream that already began), and what the client sees when nothing works.
  * Every scenario gets its own fakes and router, so no state leaks between them.
  */
-import { createServer } from "node:http"
-import type { AddressInfo, Socket } from "node:net"
 import OpenAI from "openai"
 import { afterAll, describe, expect, it } from "vitest"
 import { chatChunks, type FakeBehaviour } from "../../src/testing/Script.js"
 import type { FakeServer } from "../../src/testing/FakeServer.js"
 import type { RouterUnderTest } from "../kit/TestRouter.js"
-import { attemptsOf, clientOf, expectOpenAiError, harness, newRequestId, postJson, recordOf, requestsTo } from "./helpers.js"
+import {
+  attemptsOf,
+  clientOf,
+  expectOpenAiError,
+  harness,
+  loopbackServer,
+  newRequestId,
+  postJson,
+  recordOf,
+  requestsTo
+} from "./helpers.js"
 
 const h = harness()
 const extraClosers: Array<() => Promise<void>> = []
@@ -24,36 +32,21 @@ afterAll(async () => {
  * A minimal upstream that streams the first `events` events of an answer, waits until they have
  * left the process, then drops the connection: a mid-stream crash, independent of `FakeServer`.
  */
-const startCuttingUpstream = (events: number, content: string): Promise<string> => {
-  const sockets = new Set<Socket>()
-  const server = createServer((req, res) => {
-    let raw = ""
-    req.setEncoding("utf8")
-    req.on("data", (c: string) => (raw += c))
-    req.on("end", () => {
-      const body = JSON.parse(raw) as Record<string, unknown>
-      const chunks = chatChunks(String(body.model), content, body).slice(0, events)
-      res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" })
-      res.flushHeaders()
-      const step = (i: number) => {
-        const chunk = chunks[i]
-        if (chunk === undefined) req.socket.destroy()
-        else res.write(chunk, () => step(i + 1))
-      }
-      step(0)
-    })
+const startCuttingUpstream = async (events: number, content: string): Promise<string> => {
+  const server = await loopbackServer((req, res, raw) => {
+    const body = JSON.parse(raw) as Record<string, unknown>
+    const chunks = chatChunks(String(body.model), content, body).slice(0, events)
+    res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" })
+    res.flushHeaders()
+    const step = (i: number) => {
+      const chunk = chunks[i]
+      if (chunk === undefined) req.socket.destroy()
+      else res.write(chunk, () => step(i + 1))
+    }
+    step(0)
   })
-  server.on("connection", (s) => {
-    sockets.add(s)
-    s.on("close", () => sockets.delete(s))
-  })
-  extraClosers.push(() =>
-    new Promise((resolve) => {
-      for (const s of sockets) s.destroy()
-      server.close(() => resolve())
-    })
-  )
-  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`)))
+  extraClosers.push(server.close)
+  return server.url
 }
 
 interface Pair {

@@ -3,6 +3,8 @@
  * `afterAll` closes them all), an `openai` client that never retries on its own, and helpers for
  * raw HTTP calls and OpenAI-shaped error bodies.
  */
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
+import type { AddressInfo, Socket } from "node:net"
 import OpenAI from "openai"
 import { expect } from "vitest"
 import { type FakeServer, type FakeServerOptions, type FakeServerRequest, startFakeServer } from "../../src/testing/FakeServer.js"
@@ -112,3 +114,31 @@ export const recordOf = async (router: RouterUnderTest, requestId: string) => {
 let counter = 0
 /** A fresh request id, so a test can find its own record. */
 export const newRequestId = (label: string) => `e2e-${label}-${process.pid}-${++counter}`
+
+/**
+ * A hand-written upstream on 127.0.0.1, for what the scripted fake cannot do. `close` destroys
+ * its open connections first, so a test's hanging request cannot hold it open.
+ */
+export const loopbackServer = (
+  handler: (req: IncomingMessage, res: ServerResponse, body: string) => void
+): Promise<{ readonly url: string; readonly close: () => Promise<void> }> => {
+  const sockets = new Set<Socket>()
+  const server = createServer((req, res) => {
+    let raw = ""
+    req.setEncoding("utf8")
+    req.on("data", (c: string) => (raw += c))
+    req.on("end", () => handler(req, res, raw))
+  })
+  server.on("connection", (s) => {
+    sockets.add(s)
+    s.on("close", () => sockets.delete(s))
+  })
+  const close = () =>
+    new Promise<void>((resolve) => {
+      for (const s of sockets) s.destroy()
+      server.close(() => resolve())
+    })
+  return new Promise((resolve) =>
+    server.listen(0, "127.0.0.1", () => resolve({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`, close }))
+  )
+}

@@ -3,13 +3,11 @@
  * breakers and rate-limit windows as `X-Router-Attempts` and `GET /admin/status` show them, with
  * scripted HTTP upstreams and the official `openai` client (its own retries off).
  */
-import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
-import type { AddressInfo, Socket } from "node:net"
 import OpenAI from "openai"
 import { afterAll, describe, expect, it } from "vitest"
 import type { ProviderStatus } from "../../src/health/Health.js"
 import { chatCompletion } from "../../src/testing/Script.js"
-import { clientOf, expectOpenAiError, harness, newRequestId, postJson, requestsTo } from "./helpers.js"
+import { clientOf, expectOpenAiError, harness, loopbackServer, newRequestId, postJson, requestsTo } from "./helpers.js"
 
 const h = harness()
 const extraClosers: Array<() => Promise<void>> = []
@@ -38,35 +36,17 @@ interface ScriptedUpstream {
  * normal chat completion from `name`. It never answers `GET /models`, so the router's active health
  * checks never report on it during a test: only the requests a test makes count.
  */
-const startScriptedUpstream = (name: string, answers: ReadonlyArray<ScriptedAnswer>): Promise<ScriptedUpstream> => {
+const startScriptedUpstream = async (name: string, answers: ReadonlyArray<ScriptedAnswer>): Promise<ScriptedUpstream> => {
   let chats = 0
-  const sockets = new Set<Socket>()
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    let raw = ""
-    req.setEncoding("utf8")
-    req.on("data", (c: string) => (raw += c))
-    req.on("end", () => {
-      if (!(req.url ?? "").endsWith("/chat/completions")) return
-      const answer = answers[Math.min(chats++, answers.length - 1)]!
-      const request = JSON.parse(raw) as Record<string, unknown>
-      const body = answer.body ?? chatCompletion(String(request.model), `Hello from ${name}!`, request)
-      res.writeHead(answer.status, { "content-type": "application/json", ...answer.headers }).end(JSON.stringify(body))
-    })
+  const server = await loopbackServer((req, res, raw) => {
+    if (!(req.url ?? "").endsWith("/chat/completions")) return
+    const answer = answers[Math.min(chats++, answers.length - 1)]!
+    const request = JSON.parse(raw) as Record<string, unknown>
+    const body = answer.body ?? chatCompletion(String(request.model), `Hello from ${name}!`, request)
+    res.writeHead(answer.status, { "content-type": "application/json", ...answer.headers }).end(JSON.stringify(body))
   })
-  server.on("connection", (s) => {
-    sockets.add(s)
-    s.on("close", () => sockets.delete(s))
-  })
-  extraClosers.push(() =>
-    new Promise((resolve) => {
-      for (const s of sockets) s.destroy()
-      server.close(() => resolve())
-    })
-  )
-  return new Promise((resolve) =>
-    server.listen(0, "127.0.0.1", () =>
-      resolve({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`, chatRequests: () => chats }))
-  )
+  extraClosers.push(server.close)
+  return { url: server.url, chatRequests: () => chats }
 }
 
 const ask = (client: OpenAI, headers: Record<string, string> = {}) =>
