@@ -38,6 +38,8 @@ export interface ProviderStatus {
     readonly consecutive_failures: number
   }
   readonly rate_limited: ReadonlyArray<{ readonly model: string; readonly until: string }>
+  /** Models whose own breaker is not closed (failures about one model, not the provider). */
+  readonly model_circuits: ReadonlyArray<{ readonly model: string; readonly state: "open" | "half_open" | "closed"; readonly open_until: string | null; readonly reason: string | null }>
   readonly out_of_credits_until: string | null
   readonly stats: {
     readonly requests: number
@@ -65,6 +67,8 @@ export class Health extends Context.Tag("sanctum/Health")<Health, HealthService>
 
 interface Entry {
   breaker: Breaker.BreakerState
+  /** Breakers of single models, for failures that are about one model (see `modelSpecific`). */
+  readonly models: Map<string, Breaker.BreakerState>
   readonly rateLimits: Map<string, number>
   creditsUntil: number
   requests: number
@@ -89,6 +93,7 @@ export const make = (settings: ResilienceSettings): HealthService => {
     if (e === undefined) {
       e = {
         breaker: Breaker.closed,
+        models: new Map(),
         rateLimits: new Map(),
         creditsUntil: 0,
         requests: 0,
@@ -116,9 +121,42 @@ export const make = (settings: ResilienceSettings): HealthService => {
     }
     const admission = Breaker.admit(e.breaker, now)
     e.breaker = admission.state
-    if (admission.allowed) return { ok: true, probe: admission.probe }
-    const reason = e.breaker._tag === "Open" ? `circuit open until ${iso(e.breaker.until)}` : "circuit half-open, probe under way"
-    return { ok: false, outcome: e.breaker._tag !== "Closed" && e.breaker.reason.startsWith("misconfigured") ? "misconfigured" : "circuit_open", reason }
+    if (!admission.allowed) {
+      const reason = e.breaker._tag === "Open" ? `circuit open until ${iso(e.breaker.until)}` : "circuit half-open, probe under way"
+      return { ok: false, outcome: e.breaker._tag !== "Closed" && e.breaker.reason.startsWith("misconfigured") ? "misconfigured" : "circuit_open", reason }
+    }
+    if (admission.probe) return { ok: true, probe: true }
+    const model = e.models.get(c.upstreamModel)
+    if (model === undefined) return { ok: true, probe: false }
+    const forModel = Breaker.admit(model, now)
+    e.models.set(c.upstreamModel, forModel.state)
+    if (forModel.allowed) return { ok: true, probe: forModel.probe }
+    const state = forModel.state
+    const reason = state._tag === "Open"
+      ? `circuit open for ${c.upstreamModel} until ${iso(state.until)}`
+      : `circuit half-open for ${c.upstreamModel}, probe under way`
+    return { ok: false, outcome: "circuit_open", reason }
+  }
+
+  /** Which breaker a probe was admitted by: the provider's when it is half-open, else the model's. */
+  const probing = (e: Entry, model: string): "provider" | "model" => (e.breaker._tag === "HalfOpen" && e.breaker.probing ? "provider" : e.models.has(model) ? "model" : "provider")
+
+  /** The probe ended without a verdict about health: free its slot. */
+  const release = (e: Entry, model: string, probe: boolean) => {
+    if (!probe) return
+    if (probing(e, model) === "provider") e.breaker = Breaker.onAbandoned(e.breaker)
+    else e.models.set(model, Breaker.onAbandoned(e.models.get(model)!))
+  }
+
+  const succeeded = (e: Entry, model: string) => {
+    e.breaker = Breaker.onSuccess(e.breaker, settings.breaker)
+    const m = e.models.get(model)
+    if (m !== undefined) {
+      const next = Breaker.onSuccess(m, settings.breaker)
+      // A model whose breaker is back to a clean closed state needs no entry of its own.
+      if (next === Breaker.closed) e.models.delete(model)
+      else e.models.set(model, next)
+    }
   }
 
   const failed = (e: Entry, detail: string, now: number) => {
@@ -129,16 +167,17 @@ export const make = (settings: ResilienceSettings): HealthService => {
 
   const report = (c: Candidate, verdict: Verdict, probe: boolean, now: number) => {
     const e = entryOf(c.provider.id)
+    const model = c.upstreamModel
     switch (verdict._tag) {
       case "Abandoned":
-        if (probe) e.breaker = Breaker.onAbandoned(e.breaker)
+        release(e, model, probe)
         return
       case "Ok":
         e.requests++
         e.successes++
         e.ewmaTtfbMs = ewma(e.ewmaTtfbMs, verdict.ttfbMs)
         e.ewmaTotalMs = ewma(e.ewmaTotalMs, verdict.totalMs)
-        e.breaker = Breaker.onSuccess(e.breaker, settings.breaker)
+        succeeded(e, model)
         return
       case "Failed": {
         e.requests++
@@ -148,7 +187,7 @@ export const make = (settings: ResilienceSettings): HealthService => {
           case "client_error":
           case "context_too_long":
             e.successes++
-            e.breaker = Breaker.onSuccess(e.breaker, settings.breaker)
+            succeeded(e, model)
             return
           case "auth":
             failed(e, detail, now)
@@ -157,18 +196,22 @@ export const make = (settings: ResilienceSettings): HealthService => {
           case "credits":
             failed(e, detail, now)
             e.creditsUntil = now + settings.outOfCreditsCooldownMs
-            if (probe) e.breaker = Breaker.onAbandoned(e.breaker)
+            release(e, model, probe)
             return
           // Not a health failure and not counted by the breaker: the provider is up, just busy.
           case "rate_limited":
             failed(e, detail, now)
-            e.rateLimits.set(c.upstreamModel, now + (classified.retryAfterMs ?? settings.defaultRetryAfterMs))
-            if (probe) e.breaker = Breaker.onAbandoned(e.breaker)
+            e.rateLimits.set(model, now + (classified.retryAfterMs ?? settings.defaultRetryAfterMs))
+            release(e, model, probe)
             return
           case "transient":
           case "stalled":
             failed(e, detail, now)
-            e.breaker = Breaker.onFailure(e.breaker, now, settings.breaker, detail)
+            if (classified.modelSpecific === true) {
+              e.models.set(model, Breaker.onFailure(e.models.get(model) ?? Breaker.closed, now, settings.breaker, detail))
+            } else {
+              e.breaker = Breaker.onFailure(e.breaker, now, settings.breaker, detail)
+            }
             return
         }
       }
@@ -219,6 +262,12 @@ export const make = (settings: ResilienceSettings): HealthService => {
           consecutive_failures: b._tag === "Closed" ? b.consecutive : 0
         },
         rate_limited: [...e.rateLimits].filter(([, until]) => until > now).map(([model, until]) => ({ model, until: iso(until) })),
+        model_circuits: [...e.models].filter(([, m]) => m._tag !== "Closed").map(([model, m]) => ({
+          model,
+          state: m._tag === "Open" && m.until > now ? "open" : m._tag === "Closed" ? "closed" : "half_open",
+          open_until: m._tag === "Open" ? iso(m.until) : null,
+          reason: m._tag === "Closed" ? null : m.reason
+        })),
         out_of_credits_until: e.creditsUntil > now ? iso(e.creditsUntil) : null,
         stats: {
           requests: e.requests,

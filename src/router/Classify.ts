@@ -59,7 +59,14 @@ export interface Classified {
   readonly outcome: string
   /** For `rate_limited`: how long the provider should be left alone, when the upstream said. */
   readonly retryAfterMs?: number | undefined
+  /**
+   * For a server error whose message is about the model ("model is loading", "model
+   * unavailable"): it counts against that model's breaker, not the whole provider's.
+   */
+  readonly modelSpecific?: boolean | undefined
 }
+
+const modelPattern = /\bmodels?\b/i
 
 const creditsPattern = /insufficient[_ ]quota|insufficient[_ ](balance|credits?|funds)|out of credits|credit balance|balance (is )?(too low|exhausted|insufficient)|payment required|billing/i
 const contextPattern = /context[_ ]length[_ ]exceeded|maximum context length|context window|too many tokens|prompt is too long|exceeds? (the )?(model'?s? )?(maximum )?context/i
@@ -97,7 +104,9 @@ export const classifyRefusal = (status: number, body: string, retryAfterMs: numb
         ? { class: "context_too_long", outcome: "context_too_long" }
         : { class: "client_error", outcome: "client_error" }
     default:
-      return { class: "transient", outcome: outcomeOfStatus(status) }
+      return status >= 500 && modelPattern.test(body)
+        ? { class: "transient", outcome: outcomeOfStatus(status), modelSpecific: true }
+        : { class: "transient", outcome: outcomeOfStatus(status) }
   }
 }
 

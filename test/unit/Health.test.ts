@@ -194,6 +194,7 @@ describe("Health: the circuit", () => {
       state: "healthy",
       circuit: { state: "closed", open_until: null, trips: 0, reason: null, consecutive_failures: 0 },
       rate_limited: [],
+      model_circuits: [],
       out_of_credits_until: null,
       stats: {
         requests: 0,
@@ -514,4 +515,50 @@ describe("Resilience settings", () => {
       expect(h.admit(candidate("a"), 4_999).ok).toBe(false)
       expect(h.admit(candidate("a"), 5_000)).toEqual({ ok: true, probe: true })
     }).pipe(Effect.provide(Health.layer), Effect.provide(Resilience.layer({ ...Resilience.defaults, misconfiguredCooldownMs: 5_000 }))))
+})
+
+describe("Health: breakers of single models", () => {
+  const modelDown = classifyRefusal(503, '{"error":{"message":"The model m1 is currently unavailable"}}', undefined)
+
+  it("a server error about the model opens that model's circuit only", () => {
+    expect(modelDown.modelSpecific).toBe(true)
+    const h = Health.make(settings)
+    for (let i = 0; i < settings.breaker.consecutiveFailures; i++) {
+      h.report(candidate("a", "m1"), { _tag: "Failed", classified: modelDown, detail: "HTTP 503" }, false, T0 + i)
+    }
+    const refused = h.admit(candidate("a", "m1"), T0 + 10)
+    expect(refused.ok).toBe(false)
+    if (!refused.ok) {
+      expect(refused.outcome).toBe("circuit_open")
+      expect(refused.reason).toContain("for m1")
+    }
+    // The provider and its other models are still used.
+    expect(h.admit(candidate("a", "m2"), T0 + 10)).toEqual({ ok: true, probe: false })
+    const status = statusOf(h, "a", T0 + 10)
+    expect(status.state).toBe("healthy")
+    expect(status.model_circuits.map((m) => [m.model, m.state])).toEqual([["m1", "open"]])
+  })
+
+  it("a plain server error counts against the provider, not a model", () => {
+    const plain = classifyRefusal(500, '{"error":{"message":"internal error"}}', undefined)
+    expect(plain.modelSpecific).toBeUndefined()
+    const h = Health.make(settings)
+    for (let i = 0; i < settings.breaker.consecutiveFailures; i++) {
+      h.report(candidate("a", "m1"), { _tag: "Failed", classified: plain, detail: "HTTP 500" }, false, T0 + i)
+    }
+    expect(h.admit(candidate("a", "m2"), T0 + 10).ok).toBe(false)
+  })
+
+  it("after the cooldown the model gets one probe; its success forgets the model's circuit", () => {
+    const h = Health.make(settings)
+    for (let i = 0; i < settings.breaker.consecutiveFailures; i++) {
+      h.report(candidate("a", "m1"), { _tag: "Failed", classified: modelDown, detail: "HTTP 503" }, false, T0)
+    }
+    const later = T0 + settings.breaker.cooldownMs
+    expect(h.admit(candidate("a", "m1"), later)).toEqual({ ok: true, probe: true })
+    expect(h.admit(candidate("a", "m1"), later + 1).ok).toBe(false)
+    h.report(candidate("a", "m1"), { _tag: "Ok", ttfbMs: 5, totalMs: 10 }, true, later + 5)
+    expect(h.admit(candidate("a", "m1"), later + 6)).toEqual({ ok: true, probe: false })
+    expect(statusOf(h, "a", later + 6).model_circuits).toEqual([])
+  })
 })
