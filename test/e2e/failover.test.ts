@@ -34,6 +34,8 @@ afterAll(async () => {
  */
 const startCuttingUpstream = async (events: number, content: string): Promise<string> => {
   const server = await loopbackServer((req, res, raw) => {
+    // Health checks (GET /models) get a 404, which they count as healthy.
+    if (req.method !== "POST") return void res.writeHead(404).end()
     const body = JSON.parse(raw) as Record<string, unknown>
     const chunks = chatChunks(String(body.model), content, body).slice(0, events)
     res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" })
