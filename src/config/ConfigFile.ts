@@ -6,6 +6,7 @@
 import { Effect, ParseResult, Redacted, Schema } from "effect"
 import * as Yaml from "yaml"
 import { readFile } from "node:fs/promises"
+import type { ModelInfo } from "../domain/Capabilities.js"
 import {
   type AliasSpec,
   type ConfigState,
@@ -42,6 +43,13 @@ const BooleanLike = Schema.Union(
   Schema.transform(Schema.Literal("true", "false"), Schema.Boolean, { strict: true, decode: (s) => s === "true", encode: (b) => (b ? "true" : "false") })
 ).annotations({ identifier: "boolean" })
 
+const PositiveIntLike = IntLike.pipe(Schema.positive({ message: () => "must be a positive integer" }))
+const NonNegative = NumberLike.pipe(Schema.nonNegative({ message: () => "must be 0 or more" }))
+
+/** How candidates are ordered: see the README's "Routing" section. */
+export const Strategy = Schema.Literal("priority", "cost", "latency", "weighted")
+export type Strategy = typeof Strategy.Type
+
 /** Milliseconds without a first byte before the next candidate is started as well (hedging). */
 const HedgeAfterMs = IntLike.pipe(Schema.positive({ message: () => "must be a positive number of milliseconds" }))
 
@@ -72,6 +80,19 @@ const HttpUrl = Schema.String.pipe(
  */
 const namePattern = /^[A-Za-z0-9][A-Za-z0-9_.:-]*$/
 
+/** What the config says about one model of a provider; it wins over what discovery tells. */
+export const ModelOverrideFile = Schema.Struct({
+  context_length: Schema.optional(PositiveIntLike),
+  max_output_tokens: Schema.optional(PositiveIntLike),
+  supports_tools: Schema.optional(BooleanLike),
+  supports_vision: Schema.optional(BooleanLike),
+  supports_json_schema: Schema.optional(BooleanLike),
+  supports_reasoning: Schema.optional(BooleanLike),
+  /** USD per million tokens. */
+  pricing: Schema.optional(Schema.Struct({ input: NonNegative, output: NonNegative }).annotations({ identifier: "pricing (input and output, USD per 1M tokens)" }))
+}).annotations({ identifier: "model settings (a mapping)" })
+export type ModelOverrideFile = typeof ModelOverrideFile.Type
+
 export const ProviderFile = Schema.Struct({
   endpoint: HttpUrl,
   api_key: Schema.optional(Schema.NullOr(Schema.String)),
@@ -82,7 +103,11 @@ export const ProviderFile = Schema.Struct({
   supports_streaming: Schema.optional(BooleanLike),
   supports_multimodal: Schema.optional(BooleanLike),
   timeouts: Schema.optional(Schema.NullOr(Timeouts)),
-  hedge_after_ms: Schema.optional(HedgeAfterMs)
+  hedge_after_ms: Schema.optional(HedgeAfterMs),
+  /** Share of traffic under the `weighted` strategy, relative to other providers (default 1). */
+  weight: Schema.optional(NumberLike.pipe(Schema.positive({ message: () => "must be a positive number" }))),
+  /** Per-model capabilities, limits and prices; they win over what discovery tells. */
+  model_overrides: Schema.optional(Schema.NullOr(Schema.Record({ key: Schema.String, value: ModelOverrideFile })))
 }).annotations({ identifier: "provider settings (a mapping with at least an endpoint)" })
 export type ProviderFile = typeof ProviderFile.Type
 
@@ -94,7 +119,7 @@ const TargetList = Schema.Union(
 /** A chain of targets, or (to set options on it) a mapping with `targets`. */
 const AliasTargets = Schema.Union(
   TargetList,
-  Schema.Struct({ targets: TargetList, hedge_after_ms: Schema.optional(HedgeAfterMs) })
+  Schema.Struct({ targets: TargetList, hedge_after_ms: Schema.optional(HedgeAfterMs), strategy: Schema.optional(Strategy) })
 ).annotations({ identifier: "a model id, a list of model ids, or a mapping with targets" })
 
 const targetList = (t: typeof AliasTargets.Type): ReadonlyArray<string> => {
@@ -144,9 +169,23 @@ export const ResilienceFile = Schema.Struct({
 }).annotations({ identifier: "resilience settings (a mapping)" })
 export type ResilienceFile = typeof ResilienceFile.Type
 
-/** The whole file. Sections this version does not know (`routing`, …) are ignored. */
+/** The routing config (also editable at runtime through the admin API). */
+export const RoutingFile = Schema.Struct({
+  strategy: Schema.optional(Strategy),
+  cost_optimization: Schema.optional(BooleanLike),
+  provider_order: Schema.optional(Schema.Array(Schema.NonEmptyTrimmedString)),
+  failover: Schema.optional(Schema.Array(Schema.Struct({
+    provider_id: Schema.NonEmptyTrimmedString,
+    condition: Schema.Literal("credit_threshold", "health"),
+    value: Schema.optional(Schema.Unknown)
+  })))
+}).annotations({ identifier: "routing settings (a mapping)" })
+export type RoutingFile = typeof RoutingFile.Type
+
+/** The whole file. Sections this version does not know are ignored. */
 export const ConfigFile = Schema.Struct({
   server: Schema.optional(Schema.NullOr(ServerFile)),
+  routing: Schema.optional(Schema.NullOr(RoutingFile)),
   monitoring: Schema.optional(Schema.NullOr(MonitoringFile)),
   resilience: Schema.optional(Schema.NullOr(ResilienceFile)),
   providers: Schema.optional(
@@ -308,6 +347,16 @@ export const loadConfigFile = (
 
 const seconds = (s: number | undefined, fallbackMs: number) => (s === undefined ? fallbackMs : Math.round(s * 1000))
 
+const overrideInfo = (o: ModelOverrideFile): Partial<ModelInfo> => ({
+  ...(o.context_length === undefined ? {} : { contextWindow: o.context_length }),
+  ...(o.max_output_tokens === undefined ? {} : { maxOutputTokens: o.max_output_tokens }),
+  ...(o.supports_tools === undefined ? {} : { tools: o.supports_tools }),
+  ...(o.supports_vision === undefined ? {} : { vision: o.supports_vision }),
+  ...(o.supports_json_schema === undefined ? {} : { jsonSchema: o.supports_json_schema }),
+  ...(o.supports_reasoning === undefined ? {} : { reasoning: o.supports_reasoning }),
+  ...(o.pricing === undefined ? {} : { pricing: { inputPer1M: o.pricing.input, outputPer1M: o.pricing.output } })
+})
+
 /** The file's providers as specs, their `api_key` wrapped so it never prints. */
 export const providerSpecs = (file: ConfigFile): ReadonlyArray<ProviderSpec> =>
   Object.entries(file.providers ?? {}).map(([id, p]): ProviderSpec => ({
@@ -321,6 +370,8 @@ export const providerSpecs = (file: ConfigFile): ReadonlyArray<ProviderSpec> =>
     supportsStreaming: p.supports_streaming ?? null,
     supportsMultimodal: p.supports_multimodal ?? null,
     hedgeAfterMs: p.hedge_after_ms ?? null,
+    weight: p.weight ?? 1,
+    modelOverrides: Object.fromEntries(Object.entries(p.model_overrides ?? {}).map(([m, o]) => [m, overrideInfo(o)])),
     timeouts: {
       connectMs: seconds(p.timeouts?.connect, defaultTimeouts.connectMs),
       firstByteMs: seconds(p.timeouts?.first_byte, defaultTimeouts.firstByteMs),
@@ -335,6 +386,7 @@ export const aliasSpecs = (file: ConfigFile): ReadonlyArray<AliasSpec> =>
     name,
     targets: targetList(targets),
     hedgeAfterMs: typeof targets === "object" && !Array.isArray(targets) ? (targets as { hedge_after_ms?: number }).hedge_after_ms ?? null : null,
+    strategy: typeof targets === "object" && !Array.isArray(targets) ? (targets as { strategy?: Strategy }).strategy ?? null : null,
     source: "file"
   }))
 

@@ -3,6 +3,7 @@
  * resolved. Routing code only ever sees these plain values.
  */
 import type { Redacted } from "effect"
+import type { ModelInfo } from "./Capabilities.js"
 import { Schema } from "effect"
 
 export const ProviderType = Schema.Literal("venice", "featherless", "openai_compat")
@@ -39,6 +40,10 @@ export interface ProviderSpec {
   readonly timeouts: Timeouts
   /** Start the next candidate as well when this one has sent no first byte after this long. */
   readonly hedgeAfterMs: number | null
+  /** Share of traffic under the `weighted` strategy. */
+  readonly weight: number
+  /** What the config says about its models; wins over discovery. */
+  readonly modelOverrides: Readonly<Record<string, Partial<ModelInfo>>>
   readonly source: RecordSource
 }
 
@@ -48,6 +53,8 @@ export interface AliasSpec {
   readonly targets: ReadonlyArray<string>
   /** Hedging for requests to this alias: overrides the providers' own setting. */
   readonly hedgeAfterMs: number | null
+  /** How this alias's targets are ordered; `null` keeps the order written. */
+  readonly strategy: "priority" | "cost" | "latency" | "weighted" | null
   readonly source: RecordSource
 }
 
@@ -61,6 +68,8 @@ export interface ConfigState {
 export interface Candidate {
   readonly provider: ProviderSpec
   readonly upstreamModel: string
+  /** What is known of this model at this provider (config, flags, discovery); absent: unknown. */
+  readonly info?: ModelInfo | undefined
 }
 
 /** Lower `priority` first, ties by provider id: a total order, so no two runs differ. */

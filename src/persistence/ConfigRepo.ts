@@ -8,6 +8,19 @@ import { createHash } from "node:crypto"
 import type { AliasSpec, ProviderSpec } from "../domain/Provider.js"
 import { defaultTimeouts, ProviderType, RecordSource } from "../domain/Provider.js"
 
+const Maybe = <A, I>(s: Schema.Schema<A, I>) => Schema.optionalWith(Schema.NullOr(s), { exact: true })
+/** A stored per-model override: the `ModelInfo` fields the config set. */
+const ModelOverride = Schema.Struct({
+  contextWindow: Maybe(Schema.Number),
+  maxOutputTokens: Maybe(Schema.Number),
+  tools: Maybe(Schema.Boolean),
+  vision: Maybe(Schema.Boolean),
+  jsonSchema: Maybe(Schema.Boolean),
+  reasoning: Maybe(Schema.Boolean),
+  embeddings: Maybe(Schema.Boolean),
+  pricing: Maybe(Schema.Struct({ inputPer1M: Schema.Number, outputPer1M: Schema.Number }))
+})
+
 const ProviderRow = Schema.Struct({
   id: Schema.String,
   source: RecordSource,
@@ -26,14 +39,17 @@ const ProviderRow = Schema.Struct({
     totalMs: Schema.Number
   })),
   api_key_fingerprint: Schema.NullOr(Schema.String),
-  hedge_after_ms: Schema.NullOr(Schema.Number)
+  hedge_after_ms: Schema.NullOr(Schema.Number),
+  weight: Schema.NullOr(Schema.Number),
+  model_overrides: Schema.NullOr(Schema.parseJson(Schema.Record({ key: Schema.String, value: ModelOverride })))
 })
 
 const AliasRow = Schema.Struct({
   name: Schema.String,
   source: RecordSource,
   targets: Schema.parseJson(Schema.Array(Schema.String)),
-  hedge_after_ms: Schema.NullOr(Schema.Number)
+  hedge_after_ms: Schema.NullOr(Schema.Number),
+  strategy: Schema.NullOr(Schema.Literal("priority", "cost", "latency", "weighted"))
 })
 
 /** A short, non-reversible tag for a key, so records and status can say which key is configured. */
@@ -68,13 +84,15 @@ export class ConfigRepo extends Effect.Service<ConfigRepo>()("sanctum/ConfigRepo
         supportsMultimodal: unflag(r.supports_multimodal),
         timeouts: r.timeouts,
         hedgeAfterMs: r.hedge_after_ms,
+        weight: r.weight ?? 1,
+        modelOverrides: r.model_overrides ?? {},
         apiKeyFingerprint: r.api_key_fingerprint
       }))
     }).pipe(Effect.orDie)
 
     const listAliases = Effect.gen(function* () {
       const rows = yield* decodeAliases(yield* sql`SELECT * FROM aliases ORDER BY name`)
-      return rows.map((r): AliasSpec => ({ name: r.name, targets: r.targets, hedgeAfterMs: r.hedge_after_ms, source: r.source }))
+      return rows.map((r): AliasSpec => ({ name: r.name, targets: r.targets, hedgeAfterMs: r.hedge_after_ms, strategy: r.strategy, source: r.source }))
     }).pipe(Effect.orDie)
 
     /** Writes the file's records as the file says and drops file records the file no longer has. */
@@ -103,13 +121,15 @@ export class ConfigRepo extends Effect.Service<ConfigRepo>()("sanctum/ConfigRepo
             timeouts: JSON.stringify(p.timeouts),
             api_key_fingerprint: fingerprint(p.apiKey),
             hedge_after_ms: p.hedgeAfterMs,
+            weight: p.weight,
+            model_overrides: JSON.stringify(p.modelOverrides),
             updated_at: now
           }
           yield* sql`INSERT OR REPLACE INTO providers ${sql.insert(row)}`
         }
         for (const a of aliases) {
           yield* sql`INSERT OR REPLACE INTO aliases ${
-            sql.insert({ name: a.name, source: "file", targets: JSON.stringify(a.targets), hedge_after_ms: a.hedgeAfterMs, updated_at: now })
+            sql.insert({ name: a.name, source: "file", targets: JSON.stringify(a.targets), hedge_after_ms: a.hedgeAfterMs, strategy: a.strategy, updated_at: now })
           }`
         }
       }).pipe(sql.withTransaction, Effect.orDie)

@@ -11,11 +11,13 @@ import { dirname } from "node:path"
 import { StartupError } from "../config/Settings.js"
 import init from "./migrations/0001_init.js"
 import hedging from "./migrations/0002_hedging.js"
+import capabilities from "./migrations/0003_capabilities.js"
 
 /** Keys must match `^\d+_.+$`: the migrator silently skips any other. */
 export const migrations = {
   "0001_init": init,
-  "0002_hedging": hedging
+  "0002_hedging": hedging,
+  "0003_capabilities": capabilities
 } as const
 
 /** A migrated database at `filename` (`:memory:` works for tests); the parent directory is created. */

@@ -101,8 +101,16 @@ describe("decodeConfig", () => {
     Effect.gen(function* () {
       expect((yield* accepted(null)).file).toEqual({})
       expect((yield* accepted({ providers: null, aliases: null, server: null })).file.providers).toBeNull()
-      const loaded = yield* accepted({ monitoring: { enabled: true }, routing: { strategy: "x" } })
+      // `monitoring` and `routing` became known sections; these two are still unknown.
+      const loaded = yield* accepted({ monitoring: { enabled: true }, credits: { threshold: 5 }, logging: { level: "x" } })
       expect(providerSpecs(loaded.file)).toEqual([])
+    }))
+
+  it.effect("refuses an unknown routing strategy, naming it", () =>
+    Effect.gen(function* () {
+      const error = yield* refused({ routing: { strategy: "fastest" } })
+      expect(error.message).toContain("routing.strategy")
+      expect(error.message).toContain("fastest")
     }))
 
   it.effect("substitutes the environment before validating, and lists missing variables", () =>
@@ -244,7 +252,7 @@ describe("decodeConfig", () => {
     Effect.gen(function* () {
       const loaded = yield* accepted({ aliases: { smart: ["gpt-4o", "meta-llama/Llama-3.3-70B-Instruct"] } })
       expect(aliasSpecs(loaded.file)).toEqual([
-        { name: "smart", targets: ["gpt-4o", "meta-llama/Llama-3.3-70B-Instruct"], hedgeAfterMs: null, source: "file" }
+        { name: "smart", targets: ["gpt-4o", "meta-llama/Llama-3.3-70B-Instruct"], hedgeAfterMs: null, strategy: null, source: "file" }
       ])
     }))
 
@@ -420,6 +428,8 @@ describe("providerSpecs and aliasSpecs", () => {
       supportsMultimodal: null,
       timeouts: { connectMs: 5_000, firstByteMs: 60_000, idleMs: 30_000, totalMs: 600_000 },
       hedgeAfterMs: null,
+      weight: 1,
+      modelOverrides: {},
       source: "file"
     })
   })
@@ -483,8 +493,8 @@ describe("providerSpecs and aliasSpecs", () => {
   it("turns a single alias target into a one-element chain and keeps list order", () => {
     const f = file({ p: { endpoint: "https://x.example/v1" } }, { one: "p+m", chain: ["p+m2", "m3", "p+m1"] })
     expect(aliasSpecs(f)).toEqual([
-      { name: "one", targets: ["p+m"], hedgeAfterMs: null, source: "file" },
-      { name: "chain", targets: ["p+m2", "m3", "p+m1"], hedgeAfterMs: null, source: "file" }
+      { name: "one", targets: ["p+m"], hedgeAfterMs: null, strategy: null, source: "file" },
+      { name: "chain", targets: ["p+m2", "m3", "p+m1"], hedgeAfterMs: null, strategy: null, source: "file" }
     ])
     expect(configState(f).aliases).toEqual(aliasSpecs(f))
     expect(configState(f).providers.map((p) => p.id)).toEqual(["p"])

@@ -26,6 +26,8 @@ const spec = (id: string): ProviderSpec => ({
   supportsMultimodal: null,
   timeouts: defaultTimeouts,
   hedgeAfterMs: null,
+  weight: 1,
+  modelOverrides: {},
   source: "file"
 })
 

@@ -15,6 +15,8 @@ const spec = (id: string, priority: number, caps: Partial<ProviderSpec> = {}): P
   supportsMultimodal: null,
   timeouts: defaultTimeouts,
   hedgeAfterMs: null,
+  weight: 1,
+  modelOverrides: {},
   source: "file",
   ...caps
 })
