@@ -7,6 +7,7 @@ import { Effect, ParseResult, Redacted, Schema } from "effect"
 import * as Yaml from "yaml"
 import { readFile } from "node:fs/promises"
 import type { ModelInfo } from "../domain/Capabilities.js"
+import { defaultRouting, type RoutingConfig, routingFromJson } from "../domain/Routing.js"
 import {
   type AliasSpec,
   type ConfigState,
@@ -177,7 +178,8 @@ export const RoutingFile = Schema.Struct({
   failover: Schema.optional(Schema.Array(Schema.Struct({
     provider_id: Schema.NonEmptyTrimmedString,
     condition: Schema.Literal("credit_threshold", "health"),
-    value: Schema.optional(Schema.Unknown)
+    /** A credit balance (credit_threshold) or a success rate from 0 to 1 (health). */
+    value: NonNegative
   })))
 }).annotations({ identifier: "routing settings (a mapping)" })
 export type RoutingFile = typeof RoutingFile.Type
@@ -390,8 +392,21 @@ export const aliasSpecs = (file: ConfigFile): ReadonlyArray<AliasSpec> =>
     source: "file"
   }))
 
+/** The file's `routing` section, or `null` when it has none. */
+export const routingOf = (file: ConfigFile): RoutingConfig | null => {
+  const r = file.routing
+  if (r === undefined || r === null) return null
+  return routingFromJson({
+    ...(r.strategy === undefined ? {} : { strategy: r.strategy }),
+    ...(r.cost_optimization === undefined ? {} : { cost_optimization: r.cost_optimization }),
+    ...(r.provider_order === undefined ? {} : { provider_order: r.provider_order }),
+    ...(r.failover === undefined ? {} : { failover: r.failover })
+  })
+}
+
 /** The file alone as a configuration state (no database): what library users and tests start from. */
 export const configState = (file: ConfigFile): ConfigState => ({
   providers: providerSpecs(file),
-  aliases: aliasSpecs(file)
+  aliases: aliasSpecs(file),
+  routing: routingOf(file) ?? defaultRouting
 })

@@ -6,7 +6,8 @@
 import { Context, Effect, Layer, type Stream, SubscriptionRef } from "effect"
 import type { ConfigState, ProviderSpec } from "../domain/Provider.js"
 import { ConfigRepo } from "../persistence/ConfigRepo.js"
-import { aliasSpecs, aliasTargetError, checkAliasTargets, type LoadedFile, providerSpecs } from "./ConfigFile.js"
+import { defaultRouting } from "../domain/Routing.js"
+import { aliasSpecs, aliasTargetError, checkAliasTargets, type LoadedFile, providerSpecs, routingOf } from "./ConfigFile.js"
 import { Settings, type SettingsShape } from "./Settings.js"
 
 export interface RouterConfigService {
@@ -42,7 +43,7 @@ export const layer = (loaded: LoadedFile) =>
           // Keys are not stored: file providers get theirs from the file read at this start.
           apiKey: p.source === "file" ? keys.get(p.id) ?? null : null
         }))
-        return { providers, aliases: yield* repo.listAliases } satisfies ConfigState
+        return { providers, aliases: yield* repo.listAliases, routing: routingOf(loaded.file) ?? defaultRouting } satisfies ConfigState
       })
 
       const ref = yield* SubscriptionRef.make(yield* read)

@@ -4,6 +4,7 @@
  */
 import type { Redacted } from "effect"
 import type { ModelInfo } from "./Capabilities.js"
+import type { RoutingConfig, Strategy } from "./Routing.js"
 import { Schema } from "effect"
 
 export const ProviderType = Schema.Literal("venice", "featherless", "openai_compat")
@@ -54,14 +55,15 @@ export interface AliasSpec {
   /** Hedging for requests to this alias: overrides the providers' own setting. */
   readonly hedgeAfterMs: number | null
   /** How this alias's targets are ordered; `null` keeps the order written. */
-  readonly strategy: "priority" | "cost" | "latency" | "weighted" | null
+  readonly strategy: Strategy | null
   readonly source: RecordSource
 }
 
-/** The providers and aliases in force, whatever their source. */
+/** The providers, aliases and routing config in force, whatever their source. */
 export interface ConfigState {
   readonly providers: ReadonlyArray<ProviderSpec>
   readonly aliases: ReadonlyArray<AliasSpec>
+  readonly routing: RoutingConfig
 }
 
 /** One (provider, upstream model) pair a request may be sent to. */

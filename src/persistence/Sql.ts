@@ -12,12 +12,14 @@ import { StartupError } from "../config/Settings.js"
 import init from "./migrations/0001_init.js"
 import hedging from "./migrations/0002_hedging.js"
 import capabilities from "./migrations/0003_capabilities.js"
+import routing from "./migrations/0004_routing.js"
 
 /** Keys must match `^\d+_.+$`: the migrator silently skips any other. */
 export const migrations = {
   "0001_init": init,
   "0002_hedging": hedging,
-  "0003_capabilities": capabilities
+  "0003_capabilities": capabilities,
+  "0004_routing": routing
 } as const
 
 /** A migrated database at `filename` (`:memory:` works for tests); the parent directory is created. */

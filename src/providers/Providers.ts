@@ -9,6 +9,7 @@ import { RouterConfig } from "../config/RouterConfig.js"
 import { ModelNotFound } from "../domain/Errors.js"
 import type { ModelEntry } from "../domain/OpenAi.js"
 import { byPriority, type Candidate, type ConfigState, pinnedId, type ProviderSpec, splitPinned } from "../domain/Provider.js"
+import type { RoutingConfig } from "../domain/Routing.js"
 import { Upstream, type UpstreamService } from "./Upstream.js"
 
 /** How a model id was resolved: the candidates, and whether their order is the configuration's. */
@@ -29,6 +30,8 @@ export interface ModelIndex {
   readonly served: ReadonlyMap<string, ReadonlySet<string> | null>
   /** The `GET /v1/models` entries. */
   readonly list: ReadonlyArray<ModelEntry>
+  /** The routing config in force. */
+  readonly routing: RoutingConfig
 }
 
 export interface ProvidersService {
@@ -92,7 +95,7 @@ export const buildIndex = (
     }
   }
   for (const name of [...aliases.keys()].sort()) list.push({ id: name, object: "model", created, owned_by: "sanctum-router" })
-  return { providers, models, aliases, served, list }
+  return { providers, models, aliases, served, list, routing: state.routing }
 }
 
 /**
