@@ -42,3 +42,18 @@ export const adminKeyCheck = (key: Redacted.Redacted<string> | null): KeyCheck =
     ? () => new Unauthorized({ message: "The admin API is disabled: set ROUTER_ADMIN_KEY to enable it" })
     : check(digest(Redacted.value(key)), "admin key")
 })
+
+/**
+ * Who a request belongs to, for session pins (`/admin/override`) and the `weighted` strategy: its
+ * `X-Router-Session-Id`, else a hash of the key it presented (never the key itself), else `null`.
+ * The two kinds are prefixed so a session id can never pass for a key's hash.
+ */
+export const sessionKeyOf = (headers: IncomingHttpHeaders): string | null => {
+  const id = headers["x-router-session-id"]
+  if (typeof id === "string") {
+    const trimmed = id.trim()
+    if (trimmed !== "") return `session:${trimmed.slice(0, 256)}`
+  }
+  const key = presentedKey(headers)
+  return key === undefined ? null : `key:${createHash("sha256").update(key).digest("hex").slice(0, 32)}`
+}
