@@ -1,12 +1,13 @@
 /**
- * Provider and alias records in SQLite. The config file is declarative: on every start its records
- * replace the file-sourced rows, while API-sourced rows are kept.
+ * Provider and alias records, the routing config and session pins in SQLite. The config file is
+ * declarative: on every start its records replace the file-sourced rows, while API-sourced rows are kept.
  */
 import { SqlClient } from "@effect/sql"
 import { Effect, Redacted, Schema } from "effect"
 import { createHash } from "node:crypto"
 import type { AliasSpec, ProviderSpec } from "../domain/Provider.js"
 import { defaultTimeouts, ProviderType, RecordSource } from "../domain/Provider.js"
+import { type RoutingConfig, routingFromJson, routingToJson, strategies } from "../domain/Routing.js"
 
 const Maybe = <A, I>(s: Schema.Schema<A, I>) => Schema.optionalWith(Schema.NullOr(s), { exact: true })
 /** A stored per-model override: the `ModelInfo` fields the config set. */
@@ -51,6 +52,41 @@ const AliasRow = Schema.Struct({
   hedge_after_ms: Schema.NullOr(Schema.Number),
   strategy: Schema.NullOr(Schema.Literal("priority", "cost", "latency", "weighted"))
 })
+
+/**
+ * The stored routing config, in the admin API's wire form. Every field is optional so a row written
+ * before a field existed still loads, with that field at its default.
+ */
+const RoutingBody = Schema.Struct({
+  strategy: Schema.optionalWith(Schema.Literal(...strategies), { exact: true }),
+  cost_optimization: Schema.optionalWith(Schema.Boolean, { exact: true }),
+  provider_order: Schema.optionalWith(Schema.Array(Schema.String), { exact: true }),
+  failover: Schema.optionalWith(
+    Schema.Array(Schema.Struct({ provider_id: Schema.String, condition: Schema.Literal("credit_threshold", "health"), value: Schema.Number })),
+    { exact: true }
+  )
+})
+
+const RoutingRow = Schema.Struct({
+  body: Schema.parseJson(RoutingBody),
+  source: RecordSource,
+  updated_at: Schema.Number
+})
+
+const PinRow = Schema.Struct({ session_key: Schema.String, provider_id: Schema.String })
+
+/** The routing config as stored, with where it came from. */
+export interface StoredRouting {
+  readonly routing: RoutingConfig
+  readonly source: RecordSource
+  readonly updatedAt: number
+}
+
+/** A session pinned to a provider through `/admin/override`. */
+export interface SessionPin {
+  readonly sessionKey: string
+  readonly providerId: string
+}
 
 /** A short, non-reversible tag for a key, so records and status can say which key is configured. */
 export const fingerprint = (key: Redacted.Redacted<string> | null): string | null =>
@@ -134,6 +170,44 @@ export class ConfigRepo extends Effect.Service<ConfigRepo>()("sanctum/ConfigRepo
         }
       }).pipe(sql.withTransaction, Effect.orDie)
 
-    return { listProviders, listAliases, replaceFileRecords } as const
+    const decodeRouting = Schema.decodeUnknown(Schema.Array(RoutingRow))
+    const decodePins = Schema.decodeUnknown(Schema.Array(PinRow))
+
+    /** The stored routing config, or `null` when none was ever written. */
+    const getRouting = Effect.gen(function* () {
+      const [row] = yield* decodeRouting(yield* sql`SELECT body, source, updated_at FROM routing_config WHERE id = 1`)
+      return row === undefined ? null : { routing: routingFromJson(row.body), source: row.source, updatedAt: row.updated_at } satisfies StoredRouting
+    }).pipe(Effect.orDie)
+
+    const putRouting = (routing: RoutingConfig, source: RecordSource) =>
+      sql`INSERT OR REPLACE INTO routing_config ${
+        sql.insert({ id: 1, body: JSON.stringify(routingToJson(routing)), source, updated_at: Date.now() })
+      }`.pipe(Effect.asVoid, Effect.orDie)
+
+    const deleteRouting = sql`DELETE FROM routing_config`.pipe(Effect.asVoid, Effect.orDie)
+
+    const listSessionPins = Effect.gen(function* () {
+      const rows = yield* decodePins(yield* sql`SELECT session_key, provider_id FROM session_overrides ORDER BY session_key`)
+      return rows.map((r): SessionPin => ({ sessionKey: r.session_key, providerId: r.provider_id }))
+    }).pipe(Effect.orDie)
+
+    /** Pins a session to a provider, or removes its pin (`null`). */
+    const setSessionPin = (sessionKey: string, providerId: string | null) =>
+      (providerId === null
+        ? sql`DELETE FROM session_overrides WHERE session_key = ${sessionKey}`
+        : sql`INSERT OR REPLACE INTO session_overrides ${
+          sql.insert({ session_key: sessionKey, provider_id: providerId, created_at: Date.now() })
+        }`).pipe(Effect.asVoid, Effect.orDie)
+
+    return {
+      listProviders,
+      listAliases,
+      replaceFileRecords,
+      getRouting,
+      putRouting,
+      deleteRouting,
+      listSessionPins,
+      setSessionPin
+    } as const
   })
 }) {}
