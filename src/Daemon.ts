@@ -16,6 +16,7 @@ import { ConfigRepo } from "./persistence/ConfigRepo.js"
 import * as RequestLog from "./persistence/RequestLog.js"
 import * as Sql from "./persistence/Sql.js"
 import * as Policy from "./policy/Policy.js"
+import * as Sessions from "./policy/Sessions.js"
 import * as Providers from "./providers/Providers.js"
 import * as Upstream from "./providers/Upstream.js"
 import * as Router from "./router/Router.js"
@@ -37,6 +38,7 @@ export const services = (settings: SettingsShape, loaded: LoadedFile) => {
   const SettingsLive = Layer.succeed(Settings, settings)
   const SqlLive = Sql.layer(settings.dbPath)
   const ConfigLive = RouterConfig.layer(loaded).pipe(Layer.provide(ConfigRepo.Default), Layer.provide(SettingsLive))
+  const SessionsLive = Sessions.layer.pipe(Layer.provide(ConfigRepo.Default))
   const ProvidersLive = Providers.layer.pipe(Layer.provide(ConfigLive), Layer.provide(Upstream.layer))
   const ResilienceLive = Resilience.layer(Resilience.fromFile(loaded.file))
   const HealthLive = Health.layer.pipe(Layer.provide(ResilienceLive))
@@ -48,7 +50,7 @@ export const services = (settings: SettingsShape, loaded: LoadedFile) => {
   return Http.layer.pipe(
     HttpServer.withLogAddress,
     Layer.provide(FastLaneLive),
-    Layer.provideMerge(Layer.mergeAll(ProvidersLive, ConfigLive, RequestLog.layer, RouterLive, SettingsLive, HealthLive, ResilienceLive, ChecksLive)),
+    Layer.provideMerge(Layer.mergeAll(ProvidersLive, ConfigLive, SessionsLive, RequestLog.layer, RouterLive, SettingsLive, HealthLive, ResilienceLive, ChecksLive)),
     Layer.provide(SqlLive)
   )
 }
