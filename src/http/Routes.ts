@@ -2,16 +2,22 @@
  * The routes served through @effect/platform's `HttpLayerRouter`: health, the model list, and the
  * closed-by-default admin surface. The two hot endpoints live in `FastLane.ts`.
  */
+import * as HttpIncomingMessage from "@effect/platform/HttpIncomingMessage"
 import * as HttpLayerRouter from "@effect/platform/HttpLayerRouter"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
-import { Clock, Effect } from "effect"
+import { Clock, Effect, Option, ParseResult, Schedule, Schema } from "effect"
+import { Strategy } from "../config/ConfigFile.js"
+import { RouterConfig } from "../config/RouterConfig.js"
 import { Settings } from "../config/Settings.js"
-import { ModelNotFound, type Unauthorized } from "../domain/Errors.js"
+import { InvalidRequest, ModelNotFound, PayloadTooLarge, type Unauthorized } from "../domain/Errors.js"
+import { parseJsonBody } from "../domain/OpenAi.js"
+import { type RoutingConfig, routingFromJson, routingToJson, strategies } from "../domain/Routing.js"
 import { Health } from "../health/Health.js"
+import { Sessions } from "../policy/Sessions.js"
 import { Providers } from "../providers/Providers.js"
-import { adminKeyCheck, clientKeyCheck, type KeyCheck } from "./Auth.js"
+import { adminKeyCheck, clientKeyCheck, type KeyCheck, sessionKeyOf } from "./Auth.js"
 import { type HttpError, MethodNotAllowed, RouteNotFound, toErrorResponse } from "./Errors.js"
 import { requestIdOf } from "./FastLane.js"
 
@@ -44,11 +50,99 @@ const guarded = <E extends HttpError>(
 
 const pathOf = (req: HttpServerRequest.HttpServerRequest) => req.url.split("?")[0] ?? req.url
 
+/** The body as a JSON object, within the same size limit as the hot endpoints. */
+const readJsonBody = (req: HttpServerRequest.HttpServerRequest, limit: number) => {
+  if (Number(req.headers["content-length"]) > limit) return Effect.fail(new PayloadTooLarge({ limit }))
+  return req.text.pipe(
+    HttpIncomingMessage.withMaxBodySize(Option.some(limit)),
+    Effect.catchTag("RequestError", (e) =>
+      Effect.fail(
+        e.cause instanceof Error && e.cause.message === "maxBytes exceeded"
+          ? new PayloadTooLarge({ limit })
+          : new InvalidRequest({ message: "The request body could not be read", param: null, code: "invalid_json" })
+      )),
+    Effect.flatMap(parseJsonBody)
+  )
+}
+
+const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
+  path.map((p, i) => (typeof p === "number" ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join("")
+
+/** Every problem of a body in one message; `param` names the first. */
+const bodyError = (error: ParseResult.ParseError): InvalidRequest => {
+  const issues = ParseResult.ArrayFormatter.formatErrorSync(error)
+  const lines = issues.map((i) => {
+    const at = formatPath(i.path)
+    if (i._tag === "Unexpected") return `unknown field '${at}'`
+    if (i._tag === "Missing") return `missing required field '${at}'`
+    return at === "" ? i.message : `invalid value for '${at}': ${i.message}`
+  })
+  const first = issues[0]
+  return new InvalidRequest({
+    message: `Invalid request body: ${[...new Set(lines)].join("; ")}`,
+    param: first === undefined || first.path.length === 0 ? null : formatPath(first.path),
+    code: first?._tag === "Missing" ? "missing_required_parameter" : "invalid_value"
+  })
+}
+
+/** Unknown fields are refused: a misspelt one in a PUT would otherwise reset that field to its default. */
+const decodeBody = <A, I>(schema: Schema.Schema<A, I>) => {
+  const decode = Schema.decodeUnknown(schema, { errors: "all", onExcessProperty: "error" })
+  return (json: unknown) => Effect.mapError(decode(json), bodyError)
+}
+
+const ProviderId = Schema.NonEmptyTrimmedString.annotations({ message: () => ({ message: "must be a provider id (a non-empty string)", override: true }) })
+
+const FailoverRule = Schema.Struct({
+  provider_id: ProviderId,
+  condition: Schema.Literal("credit_threshold", "health"),
+  value: Schema.Number.pipe(Schema.nonNegative({ message: () => "must be a number, 0 or more" }))
+}).pipe(Schema.filter((f) =>
+  f.condition !== "health" || f.value <= 1 || { path: ["value"], message: "a health threshold is a success rate from 0 to 1" }
+))
+
+/** The admin API's routing config; every field optional (PUT: defaults, PATCH: unchanged). */
+const RoutingBody = Schema.Struct({
+  strategy: Schema.optionalWith(
+    Strategy.annotations({
+      message: (issue) => ({ message: `unknown strategy ${JSON.stringify(issue.actual)}: use one of ${strategies.join(", ")}`, override: true })
+    }),
+    { exact: true }
+  ),
+  cost_optimization: Schema.optionalWith(Schema.Boolean, { exact: true }),
+  provider_order: Schema.optionalWith(Schema.Array(ProviderId), { exact: true }),
+  failover: Schema.optionalWith(Schema.Array(FailoverRule), { exact: true })
+})
+
+const OverrideBody = Schema.Struct({
+  provider_id: Schema.NullOr(Schema.NonEmptyTrimmedString).annotations({
+    message: () => ({ message: "must be a provider id (a non-empty string) or null", override: true })
+  })
+})
+
+/**
+ * The session a pin is for: only `X-Router-Session-Id`. `sessionKeyOf` would fall back to a hash of
+ * the presented key, which on an admin route is the admin key, one no chat request carries.
+ */
+const pinnedSession = (req: HttpServerRequest.HttpServerRequest): Effect.Effect<string, InvalidRequest> => {
+  const id = NodeHttpServerRequest.toIncomingMessage(req).headers["x-router-session-id"]
+  const key = id === undefined ? null : sessionKeyOf({ "x-router-session-id": id })
+  return key === null
+    ? Effect.fail(new InvalidRequest({
+      message: "No session given: send the session to pin in the X-Router-Session-Id header",
+      param: "X-Router-Session-Id",
+      code: "missing_required_parameter"
+    }))
+    : Effect.succeed(key)
+}
+
 export const layer = HttpLayerRouter.use((router) =>
   Effect.gen(function* () {
     const settings = yield* Settings
     const providers = yield* Providers
     const health = yield* Health
+    const config = yield* RouterConfig
+    const sessions = yield* Sessions
     const client = clientKeyCheck(settings.clientKey)
     const admin = adminKeyCheck(settings.adminKey)
     const open: KeyCheck = { check: () => null }
@@ -97,6 +191,75 @@ export const layer = HttpLayerRouter.use((router) =>
           return HttpServerResponse.unsafeJson({ providers: health.status(ids, now) })
         }))
     )
+
+    // The routing config in force, in the wire form PUT and PATCH take.
+    const routingResponse = (r: RoutingConfig) => HttpServerResponse.unsafeJson(routingToJson(r))
+    // The policy reads the routing config from the providers' index, which follows the config's
+    // changes on its own fiber: the answer waits (briefly) until the index has it, so a request
+    // sent after the answer is routed by the new config. Superseded by a later change: no wait.
+    const inForce = (next: RoutingConfig) =>
+      Effect.suspend(() =>
+        providers.index().routing === next
+          ? Effect.void
+          : Effect.flatMap(config.current, (s) => (s.routing === next ? Effect.fail("pending" as const) : Effect.void))
+      ).pipe(Effect.retry(Schedule.spaced("2 millis").pipe(Schedule.upTo("2 seconds"))), Effect.ignore)
+    const decodeRouting = decodeBody(RoutingBody)
+    const updateRouting = (req: HttpServerRequest.HttpServerRequest, f: (body: typeof RoutingBody.Type, current: RoutingConfig) => RoutingConfig) =>
+      Effect.gen(function* () {
+        const body = yield* Effect.flatMap(readJsonBody(req, settings.maxBodyBytes), decodeRouting)
+        const next = yield* config.updateRouting((current) => f(body, current))
+        yield* inForce(next)
+        return routingResponse(next)
+      })
+
+    yield* router.add("GET", "/admin/routing-config", guarded(admin, () => Effect.map(config.current, (s) => routingResponse(s.routing))))
+    // PUT replaces the whole config: fields left out are at their defaults.
+    yield* router.add("PUT", "/admin/routing-config", guarded(admin, (req) => updateRouting(req, (body) => routingFromJson(body))))
+    // PATCH changes only the fields given; a list given (provider_order, failover) replaces the old one.
+    yield* router.add(
+      "PATCH",
+      "/admin/routing-config",
+      guarded(admin, (req) => updateRouting(req, (body, current) => routingFromJson({ ...routingToJson(current), ...body })))
+    )
+
+    // A session pinned to one provider; `provider_id: null` removes the pin.
+    const decodeOverride = decodeBody(OverrideBody)
+    const pinResponse = (session: string, providerId: string | null) => HttpServerResponse.unsafeJson({ session, provider_id: providerId })
+    yield* router.add(
+      "GET",
+      "/admin/override",
+      guarded(admin, (req) => Effect.map(pinnedSession(req), (session) => pinResponse(session, sessions.pinOf(session))))
+    )
+    yield* router.add(
+      "POST",
+      "/admin/override",
+      guarded(admin, (req) =>
+        Effect.gen(function* () {
+          const session = yield* pinnedSession(req)
+          const body = yield* Effect.flatMap(readJsonBody(req, settings.maxBodyBytes), decodeOverride)
+          if (body.provider_id !== null) {
+            const ids = new Set((yield* config.current).providers.map((p) => p.id))
+            if (!ids.has(body.provider_id)) {
+              const configured = ids.size === 0 ? "none are configured" : `configured: ${[...ids].sort().join(", ")}`
+              return yield* new InvalidRequest({ message: `Unknown provider '${body.provider_id}'; ${configured}`, param: "provider_id", code: "invalid_value" })
+            }
+          }
+          yield* sessions.set(session, body.provider_id)
+          return pinResponse(session, body.provider_id)
+        }))
+    )
+
+    const adminMethods = [["/admin/routing-config", ["GET", "PUT", "PATCH"]], ["/admin/override", ["GET", "POST"]]] as const
+    for (const [path, allowed] of adminMethods) {
+      for (const method of methods) {
+        if ((allowed as ReadonlyArray<string>).includes(method)) continue
+        yield* router.add(
+          method,
+          path,
+          guarded(admin, (req) => Effect.fail(new MethodNotAllowed({ method: req.method, path, allowed: allowed.join(", ") })))
+        )
+      }
+    }
 
     // The admin surface is closed until ROUTER_ADMIN_KEY is set; more routes arrive with later features.
     yield* router.add("*", "/admin/*", guarded(admin, (req) => Effect.fail(new RouteNotFound({ method: req.method, path: pathOf(req) }))))
