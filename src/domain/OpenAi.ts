@@ -55,12 +55,37 @@ export interface ErrorBody {
   }
 }
 
-/** One entry of `GET /v1/models`. */
+/** What a model can do, as listed by `GET /v1/models`: only what is known is present. */
+export interface ModelEntryCapabilities {
+  readonly tools?: boolean
+  readonly vision?: boolean
+  readonly json_schema?: boolean
+  readonly reasoning?: boolean
+  readonly streaming?: boolean
+  readonly embeddings?: boolean
+}
+
+/**
+ * One entry of `GET /v1/models`: OpenAI's fields, then the router's own, each present only when
+ * known. For an id several providers serve (a bare id, an alias) they are the best known across
+ * them: the largest context and output, a capability `true` when one of them has it (`false` when
+ * all are known not to), the cheapest known price (one provider's pair, input + output).
+ */
 export interface ModelEntry {
   readonly id: string
   readonly object: "model"
   readonly created: number
   readonly owned_by: string
+  /** Context window in tokens. */
+  readonly context_length?: number
+  readonly max_output_tokens?: number
+  readonly capabilities?: ModelEntryCapabilities
+  /** USD per million tokens. */
+  readonly pricing?: { readonly input: number; readonly output: number }
+  /** The providers serving it, in the order the router tries them (an alias: its chain's order). */
+  readonly providers?: ReadonlyArray<string>
+  /** `false` when the provider lists the model as not available on the account's plan (Featherless). */
+  readonly available_on_current_plan?: boolean
 }
 
 const decodeOptions = { errors: "first", onExcessProperty: "preserve" } as const

@@ -3,6 +3,7 @@
  * (so `TestClock` drives its delays). Provide it instead of the live `Upstream.layer` to test routing.
  */
 import { Context, Effect, Layer, Ref } from "effect"
+import { discoveryRequestId } from "../domain/Capabilities.js"
 import { UpstreamTransportError } from "../domain/Errors.js"
 import { type ChunkWriter, requestVia, Upstream, type UpstreamCall, type UpstreamResponse } from "../providers/Upstream.js"
 import { type FakeBehaviour, plan } from "./Script.js"
@@ -10,8 +11,13 @@ import { type FakeBehaviour, plan } from "./Script.js"
 export interface FakeProviderScript {
   /** One behaviour for every call, or a sequence played in order whose last entry repeats. */
   readonly behaviour?: FakeBehaviour | ReadonlyArray<FakeBehaviour>
-  /** What `GET /models` lists (for providers configured without `models`). */
+  /** What `GET /models` lists. */
   readonly models?: ReadonlyArray<string>
+  /**
+   * The body model discovery gets for a path (`/models`, `/models?after=...`), in place of the
+   * plain list of `models`: for listings with capabilities, prices or pages.
+   */
+  readonly listing?: (path: string) => unknown
 }
 
 /** One request a fake provider received. */
@@ -58,9 +64,33 @@ export const layer = (scripts: Readonly<Record<string, FakeProviderScript>> = {}
         return b[Math.min(n, b.length - 1)] ?? { mode: "ok" }
       }
 
+      /** Answers model discovery: the script's `listing`, else the plain list of its `models`. */
+      const discovery = (call: UpstreamCall): UpstreamResponse => {
+        const script = scripts[call.provider.id]
+        const p = plan({ mode: "ok" }, { method: call.method, path: call.path, body: undefined }, call.provider.id, script?.models ?? [])
+        const [status, text] = script?.listing !== undefined
+          ? [200, JSON.stringify(script.listing(call.path))]
+          : p._tag === "Reply"
+          ? [p.status, p.chunks.map((c) => c.data).join("")]
+          : [404, ""]
+        const bytes = new Uint8Array(Buffer.from(text))
+        let read = false
+        return {
+          status,
+          headers: { "content-type": "application/json" },
+          body: Effect.succeed(bytes),
+          next: Effect.sync(() => (read ? null : ((read = true), bytes))),
+          pipe: (writer) => Effect.sync(() => void writer.write(bytes)),
+          discard: Effect.void
+        }
+      }
+
       const send = (call: UpstreamCall): Effect.Effect<UpstreamResponse, UpstreamTransportError> =>
         Effect.gen(function* () {
           const id = call.provider.id
+          // Model discovery asks every provider at start: it takes no turn in the script and stays
+          // out of `calls`, so a test's sequences and call lists see only the traffic it makes.
+          if (call.requestId === discoveryRequestId) return discovery(call)
           const body = decodeBody(call.body)
           const index = yield* Ref.modify(calls, (cs) => [cs.length, [...cs, { provider: id, method: call.method, path: call.path, body, aborted: false }]])
           let finished = false

@@ -4,6 +4,7 @@
  * the fake cannot express, such as an event split across chunks).
  */
 import { Effect, Fiber, Layer, TestServices } from "effect"
+import { discoveryRequestId } from "../../src/domain/Capabilities.js"
 import { UpstreamTransportError } from "../../src/domain/Errors.js"
 import type { ChatCompletionRequest } from "../../src/domain/OpenAi.js"
 import * as Providers from "../../src/providers/Providers.js"
@@ -75,18 +76,21 @@ export interface Recorded {
   readonly calls: Array<UpstreamCall>
 }
 
-/** Wraps the `Upstream` below it, keeping every call as given (raw body included). */
+/**
+ * Wraps the `Upstream` below it, keeping every call as given (raw body included), except model
+ * discovery's, which asks every provider at start on its own schedule.
+ */
 export const recording = (recorded: Recorded) =>
   Layer.effect(
     Upstream,
     Effect.map(Upstream, (inner) =>
       Upstream.of({
         send: (call) => {
-          recorded.calls.push(call)
+          if (call.requestId !== discoveryRequestId) recorded.calls.push(call)
           return inner.send(call)
         },
         request: (call) => {
-          recorded.calls.push(call)
+          if (call.requestId !== discoveryRequestId) recorded.calls.push(call)
           return inner.request(call)
         }
       }))
