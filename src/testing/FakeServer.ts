@@ -12,6 +12,11 @@ export interface FakeServerOptions {
   readonly name?: string
   /** What `GET /v1/models` lists. */
   readonly models?: ReadonlyArray<string>
+  /**
+   * The whole body of `GET /v1/models` (when the behaviour is `ok`), from the request's query: for
+   * listings with capabilities, prices or pages. Default: the plain list of `models`.
+   */
+  readonly listing?: (query: URLSearchParams) => unknown
   readonly behaviour?: FakeBehaviour | ReadonlyArray<FakeBehaviour>
   readonly port?: number
   readonly host?: string
@@ -80,7 +85,12 @@ export const startFakeServer = (options: FakeServerOptions = {}): Promise<FakeSe
         for (const w of abortWaiters.splice(0)) w(record)
       }
     })
-    const p = plan(next(), { method: record.method, path, body }, name, models)
+    const behaviourNow = next()
+    let p = plan(behaviourNow, { method: record.method, path, body }, name, models)
+    if (options.listing !== undefined && behaviourNow.mode === "ok" && record.method === "GET" && path === "/models" && p._tag === "Reply") {
+      const query = new URLSearchParams((req.url ?? "").split("?")[1] ?? "")
+      p = { ...p, chunks: [{ delayMs: 0, data: JSON.stringify(options.listing(query)) }] }
+    }
     switch (p._tag) {
       case "Refuse":
       case "Reset":

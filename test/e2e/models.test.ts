@@ -87,8 +87,9 @@ describe("health and models", () => {
     expect(discovery.length).toBeGreaterThanOrEqual(1)
     expect(discovery[0]?.method).toBe("GET")
     expect(discovery[0]?.headers.authorization).toBe("Bearer gamma-key")
-    // Providers with a configured list are asked for /models only by health checks, and whatever
-    // they answer does not change their list (see "a configured list wins" above).
+    // Providers with a configured list are asked for /models too (by health checks, and by
+    // discovery for what it says of their models), but what they answer does not change their
+    // list (see "a configured list wins" above).
     const listed = (await clientOf(router).models.list()).data.map((m) => m.id)
     expect(listed).not.toContain("ignored-because-configured")
 
