@@ -420,6 +420,27 @@ export const discoverModels = (upstream: UpstreamService, p: ProviderSpec, keep:
     Effect.timeoutFail({ duration: discoveryTimeout, onTimeout: () => "timed out" })
   )
 
+const samePricing = (a: ModelInfo["pricing"], b: ModelInfo["pricing"]) =>
+  a === b || (a !== null && b !== null && a.inputPer1M === b.inputPer1M && a.outputPer1M === b.outputPer1M)
+
+const sameInfo = (a: ModelInfo, b: ModelInfo) =>
+  a === b || (a.contextWindow === b.contextWindow && a.maxOutputTokens === b.maxOutputTokens && a.tools === b.tools &&
+    a.vision === b.vision && a.jsonSchema === b.jsonSchema && a.reasoning === b.reasoning && a.embeddings === b.embeddings &&
+    samePricing(a.pricing, b.pricing))
+
+/** Whether two discoveries say the same: most do, and rebuilding over a 20k-model list takes ~100 ms. */
+const sameDiscovery = (a: Discovered | undefined, b: Discovered): boolean => {
+  if (a === undefined || a.complete !== b.complete || a.models.length !== b.models.length) return false
+  if (a.info.size !== b.info.size || a.unavailable.size !== b.unavailable.size) return false
+  for (let i = 0; i < a.models.length; i++) if (a.models[i] !== b.models[i]) return false
+  for (const m of a.unavailable) if (!b.unavailable.has(m)) return false
+  for (const [m, info] of a.info) {
+    const other = b.info.get(m)
+    if (other === undefined || !sameInfo(info, other)) return false
+  }
+  return true
+}
+
 /** Asks one provider for its models; failures are logged and leave the previous list in place. */
 const discover = (upstream: UpstreamService, state: ConfigState, p: ProviderSpec) =>
   discoverModels(upstream, p, p.models === null ? null : namedModels(state, p)).pipe(
@@ -454,7 +475,7 @@ export const make = (states: Stream.Stream<ConfigState>, initial: ConfigState) =
         current.providers,
         (p) =>
           Effect.map(discover(upstream, current, p), (found) => {
-            if (found._tag === "Some") {
+            if (found._tag === "Some" && !sameDiscovery(discovered.get(p.id), found.value)) {
               discovered.set(p.id, found.value)
               rebuild()
             }

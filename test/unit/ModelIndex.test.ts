@@ -331,6 +331,23 @@ describe("discovery", () => {
       expect(entryOf(index.list, "pinned+free").available_on_current_plan).toBeUndefined()
     }))
 
+  it.effect("an unchanged list leaves the index as it is; a changed one rebuilds it", () => {
+    let answer: unknown = { data: [{ id: "a", context_length: 1000 }] }
+    return Effect.gen(function* () {
+      const providers = yield* Providers.Providers
+      yield* providers.refresh
+      const first = providers.index()
+      yield* providers.refresh
+      expect(providers.index()).toBe(first)
+      answer = { data: [{ id: "a", context_length: 2000 }] }
+      yield* providers.refresh
+      expect(providers.index()).not.toBe(first)
+      expect(infoOf(providers.index(), "f", "a").contextWindow).toBe(2000)
+    }).pipe(Effect.provide(Providers.layerStatic({ providers: { f: { endpoint: endpoint("f") } } }).pipe(
+      Layer.provide(FakeUpstream.layer({ f: { listing: () => answer } }))
+    )))
+  })
+
   it.effect("a failed discovery keeps the previous list", () => {
     let answer: unknown = { data: [{ id: "a" }] }
     return Effect.gen(function* () {
