@@ -8,6 +8,7 @@ import { ConfigFileError, type LoadedFile, loadConfigFile } from "./config/Confi
 import * as Resilience from "./config/Resilience.js"
 import * as RouterConfig from "./config/RouterConfig.js"
 import { configPath, type Flags, resolveSettings, Settings, type SettingsShape, StartupError } from "./config/Settings.js"
+import * as Credits from "./credits/Credits.js"
 import * as Checks from "./health/Checks.js"
 import * as Health from "./health/Health.js"
 import * as FastLane from "./http/FastLane.js"
@@ -42,15 +43,18 @@ export const services = (settings: SettingsShape, loaded: LoadedFile) => {
   const ProvidersLive = Providers.layer.pipe(Layer.provide(ConfigLive), Layer.provide(Upstream.layer))
   const ResilienceLive = Resilience.layer(Resilience.fromFile(loaded.file))
   const HealthLive = Health.layer.pipe(Layer.provide(ResilienceLive))
+  const CreditsLive = Credits.layer.pipe(Layer.provide(HealthLive))
+  const PinsLive = Layer.effect(Policy.Pins, Effect.map(Sessions.Sessions, (s) => ({ pinOf: s.pinOf }))).pipe(Layer.provide(SessionsLive))
+  const PolicyLive = Policy.layer.pipe(Layer.provide([HealthLive, CreditsLive, PinsLive]))
   const RouterLive = Router.layerWithoutDependencies.pipe(
-    Layer.provide([ProvidersLive, Upstream.layer, RequestLog.layer, Policy.layer, HealthLive, ResilienceLive])
+    Layer.provide([ProvidersLive, Upstream.layer, RequestLog.layer, PolicyLive, HealthLive, ResilienceLive])
   )
   const ChecksLive = Checks.layer.pipe(Layer.provide([HealthLive, ProvidersLive, Upstream.layer, ResilienceLive]))
   const FastLaneLive = FastLane.layer.pipe(Layer.provide([RouterLive, SettingsLive]))
   return Http.layer.pipe(
     HttpServer.withLogAddress,
     Layer.provide(FastLaneLive),
-    Layer.provideMerge(Layer.mergeAll(ProvidersLive, ConfigLive, SessionsLive, RequestLog.layer, RouterLive, SettingsLive, HealthLive, ResilienceLive, ChecksLive)),
+    Layer.provideMerge(Layer.mergeAll(ProvidersLive, ConfigLive, SessionsLive, RequestLog.layer, RouterLive, SettingsLive, HealthLive, CreditsLive, PolicyLive, ResilienceLive, ChecksLive)),
     Layer.provide(SqlLive)
   )
 }

@@ -7,6 +7,7 @@
 import { Context, Effect, Layer } from "effect"
 import { Resilience, type ResilienceSettings } from "../config/Resilience.js"
 import type { Candidate } from "../domain/Provider.js"
+import type { ProviderStats, Unavailable } from "../policy/Rank.js"
 import type { Classified } from "../router/Classify.js"
 import * as Breaker from "./Breaker.js"
 
@@ -57,6 +58,15 @@ export interface ProviderStatus {
 export interface HealthService {
   /** May this candidate be tried now? Admitting the probe of a half-open circuit reserves it. */
   readonly admit: (candidate: Candidate, now: number) => Admission
+  /**
+   * Why this candidate would not be admitted now, changing nothing (no probe reserved): what the
+   * policy and `/admin/explain` read. Credit exhaustion is left to `outOfCreditsUntil`.
+   */
+  readonly peek: (candidate: Candidate, now: number) => Unavailable | null
+  /** Passive statistics of a provider's requests. */
+  readonly stats: (providerId: string) => ProviderStats
+  /** When a provider that said it is out of credits may be tried again, or `null`. */
+  readonly outOfCreditsUntil: (providerId: string, now: number) => number | null
   /** How an attempt ended; `probe` when it was admitted as a half-open probe. */
   readonly report: (candidate: Candidate, verdict: Verdict, probe: boolean, now: number) => void
   readonly reportCheck: (providerId: string, result: CheckResult, now: number) => void
@@ -136,6 +146,39 @@ export const make = (settings: ResilienceSettings): HealthService => {
       ? `circuit open for ${c.upstreamModel} until ${iso(state.until)}`
       : `circuit half-open for ${c.upstreamModel}, probe under way`
     return { ok: false, outcome: "circuit_open", reason }
+  }
+
+  const blocked = (b: Breaker.BreakerState, now: number): string | null =>
+    b._tag === "Open" ? (b.until > now ? `circuit open until ${iso(b.until)}` : null) : b._tag === "HalfOpen" && b.probing ? "circuit half-open, probe under way" : null
+
+  const peek = (c: Candidate, now: number): Unavailable | null => {
+    const e = entries.get(c.provider.id)
+    if (e === undefined) return null
+    const limited = e.rateLimits.get(c.upstreamModel)
+    if (limited !== undefined && limited > now) return { outcome: "rate_limited", reason: `rate limited until ${iso(limited)}` }
+    const provider = blocked(e.breaker, now)
+    if (provider !== null) {
+      const b = e.breaker as { readonly reason: string }
+      return { outcome: b.reason.startsWith("misconfigured") ? "misconfigured" : "circuit_open", reason: provider }
+    }
+    const m = e.models.get(c.upstreamModel)
+    if (m === undefined || blocked(m, now) === null) return null
+    return {
+      outcome: "circuit_open",
+      reason: m._tag === "Open" ? `circuit open for ${c.upstreamModel} until ${iso(m.until)}` : `circuit half-open for ${c.upstreamModel}, probe under way`
+    }
+  }
+
+  const stats = (id: string): ProviderStats => {
+    const e = entries.get(id)
+    return e === undefined
+      ? { ewmaTtfbMs: null, successRate: null }
+      : { ewmaTtfbMs: e.ewmaTtfbMs, successRate: e.requests === 0 ? null : e.successes / e.requests }
+  }
+
+  const outOfCreditsUntil = (id: string, now: number): number | null => {
+    const until = entries.get(id)?.creditsUntil ?? 0
+    return until > now ? until : null
   }
 
   /** Which breaker a probe was admitted by: the provider's when it is half-open, else the model's. */
@@ -283,7 +326,7 @@ export const make = (settings: ResilienceSettings): HealthService => {
       }
     })
 
-  return { admit, report, reportCheck, status }
+  return { admit, peek, stats, outOfCreditsUntil, report, reportCheck, status }
 }
 
 /** The in-memory health registry, with the configured resilience settings. */

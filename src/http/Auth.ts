@@ -55,5 +55,15 @@ export const sessionKeyOf = (headers: IncomingHttpHeaders): string | null => {
     if (trimmed !== "") return `session:${trimmed.slice(0, 256)}`
   }
   const key = presentedKey(headers)
-  return key === undefined ? null : `key:${createHash("sha256").update(key).digest("hex").slice(0, 32)}`
+  if (key === undefined) return null
+  let hashed = hashedKeys.get(key)
+  if (hashed === undefined) {
+    // A client sends the same few keys again and again: hash each once (~1 µs), within a bound.
+    if (hashedKeys.size >= 1024) hashedKeys.clear()
+    hashed = `key:${createHash("sha256").update(key).digest("hex").slice(0, 32)}`
+    hashedKeys.set(key, hashed)
+  }
+  return hashed
 }
+
+const hashedKeys = new Map<string, string>()

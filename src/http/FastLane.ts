@@ -16,7 +16,8 @@ import { InvalidRequest, PayloadTooLarge } from "../domain/Errors.js"
 import { parseChatRequest, parseEmbeddingRequest, parseJsonBody } from "../domain/OpenAi.js"
 import type { ChunkWriter } from "../providers/Upstream.js"
 import { type ChatError, type Reply, Router } from "../router/Router.js"
-import { clientKeyCheck } from "./Auth.js"
+import { summary } from "../policy/Rank.js"
+import { clientKeyCheck, sessionKeyOf } from "./Auth.js"
 import { errorBody, type HttpError, toErrorResponse } from "./Errors.js"
 
 export interface FastLaneService {
@@ -49,7 +50,8 @@ export const routerHeaders = (reply: Reply, requestId: string): OutgoingHttpHead
   "x-request-id": requestId,
   "x-router-provider": headerSafe(reply.provider),
   "x-router-upstream-model": headerSafe(reply.upstreamModel),
-  "x-router-attempts": headerSafe(reply.attempts.map((a) => `${a.provider}:${a.outcome}`).join(","))
+  "x-router-attempts": headerSafe(reply.attempts.map((a) => `${a.provider}:${a.outcome}`).join(",")),
+  ...(reply.decision === undefined ? {} : { "x-router-decision": summary(reply.decision) })
 })
 
 /** Writes an OpenAI-shaped error, before any part of an answer has been sent. */
@@ -114,18 +116,21 @@ export const make = Effect.gen(function* () {
    * Decodes the body at the edge, synchronously: a bad request is answered without ever starting
    * a fiber, and a good one starts the workflow already knowing whether it streams.
    */
-  const decode = (endpoint: "chat" | "embeddings", raw: Buffer, requestId: string, timeoutMs: number | undefined) => {
+  const decode = (endpoint: "chat" | "embeddings", raw: Buffer, requestId: string, timeoutMs: number | undefined, sessionKey: string | null) => {
     const json = parseJsonBody(raw.toString("utf8"))
     if (Either.isLeft(json)) return json
+    const body = json.right
+    // OpenRouter lets `models: [...]` stand alone; its first entry is then the model.
+    if (body.model === undefined && Array.isArray(body.models) && typeof body.models[0] === "string") body.model = body.models[0]
     if (endpoint === "chat") {
-      return Either.map(parseChatRequest(json.right), (request) => ({
+      return Either.map(parseChatRequest(body), (request) => ({
         stream: request.stream === true,
-        route: router.chat({ request, raw, requestId, timeoutMs })
+        route: router.chat({ request, raw, requestId, timeoutMs, sessionKey })
       }))
     }
-    return Either.map(parseEmbeddingRequest(json.right), (request) => ({
+    return Either.map(parseEmbeddingRequest(body), (request) => ({
       stream: false,
-      route: router.embeddings({ request, raw, requestId, timeoutMs })
+      route: router.embeddings({ request, raw, requestId, timeoutMs, sessionKey })
     }))
   }
 
@@ -214,7 +219,7 @@ export const make = Effect.gen(function* () {
     collectBody(req, limit, (tooLarge, raw) => {
       if (tooLarge !== null) return sendError(res, requestId, tooLarge)
       if (res.destroyed) return
-      const decoded = decode(endpoint, raw, requestId, timeout)
+      const decoded = decode(endpoint, raw, requestId, timeout, sessionKeyOf(req.headers))
       if (Either.isLeft(decoded)) return sendError(res, requestId, decoded.left)
       const fiber = runFork(program(decoded.right.stream, decoded.right.route, res, requestId))
       // A client that hangs up interrupts the workflow, which aborts the upstream call.

@@ -6,6 +6,7 @@
 import { SqlClient } from "@effect/sql"
 import { Chunk, Context, Effect, Layer, Queue, Schema } from "effect"
 import type { Attempt } from "../domain/Errors.js"
+import { type Decision, decisionJson } from "../policy/Rank.js"
 
 export interface RequestRecord {
   readonly requestId: string
@@ -27,6 +28,8 @@ export interface RequestRecord {
   readonly body?: Uint8Array | undefined
   readonly usage?: { readonly prompt_tokens?: number; readonly completion_tokens?: number } | undefined
   readonly error?: string | undefined
+  /** How the candidates were ranked and why others were dropped; written as JSON off the request path. */
+  readonly decision?: Decision | undefined
 }
 
 export interface RequestLogService {
@@ -56,7 +59,8 @@ const StoredRequest = Schema.Struct({
   duration_ms: Schema.Number,
   prompt_tokens: Schema.NullOr(Schema.Number),
   completion_tokens: Schema.NullOr(Schema.Number),
-  error: Schema.NullOr(Schema.String)
+  error: Schema.NullOr(Schema.String),
+  decision: Schema.NullOr(Schema.parseJson(Schema.Unknown))
 })
 export type StoredRequest = typeof StoredRequest.Type
 
@@ -113,7 +117,8 @@ const toRow = (e: RequestRecord) => {
     duration_ms: Math.round(e.durationMs),
     prompt_tokens: typeof usage?.prompt_tokens === "number" ? usage.prompt_tokens : null,
     completion_tokens: typeof usage?.completion_tokens === "number" ? usage.completion_tokens : null,
-    error: e.error ?? null
+    error: e.error ?? null,
+    decision: e.decision === undefined ? null : JSON.stringify(decisionJson(e.decision))
   }
 }
 

@@ -1,17 +1,71 @@
 /**
- * The routing policy seam: given what a request resolved to and what it needs, the candidates in the
- * order they are tried. Health, credits and strategies plug in here in later versions; the decision
- * itself stays a pure function (`Rank.ts`) called synchronously on the request path.
+ * The routing policy: given what a request resolved to and what it needs, the candidates in the
+ * order they are tried and why the others were dropped. The decision itself is the pure
+ * `Rank.decide`; this service only takes the snapshot it needs (health, credits, the session's
+ * pin) synchronously, on the request path.
  */
-import { Context, Layer } from "effect"
+import { Context, Effect, Layer, Option } from "effect"
+import * as CreditsModule from "../credits/Credits.js"
+import { Credits } from "../credits/Credits.js"
+import type { RoutingConfig, Strategy } from "../domain/Routing.js"
+import { Health } from "../health/Health.js"
 import type { Resolution } from "../providers/Providers.js"
-import { type Needs, rankByPriority, type Ranking } from "./Rank.js"
+import { calm, type Conditions, type Decision, decide, type Needs, type ProviderPrefs } from "./Rank.js"
+
+export interface Ask {
+  readonly resolution: Resolution
+  readonly needs: Needs
+  readonly routing: RoutingConfig
+  readonly aliasStrategy?: Strategy | null | undefined
+  readonly prefs?: ProviderPrefs | null | undefined
+  readonly sessionKey?: string | null | undefined
+}
 
 export interface PolicyService {
-  readonly rank: (resolution: Resolution, needs: Needs) => Ranking
+  readonly decide: (ask: Ask, now: number) => Decision
+  /** The session's pinned provider, if any. */
+  readonly pinOf: (sessionKey: string | null) => string | null
 }
 
 export class Policy extends Context.Tag("sanctum/Policy")<Policy, PolicyService>() {}
 
-/** Candidates by priority (aliases in their configured order), unfit ones dropped with a reason. */
-export const layer = Layer.succeed(Policy, Policy.of({ rank: rankByPriority }))
+/** Where a session's pin comes from; the daemon's is the persisted `Sessions` registry. */
+export class Pins extends Context.Tag("sanctum/Pins")<Pins, { readonly pinOf: (sessionKey: string | null) => string | null }>() {}
+
+export const make = (conditionsAt: (now: number) => Conditions, pinOf: (sessionKey: string | null) => string | null): PolicyService => ({
+  pinOf,
+  decide: (ask, now) =>
+    decide({
+      kind: ask.resolution.kind,
+      candidates: ask.resolution.candidates,
+      needs: ask.needs,
+      routing: ask.routing,
+      aliasStrategy: ask.aliasStrategy,
+      prefs: ask.prefs,
+      pin: pinOf(ask.sessionKey ?? null),
+      sessionKey: ask.sessionKey,
+      conditions: conditionsAt(now)
+    })
+})
+
+/** The policy over `Health`, with `Credits` and session pins (`Pins`) when they are provided. */
+export const layer = Layer.effect(
+  Policy,
+  Effect.gen(function* () {
+    const health = yield* Health
+    // Without a `Credits` service, credits are what `Health` learned from 402s.
+    const credits = Option.getOrElse(yield* Effect.serviceOption(Credits), () => CreditsModule.make(health))
+    const pins = Option.getOrNull(yield* Effect.serviceOption(Pins))
+    return Policy.of(make(
+      (now) => ({
+        unavailable: (c) => health.peek(c, now),
+        stats: health.stats,
+        credits: (id) => credits.peek(id, now)
+      }),
+      pins === null ? () => null : pins.pinOf
+    ))
+  })
+)
+
+/** A policy that sees every provider as healthy and no pins: for tests of ordering alone. */
+export const layerCalm = Layer.succeed(Policy, Policy.of(make(() => calm, () => null)))

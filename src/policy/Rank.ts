@@ -1,28 +1,91 @@
 /**
  * Pure policy decisions: what a request needs, which candidates can serve it, and in what order
- * they are tried. No I/O and no randomness, so the same inputs always give the same order.
+ * they are tried. No I/O, no clock and no randomness: the same inputs give the same decision in
+ * every run and every process, which is what makes the router explainable.
  */
-import type { ChatCompletionRequest } from "../domain/OpenAi.js"
-import { byPriority, type Candidate } from "../domain/Provider.js"
-import type { Resolution } from "../providers/Providers.js"
+import { createHash } from "node:crypto"
+import type { ChatCompletionRequest, EmbeddingRequest } from "../domain/OpenAi.js"
+import { byPriority, type Candidate, pinnedId } from "../domain/Provider.js"
+import type { RoutingConfig, Strategy } from "../domain/Routing.js"
+
+// ---------------------------------------------------------------------------------------------
+// Needs
 
 /** What a request needs from a backend, derived from the request alone. */
 export interface Needs {
+  readonly endpoint: "chat" | "embeddings"
   readonly stream: boolean
   readonly tools: boolean
   readonly vision: boolean
+  /** `response_format: {type: "json_schema"}`. */
+  readonly jsonSchema: boolean
+  /** Estimated prompt tokens (see `estimateChatTokens`); computed only when a decision asks. */
+  readonly promptTokens: () => number
+  /** `max_completion_tokens` (else `max_tokens`) as the client sent it, or `null`. */
+  readonly maxTokens: number | null
 }
 
-export const noNeeds: Needs = { stream: false, tools: false, vision: false }
+const lazy = (f: () => number): (() => number) => {
+  let v = -1
+  return () => (v === -1 ? (v = f()) : v)
+}
+
+/** Tokens counted for each image part: a flat guess, since the real cost depends on the model. */
+export const tokensPerImage = 1000
+/** Tokens counted for each message's role and framing. */
+export const tokensPerMessage = 4
+
+const isImagePart = (type: unknown) => type === "image_url" || type === "input_image" || type === "image"
+
+/**
+ * A cheap prompt-size estimate: characters of text / 4 (OpenAI's rule of thumb for English), plus
+ * 4 tokens per message and 1,000 per image, plus the tool definitions' JSON / 4. It runs in
+ * microseconds; it is not a tokenizer, so the context gate only drops a candidate when the
+ * estimate exceeds its window, and the upstream's own refusal (`context_too_long`) stays the
+ * final word.
+ */
+export const estimateChatTokens = (request: ChatCompletionRequest): number => {
+  let chars = 0
+  let tokens = 0
+  for (const m of request.messages) {
+    tokens += tokensPerMessage
+    const content = m.content
+    if (typeof content === "string") chars += content.length
+    else if (Array.isArray(content)) {
+      for (const part of content) {
+        const p = part as { type?: unknown; text?: unknown }
+        if (isImagePart(p?.type)) tokens += tokensPerImage
+        else if (typeof p?.text === "string") chars += p.text.length
+      }
+    }
+    const calls = m.tool_calls
+    if (Array.isArray(calls)) {
+      for (const call of calls) {
+        const f = (call as { function?: { name?: unknown; arguments?: unknown } })?.function
+        if (typeof f?.arguments === "string") chars += f.arguments.length
+        if (typeof f?.name === "string") chars += f.name.length
+      }
+    }
+  }
+  if (request.tools !== undefined && request.tools !== null && request.tools.length > 0) chars += JSON.stringify(request.tools).length
+  return tokens + Math.ceil(chars / 4)
+}
+
+export const estimateEmbeddingTokens = (request: EmbeddingRequest): number => {
+  const input = request.input
+  if (typeof input === "string") return Math.ceil(input.length / 4)
+  let n = 0
+  for (const item of input) n += typeof item === "string" ? Math.ceil(item.length / 4) : typeof item === "number" ? 1 : item.length
+  return n
+}
 
 const hasImagePart = (content: unknown): boolean => {
   if (!Array.isArray(content)) return false
-  for (const part of content) {
-    const type = (part as { type?: unknown })?.type
-    if (type === "image_url" || type === "input_image" || type === "image") return true
-  }
+  for (const part of content) if (isImagePart((part as { type?: unknown })?.type)) return true
   return false
 }
+
+const positiveInt = (v: unknown): number | null => (typeof v === "number" && Number.isInteger(v) && v > 0 ? v : null)
 
 export const needsOfChat = (request: ChatCompletionRequest): Needs => {
   let vision = false
@@ -32,52 +95,410 @@ export const needsOfChat = (request: ChatCompletionRequest): Needs => {
       break
     }
   }
+  const format = request.response_format as { type?: unknown } | null | undefined
   return {
+    endpoint: "chat",
     stream: request.stream === true,
     tools: request.tools !== undefined && request.tools !== null && request.tools.length > 0,
-    vision
+    vision,
+    jsonSchema: format?.type === "json_schema",
+    promptTokens: lazy(() => estimateChatTokens(request)),
+    maxTokens: positiveInt(request.max_completion_tokens) ?? positiveInt(request.max_tokens)
   }
+}
+
+export const needsOfEmbeddings = (request: EmbeddingRequest): Needs => ({
+  endpoint: "embeddings",
+  stream: false,
+  tools: false,
+  vision: false,
+  jsonSchema: false,
+  promptTokens: lazy(() => estimateEmbeddingTokens(request)),
+  maxTokens: null
+})
+
+/** No needs at all: what a caller that knows nothing of the request passes. */
+export const noNeeds: Needs = {
+  endpoint: "chat",
+  stream: false,
+  tools: false,
+  vision: false,
+  jsonSchema: false,
+  promptTokens: () => 0,
+  maxTokens: null
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request preferences (OpenRouter's `provider` object)
+
+/** OpenRouter's `provider: {…}` routing preferences, as far as this router honours them. */
+export interface ProviderPrefs {
+  /** Providers tried first, in this order. */
+  readonly order: ReadonlyArray<string> | null
+  /** Only these providers. */
+  readonly only: ReadonlyArray<string> | null
+  readonly ignore: ReadonlyArray<string> | null
+  /** `false`: only the providers in `order`. */
+  readonly allowFallbacks: boolean
+  /** `price` → cost, `latency` and `throughput` → latency. */
+  readonly sort: Strategy | null
+  /** Send the request as written: no `max_tokens` clamp. */
+  readonly requireParameters: boolean
+  /** USD per 1M tokens; a candidate whose known price is above either is dropped. */
+  readonly maxPrice: { readonly prompt: number | null; readonly completion: number | null } | null
+}
+
+// ---------------------------------------------------------------------------------------------
+// The state of the world, as the policy sees it
+
+/** Why a candidate cannot be tried now, with the attempt outcome it is listed under. */
+export interface Unavailable {
+  readonly outcome: "circuit_open" | "misconfigured" | "rate_limited" | "out_of_credits"
+  readonly reason: string
+}
+
+export interface ProviderStats {
+  /** Moving average of time to first byte, `null` without data. */
+  readonly ewmaTtfbMs: number | null
+  /** Successes / requests (0–1), `null` without data. */
+  readonly successRate: number | null
+}
+
+export interface CreditState {
+  /** Why it is out of credits now (`credits exhausted until …`), or `null`. */
+  readonly exhausted: string | null
+  /** Known remaining balance (USD), `null` when unknown. */
+  readonly remaining: number | null
+}
+
+/**
+ * A snapshot of health, credits and statistics. Reading it must not change anything (no probe
+ * reserved), so explaining a request never affects the next one.
+ */
+export interface Conditions {
+  readonly unavailable: (c: Candidate) => Unavailable | null
+  readonly stats: (providerId: string) => ProviderStats
+  readonly credits: (providerId: string) => CreditState
+}
+
+const noStats: ProviderStats = { ewmaTtfbMs: null, successRate: null }
+const noCredits: CreditState = { exhausted: null, remaining: null }
+
+/** Everything healthy, nothing measured: for callers without health or credit services. */
+export const calm: Conditions = { unavailable: () => null, stats: () => noStats, credits: () => noCredits }
+
+// ---------------------------------------------------------------------------------------------
+// The decision
+
+export interface DecisionInput {
+  /** How the model id resolved: an alias (or a `models` list) keeps its written order. */
+  readonly kind: "model" | "pinned" | "alias"
+  readonly candidates: ReadonlyArray<Candidate>
+  readonly needs: Needs
+  readonly routing: RoutingConfig
+  /** The alias's own strategy, which overrides the routing config's. */
+  readonly aliasStrategy?: Strategy | null | undefined
+  readonly prefs?: ProviderPrefs | null | undefined
+  /** The session's pinned provider (`/admin/override`). */
+  readonly pin?: string | null | undefined
+  /** Whose request this is, for the `weighted` strategy. */
+  readonly sessionKey?: string | null | undefined
+  readonly conditions: Conditions
+}
+
+export interface Ranked {
+  readonly candidate: Candidate
+  /** The strategy's score (priority, expected USD, ms, or weight), `null` when unknown. */
+  readonly score: number | null
+  /** The `max_tokens` this candidate is sent when lowered from the client's, else `null`. */
+  readonly maxTokens: number | null
 }
 
 export interface Dropped {
   readonly candidate: Candidate
   readonly reason: string
+  /** For health and credit gates: the attempt outcome it is listed under. */
+  readonly outcome?: Unavailable["outcome"] | undefined
 }
 
-export interface Ranking {
-  /** Candidates in the order they are tried. */
-  readonly ranked: ReadonlyArray<Candidate>
+export interface Decision {
+  readonly strategy: Strategy
+  /** The client's `max_tokens`, which `Ranked.maxTokens` lowers for some candidates. */
+  readonly maxTokensRequested: number | null
+  readonly ranked: ReadonlyArray<Ranked>
   readonly dropped: ReadonlyArray<Dropped>
+  /** What else shaped the order: a session pin, `provider.order`, clamps. */
+  readonly notes: ReadonlyArray<string>
 }
 
-/** Why a candidate cannot serve these needs, or `null` when it can. Unknown capabilities pass. */
+/** Output tokens assumed by the `cost` strategy when the request sets no limit. */
+export const defaultExpectedOutputTokens = 256
+
+const none: ReadonlyArray<never> = []
+
+const idOf = (c: Candidate) => pinnedId(c.provider.id, c.upstreamModel)
+
+const lower = (ids: ReadonlyArray<string> | null): ReadonlySet<string> | null => (ids === null ? null : new Set(ids.map((s) => s.toLowerCase())))
+
+const fmtPrice = (n: number) => String(Math.round(n * 1e4) / 1e4)
+
+/**
+ * Why a candidate cannot serve this request, or `null`. Unknown capabilities (`null`) pass: only an
+ * explicit `false` from the config or the upstream's model list rules a candidate out.
+ */
 export const unfit = (c: Candidate, needs: Needs): string | null => {
-  if (needs.stream && c.provider.supportsStreaming === false) return "does not support streaming"
-  if (needs.tools && c.provider.supportsTools === false) return "does not support tools"
-  if (needs.vision && c.provider.supportsMultimodal === false) return "does not support images"
+  const info = c.info
+  const p = c.provider
+  if (needs.endpoint === "embeddings" ? info?.embeddings === false : info?.embeddings === true) {
+    return needs.endpoint === "embeddings" ? "not an embeddings model" : "an embeddings model, not a chat model"
+  }
+  if (needs.stream && p.supportsStreaming === false) return "does not support streaming"
+  if (needs.tools && (info?.tools ?? p.supportsTools) === false) return "does not support tools"
+  if (needs.vision && (info?.vision ?? p.supportsMultimodal) === false) return "does not support images"
+  if (needs.jsonSchema && info?.jsonSchema === false) return "does not support json_schema response_format"
+  const window = info?.contextWindow ?? null
+  if (window !== null && needs.promptTokens() >= window) return `context ${window} < needed ${needs.promptTokens()}`
   return null
 }
 
-const none: ReadonlyArray<Dropped> = []
+/** The most output tokens a candidate can give after the prompt, or `null` when unbounded/unknown. */
+const outputRoom = (c: Candidate, needs: Needs): number | null => {
+  const info = c.info
+  if (info === undefined) return null
+  const byContext = info.contextWindow === null ? null : info.contextWindow - needs.promptTokens()
+  const max = info.maxOutputTokens
+  return byContext === null ? max : max === null ? byContext : Math.min(max, byContext)
+}
 
-export const gate = (candidates: ReadonlyArray<Candidate>, needs: Needs): Ranking => {
-  const ranked: Array<Candidate> = []
+/** 0..1 from a hash of (key, candidate): the rendezvous hash's draw, stable across processes. */
+const draw = (key: string, c: Candidate): number => {
+  const h = createHash("sha256").update(key).update("\u0000").update(idOf(c)).digest()
+  // 48 bits are plenty; +0.5 keeps it strictly inside (0, 1) so the logarithm is finite.
+  return (h.readUIntBE(0, 6) + 0.5) / 2 ** 48
+}
+
+/** Highest-random-weight (rendezvous) score: the largest wins, in proportion to `weight`. */
+export const rendezvousScore = (key: string, c: Candidate): number => c.provider.weight / -Math.log(draw(key, c))
+
+const strategyOf = (input: DecisionInput): Strategy => input.prefs?.sort ?? input.aliasStrategy ?? input.routing.strategy
+
+/**
+ * The decision: gates, then the strategy's order, then `provider.order`, then the session's pin.
+ * Ties always fall back to the base order (an alias's written order, else `provider_order`, then
+ * priority, then provider id), so no two runs can differ.
+ */
+export const decide = (input: DecisionInput): Decision => {
+  const { candidates, needs, routing, conditions } = input
+  const prefs = input.prefs ?? null
+  const strategy = strategyOf(input)
+  const notes: Array<string> = []
   const dropped: Array<Dropped> = []
-  for (const c of candidates) {
-    const reason = unfit(c, needs)
-    if (reason === null) ranked.push(c)
-    else dropped.push({ candidate: c, reason })
+  const kept: Array<Ranked> = []
+
+  const only = lower(prefs?.only ?? null)
+  const ignore = lower(prefs?.ignore ?? null)
+  const order = prefs?.order ?? null
+  const orderIds = lower(order)
+  const failover = routing.failover
+  const clampable = needs.maxTokens !== null && prefs?.requireParameters !== true
+
+  // Candidates are gated in the base order, so the dropped list and the notes come out the same
+  // whatever order the candidates arrived in.
+  for (const c of baseOrder(input, candidates)) {
+    const pid = c.provider.id
+    const key = pid.toLowerCase()
+    let reason: string | null = null
+    let outcome: Unavailable["outcome"] | undefined
+    if (only !== null && !only.has(key)) reason = "not in provider.only"
+    else if (ignore?.has(key)) reason = "in provider.ignore"
+    else if (orderIds !== null && prefs?.allowFallbacks === false && !orderIds.has(key)) reason = "not in provider.order (allow_fallbacks: false)"
+    else reason = unfit(c, needs)
+    if (reason === null && prefs?.maxPrice != null && c.info?.pricing != null) {
+      const { prompt, completion } = prefs.maxPrice
+      const price = c.info.pricing
+      if ((prompt !== null && price.inputPer1M > prompt) || (completion !== null && price.outputPer1M > completion)) {
+        reason = `price ${fmtPrice(price.inputPer1M)}/${fmtPrice(price.outputPer1M)} per 1M above provider.max_price`
+      }
+    }
+    if (reason === null) {
+      const down = conditions.unavailable(c)
+      if (down !== null) {
+        reason = down.reason
+        outcome = down.outcome
+      }
+    }
+    if (reason === null) {
+      const credits = conditions.credits(pid)
+      if (credits.exhausted !== null) {
+        reason = credits.exhausted
+        outcome = "out_of_credits"
+      } else {
+        for (const rule of failover) {
+          if (rule.providerId !== pid) continue
+          if (rule.condition === "credit_threshold" && credits.remaining !== null && credits.remaining < rule.value) {
+            reason = `credits ${fmtPrice(credits.remaining)} below threshold ${fmtPrice(rule.value)}`
+            outcome = "out_of_credits"
+            break
+          }
+          if (rule.condition === "health") {
+            const rate = conditions.stats(pid).successRate
+            if (rate !== null && rate < rule.value) {
+              reason = `success rate ${rate.toFixed(2)} below ${rule.value}`
+              outcome = "circuit_open"
+              break
+            }
+          }
+        }
+      }
+    }
+    if (reason !== null) {
+      dropped.push(outcome === undefined ? { candidate: c, reason } : { candidate: c, reason, outcome })
+      continue
+    }
+    let maxTokens: number | null = null
+    if (clampable) {
+      const room = outputRoom(c, needs)
+      if (room !== null && needs.maxTokens! > room) {
+        maxTokens = room
+        notes.push(`${idOf(c)}: clamped max_tokens ${needs.maxTokens}→${room}`)
+      }
+    }
+    kept.push({ candidate: c, score: null, maxTokens })
   }
-  return { ranked, dropped }
+
+  // `kept` is in the base order every strategy falls back to on ties.
+  const scored = score(strategy, kept, needs, conditions, input.sessionKey ?? "")
+  let ranked = sortByScore(strategy, scored)
+
+  if (order !== null && order.length > 0) {
+    const position = new Map(order.map((id, i) => [id.toLowerCase(), i] as const))
+    ranked = stablePartition(ranked, (r) => position.get(r.candidate.provider.id.toLowerCase()) ?? null)
+    notes.push(`provider.order: ${order.join(",")}`)
+  }
+
+  const pin = input.pin ?? null
+  if (pin !== null) {
+    if (ranked.some((r) => r.candidate.provider.id === pin)) {
+      ranked = stablePartition(ranked, (r) => (r.candidate.provider.id === pin ? 0 : null))
+      notes.push(`session pin: ${pin}`)
+    } else {
+      const why = dropped.find((d) => d.candidate.provider.id === pin)
+      notes.push(why === undefined ? `session pin ${pin} does not serve this model` : `session pin ${pin} cannot serve this request: ${why.reason}`)
+    }
+  }
+  return { strategy, maxTokensRequested: needs.maxTokens, ranked, dropped: dropped.length === 0 ? none : dropped, notes: notes.length === 0 ? none : notes }
+}
+
+const byId = (a: Candidate, b: Candidate) => (idOf(a) < idOf(b) ? -1 : idOf(a) > idOf(b) ? 1 : 0)
+
+const cheapness = (c: Candidate): number => {
+  const p = c.info?.pricing
+  return p == null ? Number.POSITIVE_INFINITY : p.inputPer1M + p.outputPer1M
+}
+
+/** An alias's written order; otherwise `provider_order`, then priority (cheapest first on ties with cost_optimization), then id. */
+const baseOrder = (input: DecisionInput, candidates: ReadonlyArray<Candidate>): ReadonlyArray<Candidate> => {
+  if (input.kind === "alias" || candidates.length < 2) return candidates
+  const listed = new Map(input.routing.providerOrder.map((id, i) => [id, i] as const))
+  const cost = input.routing.costOptimization
+  return [...candidates].sort((a, b) => {
+    const la = listed.get(a.provider.id) ?? Number.POSITIVE_INFINITY
+    const lb = listed.get(b.provider.id) ?? Number.POSITIVE_INFINITY
+    if (la !== lb) return la < lb ? -1 : 1
+    const p = a.provider.priority - b.provider.priority
+    if (p !== 0) return p
+    if (cost) {
+      const ca = cheapness(a)
+      const cb = cheapness(b)
+      if (ca !== cb) return ca < cb ? -1 : 1
+    }
+    return byPriority(a, b) || byId(a, b)
+  })
+}
+
+/** The USD a request is expected to cost at this candidate, `null` when its price is unknown. */
+export const expectedCost = (c: Candidate, needs: Needs, maxTokens: number | null): number | null => {
+  const p = c.info?.pricing
+  if (p == null) return null
+  const output = maxTokens ?? needs.maxTokens ?? defaultExpectedOutputTokens
+  return (needs.promptTokens() * p.inputPer1M + output * p.outputPer1M) / 1e6
+}
+
+const score = (strategy: Strategy, base: ReadonlyArray<Ranked>, needs: Needs, conditions: Conditions, key: string): ReadonlyArray<Ranked> =>
+  base.map((r, i): Ranked => {
+    const c = r.candidate
+    switch (strategy) {
+      case "priority":
+        return { ...r, score: i }
+      case "cost":
+        return { ...r, score: expectedCost(c, needs, r.maxTokens) }
+      case "latency":
+        return { ...r, score: conditions.stats(c.provider.id).ewmaTtfbMs }
+      case "weighted":
+        return { ...r, score: rendezvousScore(key, c) }
+    }
+  })
+
+/**
+ * Sorts by score (ascending; descending for `weighted`), unknown scores last; ties keep the base
+ * order. `priority`'s score is the base position itself.
+ */
+const sortByScore = (strategy: Strategy, scored: ReadonlyArray<Ranked>): ReadonlyArray<Ranked> => {
+  if (strategy === "priority" || scored.length < 2) return scored
+  const sign = strategy === "weighted" ? -1 : 1
+  return scored
+    .map((r, i) => [r, i] as const)
+    .sort(([a, i], [b, j]) => {
+      if (a.score === null || b.score === null) return a.score === b.score ? i - j : a.score === null ? 1 : -1
+      return a.score !== b.score ? sign * (a.score - b.score) : i - j
+    })
+    .map(([r]) => r)
+}
+
+/** Items with a rank (smaller first) move to the front in that order; the rest keep theirs. */
+const stablePartition = <A>(items: ReadonlyArray<A>, rank: (a: A) => number | null): ReadonlyArray<A> => {
+  const front: Array<readonly [A, number, number]> = []
+  const rest: Array<A> = []
+  items.forEach((a, i) => {
+    const r = rank(a)
+    if (r === null) rest.push(a)
+    else front.push([a, r, i])
+  })
+  if (front.length === 0) return items
+  front.sort((x, y) => x[1] - y[1] || x[2] - y[2])
+  return [...front.map(([a]) => a), ...rest]
+}
+
+/** A decision as JSON: what `/admin/explain` shows and each request's record keeps. */
+export const decisionJson = (d: Decision) => ({
+  strategy: d.strategy,
+  ranked: d.ranked.map((r) => ({
+    id: idOf(r.candidate),
+    provider: r.candidate.provider.id,
+    model: r.candidate.upstreamModel,
+    score: r.score,
+    ...(r.maxTokens === null ? {} : { max_tokens: { requested: d.maxTokensRequested, sent: r.maxTokens } })
+  })),
+  dropped: d.dropped.map((x) => ({
+    id: idOf(x.candidate),
+    provider: x.candidate.provider.id,
+    model: x.candidate.upstreamModel,
+    reason: x.reason,
+    ...(x.outcome === undefined ? {} : { outcome: x.outcome })
+  })),
+  notes: d.notes
+})
+
+/** The short form of a decision for the `X-Router-Decision` header (ASCII, at most ~1 KiB). */
+export const summary = (d: Decision): string => {
+  const parts = [`strategy=${d.strategy}`, `order=${d.ranked.map((r) => idOf(r.candidate)).join(",")}`]
+  if (d.dropped.length > 0) parts.push(`dropped=${d.dropped.map((x) => `${idOf(x.candidate)}(${x.reason})`).join(",")}`)
+  const clamped = d.ranked.filter((r) => r.maxTokens !== null)
+  if (clamped.length > 0) parts.push(`clamped=${clamped.map((r) => `${idOf(r.candidate)}(max_tokens ${d.maxTokensRequested}->${r.maxTokens})`).join(",")}`)
+  const pin = d.notes.find((n) => n.startsWith("session pin: "))
+  if (pin !== undefined) parts.push(`pin=${pin.slice("session pin: ".length)}`)
+  const text = parts.join("; ").replace(/[^\x20-\x7e]/g, "?")
+  return text.length > 1024 ? `${text.slice(0, 1021)}...` : text
 }
 
 export { byPriority }
-
-/** The foundation's strategy: an alias keeps its configured order, anything else goes by priority. */
-export const rankByPriority = (resolution: Resolution, needs: Needs): Ranking => {
-  const candidates = resolution.candidates
-  // The common case, a pinned or single-provider model that fits: nothing to sort or copy.
-  if (candidates.length === 1 && unfit(candidates[0]!, needs) === null) return { ranked: candidates, dropped: none }
-  const { ranked, dropped } = gate(candidates, needs)
-  return { ranked: resolution.kind === "alias" ? ranked : [...ranked].sort(byPriority), dropped }
-}

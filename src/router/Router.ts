@@ -11,7 +11,7 @@ import { Health, type Verdict } from "../health/Health.js"
 import {
   AllCandidatesFailed,
   type Attempt,
-  type InvalidRequest,
+  InvalidRequest,
   ModelNotFound,
   NoCandidates,
   RequestTimedOut,
@@ -23,8 +23,9 @@ import type { ChatCompletionRequest, EmbeddingRequest } from "../domain/OpenAi.j
 import { type Candidate, pinnedId } from "../domain/Provider.js"
 import { bodyTail, RequestLog, type RequestLogService, type RequestRecord } from "../persistence/RequestLog.js"
 import * as Policy from "../policy/Policy.js"
-import { type Needs, needsOfChat, noNeeds } from "../policy/Rank.js"
-import { Providers } from "../providers/Providers.js"
+import { modelsOf, prefsOf } from "../policy/Preferences.js"
+import { type Decision, type Needs, needsOfChat, needsOfEmbeddings } from "../policy/Rank.js"
+import { Providers, type Resolution } from "../providers/Providers.js"
 import { AbortSwitch, type ChunkWriter, Upstream, type UpstreamComplete, type UpstreamResponse } from "../providers/Upstream.js"
 import {
   actionOfStatus,
@@ -45,6 +46,8 @@ export interface ChatInput {
   readonly requestId?: string | undefined
   /** Lowers the request's end-to-end deadline (`x-router-timeout-ms`); it never raises it. */
   readonly timeoutMs?: number | undefined
+  /** Whose request this is (`sessionKeyOf`): for session pins and the `weighted` strategy. */
+  readonly sessionKey?: string | null | undefined
 }
 
 export interface EmbeddingsInput {
@@ -52,6 +55,7 @@ export interface EmbeddingsInput {
   readonly raw?: Uint8Array | undefined
   readonly requestId?: string | undefined
   readonly timeoutMs?: number | undefined
+  readonly sessionKey?: string | null | undefined
 }
 
 interface ReplyInfo {
@@ -62,6 +66,8 @@ interface ReplyInfo {
   readonly attempts: ReadonlyArray<Attempt>
   readonly status: number
   readonly contentType: string
+  /** How the candidates were ranked (set on every reply the workflow returns). */
+  readonly decision?: Decision | undefined
 }
 
 /** A complete answer, as the upstream sent it. */
@@ -88,6 +94,14 @@ export type ChatError = InvalidRequest | ModelNotFound | NoCandidates | AllCandi
 export interface RouterService {
   readonly chat: (input: ChatInput) => Effect.Effect<Reply, ChatError>
   readonly embeddings: (input: EmbeddingsInput) => Effect.Effect<JsonReply, ChatError>
+  /**
+   * The decision a chat or embeddings request would get now (needs, ranked candidates with their
+   * scores, dropped ones with reasons), without calling any upstream or changing any state.
+   */
+  readonly explain: (
+    request: { readonly endpoint: "chat"; readonly request: ChatCompletionRequest } | { readonly endpoint: "embeddings"; readonly request: EmbeddingRequest },
+    sessionKey?: string | null
+  ) => Effect.Effect<Explanation, InvalidRequest | ModelNotFound>
 }
 
 export class Router extends Context.Tag("sanctum/Router")<Router, RouterService>() {}
@@ -107,6 +121,22 @@ export const text = (reply: Reply): Effect.Effect<string, StreamInterrupted> => 
 
 /** The JSON answer of a non-streaming reply, parsed. */
 export const json = (reply: JsonReply): unknown => JSON.parse(Buffer.from(reply.body).toString("utf8"))
+
+/** What is decided about a request before any upstream is called. */
+interface Plan {
+  readonly resolution: Resolution
+  readonly decision: Decision
+  /** The body carries OpenRouter's routing fields, which must not go upstream. */
+  readonly strip: boolean
+}
+
+/** What `explain` tells about a request, without calling anyone. */
+export interface Explanation {
+  readonly endpoint: "chat" | "embeddings"
+  readonly model: string
+  readonly needs: Needs
+  readonly decision: Decision
+}
 
 type Outcome =
   | { readonly _tag: "Served"; readonly reply: Reply }
@@ -171,6 +201,8 @@ const snippet = (body: Uint8Array): string => {
 }
 
 /** Error bodies are classified on their first few KiB (enough for any provider's message). */
+const none: ReadonlyArray<string> = []
+
 const headText = (body: Uint8Array) => Buffer.from(body.buffer, body.byteOffset, Math.min(body.byteLength, 4096)).toString("utf8")
 
 export const make = Effect.gen(function* () {
@@ -414,6 +446,72 @@ export const make = Effect.gen(function* () {
       )
   })
 
+  /**
+   * OpenRouter's `models: [...]`: the request's model, then each listed one, as one ordered chain
+   * (like an alias). Ids that resolve to nothing are noted; only when none resolves is it a 404.
+   */
+  const withFallbacks = (
+    model: string,
+    fields: { readonly models?: unknown }
+  ): { readonly resolution: Resolution; readonly notes: ReadonlyArray<string> } | ModelNotFound | InvalidRequest => {
+    const models = modelsOf(fields)
+    if (models instanceof InvalidRequest) return models
+    const ids = [...new Set([model, ...(models ?? [])])]
+    const notes: Array<string> = []
+    const chain: Array<Candidate> = []
+    const seen = new Set<string>()
+    let first: Resolution | null = null
+    for (const id of ids) {
+      const r = providers.resolve(id)
+      if (r instanceof ModelNotFound) {
+        notes.push(`models: '${id}' not found`)
+        continue
+      }
+      first ??= r
+      for (const c of r.candidates) {
+        const key = pinnedId(c.provider.id, c.upstreamModel)
+        if (!seen.has(key)) {
+          seen.add(key)
+          chain.push(c)
+        }
+      }
+    }
+    if (first === null) return new ModelNotFound({ model })
+    if (ids.length > 1) notes.unshift(`models: ${ids.join(",")}`)
+    return { resolution: { kind: "alias", candidates: chain, hedgeAfterMs: first.hedgeAfterMs, strategy: null }, notes }
+  }
+
+  /**
+   * Resolves the model (with OpenRouter's `models` fallbacks) and asks the policy for the order:
+   * everything about a request that is decided before any upstream is called.
+   */
+  const plan = (
+    request: { readonly model: string },
+    needs: Needs,
+    sessionKey: string | null | undefined,
+    at: number
+  ): Plan | ModelNotFound | InvalidRequest => {
+    const fields = request as { readonly provider?: unknown; readonly models?: unknown }
+    // OpenRouter's routing fields are read here and never go upstream.
+    const strip = fields.provider !== undefined || fields.models !== undefined
+    const prefs = fields.provider === undefined ? null : prefsOf(fields)
+    if (prefs instanceof InvalidRequest) return prefs
+    const resolved = fields.models === undefined ? providers.resolve(request.model) : withFallbacks(request.model, fields)
+    if (resolved instanceof ModelNotFound || resolved instanceof InvalidRequest) return resolved
+    const resolution = "resolution" in resolved ? resolved.resolution : resolved
+    const extraNotes = "resolution" in resolved ? resolved.notes : none
+    const decided = policy.decide({
+      resolution,
+      needs,
+      routing: providers.index().routing,
+      aliasStrategy: resolution.strategy,
+      prefs,
+      sessionKey
+    }, at)
+    const decision: Decision = extraNotes.length === 0 ? decided : { ...decided, notes: [...extraNotes, ...decided.notes] }
+    return { resolution, decision, strip }
+  }
+
   /** Exponential backoff with jitter (0.5–1.5×), on Effect's `Random` so tests can pin it. */
   const backoff = (retry: number) =>
     Effect.flatMap(Random.next, (r) => Effect.sleep(Math.round(resilience.retryBackoffMs * 2 ** retry * (0.5 + r))))
@@ -431,33 +529,67 @@ export const make = Effect.gen(function* () {
     raw: Uint8Array | undefined,
     needs: Needs,
     requestId: string | undefined,
-    timeoutMs: number | undefined
+    timeoutMs: number | undefined,
+    sessionKey: string | null | undefined
   ): Effect.Effect<Reply, ChatError> => {
     const startedAt = now()
-    const resolution = providers.resolve(request.model)
-    if (resolution instanceof ModelNotFound) return Effect.fail(resolution)
-    const { dropped, ranked } = policy.rank(resolution, needs)
+    const planned = plan(request, needs, sessionKey, startedAt)
+    if (planned instanceof ModelNotFound || planned instanceof InvalidRequest) return Effect.fail(planned)
+    const { decision, resolution, strip } = planned
+    const ranked = decision.ranked
+    // Candidates health or credits ruled out are listed as skipped, as if tried and refused at once.
+    const skipped: Array<Attempt> = []
+    for (const d of decision.dropped) {
+      if (d.outcome !== undefined) skipped.push(attemptOf(d.candidate, d.outcome, d.reason, null, startedAt, startedAt))
+    }
     if (ranked.length === 0) {
-      return Effect.fail(
-        new NoCandidates({
-          model: request.model,
-          reasons: dropped.map((d) => `${pinnedId(d.candidate.provider.id, d.candidate.upstreamModel)}: ${d.reason}`)
-        })
-      )
+      const failure = new NoCandidates({
+        model: request.model,
+        reasons: decision.dropped.map((d) => `${pinnedId(d.candidate.provider.id, d.candidate.upstreamModel)}: ${d.reason}`),
+        attempts: skipped
+      })
+      record({
+        requestId: requestId ?? "",
+        createdAt: startedAt,
+        endpoint,
+        model: request.model,
+        stream: needs.stream,
+        provider: null,
+        upstreamModel: null,
+        status: 503,
+        outcome: "no_candidates",
+        attempts: skipped,
+        durationMs: now() - startedAt,
+        error: failure.message,
+        decision
+      })
+      return Effect.fail(failure)
     }
     const deadlineMs = timeoutMs === undefined ? resilience.requestTimeoutMs : Math.min(timeoutMs, resilience.requestTimeoutMs)
     const deadlineAt = startedAt + deadlineMs
 
-    // The client's bytes go upstream untouched unless the model name must change; then the
-    // decoded body (every field kept) is serialized once per upstream model name.
+    // The client's bytes go upstream untouched unless the model name or `max_tokens` must change
+    // or OpenRouter's fields must go; then the decoded body (every other field kept) is
+    // serialized once per (model, max_tokens).
     let bodies: Map<string, string> | undefined
-    const bodyFor = (model: string): string | Uint8Array => {
-      if (model === request.model && raw !== undefined) return raw
+    const bodyFor = (model: string, maxTokens: number | null): string | Uint8Array => {
+      if (model === request.model && maxTokens === null && !strip && raw !== undefined) return raw
       bodies ??= new Map()
-      let body = bodies.get(model)
+      const key = maxTokens === null ? model : `${maxTokens} ${model}`
+      let body = bodies.get(key)
       if (body === undefined) {
-        body = JSON.stringify({ ...request, model })
-        bodies.set(model, body)
+        const out: Record<string, unknown> = { ...request, model }
+        if (strip) {
+          delete out.provider
+          delete out.models
+        }
+        if (maxTokens !== null) {
+          // Lowered in whichever of the two fields the client used.
+          if (out.max_completion_tokens !== undefined && out.max_completion_tokens !== null) out.max_completion_tokens = maxTokens
+          if (out.max_tokens !== undefined && out.max_tokens !== null) out.max_tokens = maxTokens
+        }
+        body = JSON.stringify(out)
+        bodies.set(key, body)
       }
       return body
     }
@@ -483,14 +615,15 @@ export const make = Effect.gen(function* () {
         attempts,
         durationMs: now() - startedAt,
         body: extra?.body,
-        error: extra?.error
+        error: extra?.error,
+        decision
       })
 
     const served = (answer: Reply): Effect.Effect<Reply> => {
       // A hedged answer may have been built before its rival's failure was listed.
       const reply: Reply = answer.attempts.length === attempts.length + 1
-        ? answer
-        : { ...answer, attempts: [...attempts, answer.attempts[answer.attempts.length - 1]!] }
+        ? { ...answer, decision }
+        : { ...answer, attempts: [...attempts, answer.attempts[answer.attempts.length - 1]!], decision }
       if (reply._tag === "Json") {
         recordAs(reply.provider, reply.upstreamModel, reply.status, "ok", reply.attempts, { body: bodyTail(reply.body) })
         return Effect.succeed(reply)
@@ -520,7 +653,7 @@ export const make = Effect.gen(function* () {
       })
     }
 
-    const attempts: Array<Attempt> = []
+    const attempts: Array<Attempt> = skipped
     let tried = 0
     const giveUp = (): Effect.Effect<never, ChatError> => {
       if (now() >= deadlineAt) {
@@ -563,22 +696,47 @@ export const make = Effect.gen(function* () {
       }
     }
 
-    const attemptAt = (c: Candidate) => tryCandidate(c, path, bodyFor(c.upstreamModel), needs.stream, requestId, attempts, deadlineAt)
+    const attemptAt = (i: number) => {
+      const r = ranked[i]!
+      return tryCandidate(r.candidate, path, bodyFor(r.candidate.upstreamModel, r.maxTokens), needs.stream, requestId, attempts, deadlineAt)
+    }
     const aliasHedge = resolution.hedgeAfterMs ?? null
 
+    /**
+     * After a `context_too_long` refusal: the next candidate known to have a larger context window
+     * than the one that refused (or than the prompt estimate, when its window is unknown), or -1.
+     */
+    const largerContext = (i: number): number => {
+      const floor = ranked[i]!.candidate.info?.contextWindow ?? needs.promptTokens()
+      for (let j = i + 1; j < ranked.length; j++) {
+        const window = ranked[j]!.candidate.info?.contextWindow ?? null
+        if (window !== null && window > floor) return j
+      }
+      return -1
+    }
+
     const next = (i: number, retry: number): Effect.Effect<Reply, ChatError> => {
-      const c = ranked[i]
+      const c = ranked[i]?.candidate
       if (c === undefined || now() >= deadlineAt) return giveUp()
       const hedge = aliasHedge ?? c.provider.hedgeAfterMs
       if (hedge !== null && ranked[i + 1] !== undefined) return hedged(i, hedge)
-      return Effect.flatMap(attemptAt(c), (outcome) =>
-        onOutcome(outcome, () => {
+      return Effect.flatMap(attemptAt(i), (outcome) => {
+        if (outcome._tag === "Rejected" && outcome.attempt.outcome === "context_too_long") {
+          const j = largerContext(i)
+          if (j !== -1) {
+            attempts.push(outcome.attempt)
+            tried++
+            return next(j, 0)
+          }
+        }
+        return onOutcome(outcome, () => {
           const transient = outcome._tag === "Failed" && (outcome.classified.class === "transient" || outcome.classified.class === "stalled")
           if (transient && retry < resilience.retries && now() + resilience.retryBackoffMs * 2 ** retry * 1.5 < deadlineAt) {
             return Effect.zipRight(backoff(retry), next(i, retry + 1))
           }
           return next(i + 1, 0)
-        }))
+        })
+      })
     }
 
     /**
@@ -587,19 +745,17 @@ export const make = Effect.gen(function* () {
      * which aborts its upstream call. If both fail the chain goes on after them.
      */
     const hedged = (i: number, delayMs: number): Effect.Effect<Reply, ChatError> => {
-      const a = ranked[i]!
-      const b = ranked[i + 1]!
       let bStarted = false
       const second = Effect.zipRight(
         Effect.sleep(delayMs),
         Effect.suspend(() => {
           bStarted = true
-          return attemptAt(b)
+          return attemptAt(i + 1)
         })
       )
       const decisive = (o: Outcome) => o._tag === "Served" || o._tag === "Rejected"
       const both = (first: Outcome, other: Outcome) => onOutcome(first, () => onOutcome(other, () => next(i + 2, 0)))
-      return Effect.raceWith(attemptAt(a), second, {
+      return Effect.raceWith(attemptAt(i), second, {
         onSelfDone: (exit, other) =>
           Exit.isFailure(exit)
             ? Effect.zipRight(Fiber.interrupt(other), Effect.failCause(exit.cause))
@@ -622,13 +778,21 @@ export const make = Effect.gen(function* () {
   return Router.of({
     chat: (input) =>
       Effect.suspend(() =>
-        route("chat", "/chat/completions", input.request, input.raw, needsOfChat(input.request), input.requestId, input.timeoutMs)
+        route("chat", "/chat/completions", input.request, input.raw, needsOfChat(input.request), input.requestId, input.timeoutMs, input.sessionKey)
       ),
     embeddings: (input) =>
-      Effect.suspend(() => route("embeddings", "/embeddings", input.request, input.raw, noNeeds, input.requestId, input.timeoutMs)) as Effect.Effect<
+      Effect.suspend(() => route("embeddings", "/embeddings", input.request, input.raw, needsOfEmbeddings(input.request), input.requestId, input.timeoutMs, input.sessionKey)) as Effect.Effect<
         JsonReply,
         ChatError
-      >
+      >,
+    explain: (what, sessionKey) =>
+      Effect.suspend(() => {
+        const needs = what.endpoint === "chat" ? needsOfChat(what.request) : needsOfEmbeddings(what.request)
+        const planned = plan(what.request, needs, sessionKey, now())
+        return planned instanceof ModelNotFound || planned instanceof InvalidRequest
+          ? Effect.fail(planned)
+          : Effect.succeed({ endpoint: what.endpoint, model: what.request.model, needs, decision: planned.decision })
+      })
   })
 })
 

@@ -1,6 +1,27 @@
 import { describe, expect, it } from "@effect/vitest"
-import { type Candidate, defaultTimeouts, type ProviderSpec } from "../../src/domain/Provider.js"
-import { byPriority, gate, needsOfChat, noNeeds, rankByPriority, unfit } from "../../src/policy/Rank.js"
+import { FastCheck } from "effect"
+import { execFileSync } from "node:child_process"
+import { fileURLToPath } from "node:url"
+import { type ModelInfo, unknownModel } from "../../src/domain/Capabilities.js"
+import { byPriority, type Candidate, defaultTimeouts, type ProviderSpec } from "../../src/domain/Provider.js"
+import { defaultRouting, type RoutingConfig } from "../../src/domain/Routing.js"
+import {
+  calm,
+  type Conditions,
+  type Decision,
+  decide,
+  type DecisionInput,
+  decisionJson,
+  estimateChatTokens,
+  type Needs,
+  needsOfChat,
+  needsOfEmbeddings,
+  noNeeds,
+  type ProviderPrefs,
+  rendezvousScore,
+  summary,
+  unfit
+} from "../../src/policy/Rank.js"
 import { chat } from "./helpers.js"
 
 const spec = (id: string, priority: number, caps: Partial<ProviderSpec> = {}): ProviderSpec => ({
@@ -21,83 +42,409 @@ const spec = (id: string, priority: number, caps: Partial<ProviderSpec> = {}): P
   ...caps
 })
 
-const cand = (id: string, priority: number, caps: Partial<ProviderSpec> = {}): Candidate => ({
+const cand = (id: string, priority: number, caps: Partial<ProviderSpec> = {}, info?: Partial<ModelInfo>, model = "m"): Candidate => ({
   provider: spec(id, priority, caps),
-  upstreamModel: "m"
+  upstreamModel: model,
+  ...(info === undefined ? {} : { info: { ...unknownModel, ...info } })
 })
 
 const ids = (cs: ReadonlyArray<Candidate>) => cs.map((c) => c.provider.id)
+const order = (d: Decision) => d.ranked.map((r) => r.candidate.provider.id)
+const reasons = (d: Decision) => d.dropped.map((x) => [x.candidate.provider.id, x.reason])
+
+const needs = (over: Partial<Omit<Needs, "promptTokens">> & { readonly prompt?: number } = {}): Needs => ({
+  ...noNeeds,
+  ...over,
+  promptTokens: () => over.prompt ?? 10
+})
 
 const permutations = <A>(xs: ReadonlyArray<A>): Array<Array<A>> =>
   xs.length <= 1 ? [[...xs]] : xs.flatMap((x, i) => permutations([...xs.slice(0, i), ...xs.slice(i + 1)]).map((p) => [x, ...p]))
 
-const streamNeeds = { stream: true, tools: false, vision: false }
+const run = (over: Partial<DecisionInput> & { readonly candidates: ReadonlyArray<Candidate> }): Decision =>
+  decide({ kind: "model", needs: noNeeds, routing: defaultRouting, conditions: calm, ...over })
 
-describe("Rank.rankByPriority", () => {
+const routing = (over: Partial<RoutingConfig>): RoutingConfig => ({ ...defaultRouting, ...over })
+
+const prefs = (over: Partial<ProviderPrefs>): ProviderPrefs => ({
+  order: null,
+  only: null,
+  ignore: null,
+  allowFallbacks: true,
+  sort: null,
+  requireParameters: false,
+  maxPrice: null,
+  ...over
+})
+
+/** A snapshot from plain maps, as a test would write the world. */
+const world = (w: {
+  readonly down?: Record<string, Conditions["unavailable"] extends (c: Candidate) => infer U ? U : never>
+  readonly ttfb?: Record<string, number>
+  readonly success?: Record<string, number>
+  readonly credits?: Record<string, { exhausted?: string; remaining?: number }>
+}): Conditions => ({
+  unavailable: (c) => w.down?.[c.provider.id] ?? null,
+  stats: (id) => ({ ewmaTtfbMs: w.ttfb?.[id] ?? null, successRate: w.success?.[id] ?? null }),
+  credits: (id) => ({ exhausted: w.credits?.[id]?.exhausted ?? null, remaining: w.credits?.[id]?.remaining ?? null })
+})
+
+const streamNeeds = needs({ stream: true })
+
+describe("Rank.decide: priority", () => {
   const pool = [cand("delta", 2), cand("alpha", 5), cand("charlie", 2), cand("bravo", 1)]
 
   it("orders a bare model's candidates by priority, ties by provider id", () => {
-    const { ranked, dropped } = rankByPriority({ kind: "model", candidates: pool }, noNeeds)
-    expect(ids(ranked)).toEqual(["bravo", "charlie", "delta", "alpha"])
-    expect(dropped).toEqual([])
+    const d = run({ candidates: pool })
+    expect(order(d)).toEqual(["bravo", "charlie", "delta", "alpha"])
+    expect(d.dropped).toEqual([])
+    expect(d.strategy).toBe("priority")
   })
 
   it("gives the same order for every input order (deterministic)", () => {
-    for (const p of permutations(pool)) {
-      expect(ids(rankByPriority({ kind: "model", candidates: p }, noNeeds).ranked)).toEqual(["bravo", "charlie", "delta", "alpha"])
-    }
+    for (const p of permutations(pool)) expect(order(run({ candidates: p }))).toEqual(["bravo", "charlie", "delta", "alpha"])
   })
 
   it("keeps an alias in its configured order whatever the priorities", () => {
-    expect(ids(rankByPriority({ kind: "alias", candidates: pool }, noNeeds).ranked)).toEqual(["delta", "alpha", "charlie", "bravo"])
+    expect(order(run({ kind: "alias", candidates: pool }))).toEqual(["delta", "alpha", "charlie", "bravo"])
   })
 
   it("does not reorder the resolution's array in place", () => {
     const candidates = [...pool]
-    rankByPriority({ kind: "model", candidates }, noNeeds)
+    run({ candidates })
     expect(ids(candidates)).toEqual(["delta", "alpha", "charlie", "bravo"])
   })
 
-  it("drops candidates whose capability is explicitly false, with a reason, and keeps unknown ones", () => {
-    const { ranked, dropped } = rankByPriority(
-      { kind: "model", candidates: [cand("a", 1, { supportsStreaming: false }), cand("b", 2, { supportsStreaming: null }), cand("c", 3, { supportsStreaming: true })] },
-      streamNeeds
-    )
-    expect(ids(ranked)).toEqual(["b", "c"])
-    expect(dropped.map((d) => [d.candidate.provider.id, d.reason])).toEqual([["a", "does not support streaming"]])
+  it("puts provider_order first, in its order, then the rest by priority", () => {
+    expect(order(run({ candidates: pool, routing: routing({ providerOrder: ["alpha", "delta"] }) }))).toEqual(["alpha", "delta", "bravo", "charlie"])
   })
 
-  it("drops a single pinned candidate that does not fit", () => {
-    const { ranked, dropped } = rankByPriority({ kind: "pinned", candidates: [cand("a", 1, { supportsTools: false })] }, { stream: false, tools: true, vision: false })
-    expect(ranked).toEqual([])
-    expect(dropped.map((d) => d.reason)).toEqual(["does not support tools"])
-  })
-
-  it("ignores capabilities a request does not need", () => {
-    const c = cand("a", 1, { supportsStreaming: false, supportsTools: false, supportsMultimodal: false })
-    expect(ids(rankByPriority({ kind: "pinned", candidates: [c] }, noNeeds).ranked)).toEqual(["a"])
+  it("with cost_optimization, breaks priority ties by known price (cheapest first, unknown last)", () => {
+    const cs = [cand("a", 1, {}, { pricing: { inputPer1M: 5, outputPer1M: 5 } }), cand("b", 1, {}, { pricing: { inputPer1M: 1, outputPer1M: 1 } }), cand("c", 1), cand("d", 0)]
+    expect(order(run({ candidates: cs, routing: routing({ costOptimization: true }) }))).toEqual(["d", "b", "a", "c"])
+    expect(order(run({ candidates: cs }))).toEqual(["d", "a", "b", "c"])
   })
 })
 
-describe("Rank.unfit / gate / byPriority", () => {
-  it("names each missing capability", () => {
+describe("Rank.decide: gates", () => {
+  it("drops candidates whose capability is explicitly false, with a reason, and keeps unknown ones", () => {
+    const d = run({
+      candidates: [cand("a", 1, { supportsStreaming: false }), cand("b", 2, { supportsStreaming: null }), cand("c", 3, { supportsStreaming: true })],
+      needs: streamNeeds
+    })
+    expect(order(d)).toEqual(["b", "c"])
+    expect(reasons(d)).toEqual([["a", "does not support streaming"]])
+  })
+
+  it("drops a single pinned candidate that does not fit", () => {
+    const d = run({ kind: "pinned", candidates: [cand("a", 1, { supportsTools: false })], needs: needs({ tools: true }) })
+    expect(d.ranked).toEqual([])
+    expect(d.dropped.map((x) => x.reason)).toEqual(["does not support tools"])
+  })
+
+  it("ignores capabilities a request does not need", () => {
+    const c = cand("a", 1, { supportsStreaming: false, supportsTools: false, supportsMultimodal: false }, { jsonSchema: false, contextWindow: 100 })
+    expect(order(run({ kind: "pinned", candidates: [c] }))).toEqual(["a"])
+  })
+
+  it("names each missing capability; per-model info wins over the provider's flag", () => {
     expect(unfit(cand("a", 1, { supportsStreaming: false }), streamNeeds)).toBe("does not support streaming")
-    expect(unfit(cand("a", 1, { supportsTools: false }), { stream: false, tools: true, vision: false })).toBe("does not support tools")
-    expect(unfit(cand("a", 1, { supportsMultimodal: false }), { stream: false, tools: false, vision: true })).toBe("does not support images")
-    expect(unfit(cand("a", 1), { stream: true, tools: true, vision: true })).toBeNull()
+    expect(unfit(cand("a", 1, { supportsTools: false }), needs({ tools: true }))).toBe("does not support tools")
+    expect(unfit(cand("a", 1, {}, { tools: false }), needs({ tools: true }))).toBe("does not support tools")
+    expect(unfit(cand("a", 1, { supportsTools: false }, { tools: true }), needs({ tools: true }))).toBeNull()
+    expect(unfit(cand("a", 1, { supportsMultimodal: false }), needs({ vision: true }))).toBe("does not support images")
+    expect(unfit(cand("a", 1, {}, { vision: false }), needs({ vision: true }))).toBe("does not support images")
+    expect(unfit(cand("a", 1, {}, { jsonSchema: false }), needs({ jsonSchema: true }))).toBe("does not support json_schema response_format")
+    expect(unfit(cand("a", 1, {}, { embeddings: false }), needs({ endpoint: "embeddings" }))).toBe("not an embeddings model")
+    expect(unfit(cand("a", 1, {}, { embeddings: true }), needs())).toBe("an embeddings model, not a chat model")
+    expect(unfit(cand("a", 1), needs({ stream: true, tools: true, vision: true, jsonSchema: true }))).toBeNull()
   })
 
-  it("gate keeps the input order of what fits", () => {
-    const r = gate([cand("z", 1), cand("x", 9, { supportsMultimodal: false }), cand("y", 0)], { stream: false, tools: false, vision: true })
-    expect(ids(r.ranked)).toEqual(["z", "y"])
-    expect(ids(r.dropped.map((d) => d.candidate))).toEqual(["x"])
+  it("drops a candidate whose context window the prompt alone does not fit, naming both numbers", () => {
+    const d = run({ candidates: [cand("small", 1, {}, { contextWindow: 8192 }), cand("big", 2, {}, { contextWindow: 131072 }), cand("unknown", 3)], needs: needs({ prompt: 12000 }) })
+    expect(order(d)).toEqual(["big", "unknown"])
+    expect(reasons(d)).toEqual([["small", "context 8192 < needed 12000"]])
   })
 
-  it("byPriority is a total order", () => {
-    expect(byPriority(cand("a", 1), cand("b", 1))).toBeLessThan(0)
-    expect(byPriority(cand("b", 1), cand("a", 1))).toBeGreaterThan(0)
-    expect(byPriority(cand("a", 1), cand("a", 1))).toBe(0)
-    expect(byPriority(cand("z", 0), cand("a", 1))).toBeLessThan(0)
+  it("drops on health and credits, with the outcome they are listed under", () => {
+    const d = run({
+      candidates: [cand("open", 1), cand("broke", 2), cand("limited", 3), cand("ok", 4), cand("key", 5)],
+      conditions: world({
+        down: {
+          open: { outcome: "circuit_open", reason: "circuit open until 2026-11-26T12:03:10.000Z" },
+          limited: { outcome: "rate_limited", reason: "rate limited until 2026-11-26T12:00:00.000Z" },
+          key: { outcome: "misconfigured", reason: "circuit open until 2026-11-26T12:10:00.000Z (misconfigured: HTTP 401)" }
+        },
+        credits: { broke: { exhausted: "credits exhausted" } }
+      })
+    })
+    expect(order(d)).toEqual(["ok"])
+    expect(d.dropped.map((x) => [x.candidate.provider.id, x.outcome, x.reason])).toEqual([
+      ["open", "circuit_open", "circuit open until 2026-11-26T12:03:10.000Z"],
+      ["broke", "out_of_credits", "credits exhausted"],
+      ["limited", "rate_limited", "rate limited until 2026-11-26T12:00:00.000Z"],
+      ["key", "misconfigured", "circuit open until 2026-11-26T12:10:00.000Z (misconfigured: HTTP 401)"]
+    ])
+  })
+
+  it("applies failover rules: credits below a threshold and a success rate below a floor", () => {
+    const r = routing({
+      failover: [
+        { providerId: "venice", condition: "credit_threshold", value: 5 },
+        { providerId: "flaky", condition: "health", value: 0.5 }
+      ]
+    })
+    const candidates = [cand("venice", 1), cand("flaky", 2), cand("local", 3)]
+    const low = run({ candidates, routing: r, conditions: world({ credits: { venice: { remaining: 3.2 } }, success: { flaky: 0.4 } }) })
+    expect(order(low)).toEqual(["local"])
+    expect(reasons(low)).toEqual([["venice", "credits 3.2 below threshold 5"], ["flaky", "success rate 0.40 below 0.5"]])
+    // Above the threshold, or with no data at all, the rules do not fire.
+    expect(order(run({ candidates, routing: r, conditions: world({ credits: { venice: { remaining: 5 } }, success: { flaky: 0.5 } }) }))).toEqual(["venice", "flaky", "local"])
+    expect(order(run({ candidates, routing: r }))).toEqual(["venice", "flaky", "local"])
+  })
+
+  it("honours provider.only, provider.ignore and allow_fallbacks: false (case-insensitively)", () => {
+    const candidates = [cand("a", 1), cand("b", 2), cand("c", 3)]
+    expect(reasons(run({ candidates, prefs: prefs({ only: ["B", "c"] }) }))).toEqual([["a", "not in provider.only"]])
+    expect(reasons(run({ candidates, prefs: prefs({ ignore: ["b"] }) }))).toEqual([["b", "in provider.ignore"]])
+    const strict = run({ candidates, prefs: prefs({ order: ["c", "a"], allowFallbacks: false }) })
+    expect(order(strict)).toEqual(["c", "a"])
+    expect(reasons(strict)).toEqual([["b", "not in provider.order (allow_fallbacks: false)"]])
+  })
+
+  it("drops a candidate whose known price is above provider.max_price; unknown prices pass", () => {
+    const d = run({
+      candidates: [cand("dear", 1, {}, { pricing: { inputPer1M: 3, outputPer1M: 9 } }), cand("cheap", 2, {}, { pricing: { inputPer1M: 0.1, outputPer1M: 0.2 } }), cand("free", 3)],
+      prefs: prefs({ maxPrice: { prompt: 1, completion: null } })
+    })
+    expect(order(d)).toEqual(["cheap", "free"])
+    expect(reasons(d)).toEqual([["dear", "price 3/9 per 1M above provider.max_price"]])
+  })
+})
+
+describe("Rank.decide: max_tokens clamp", () => {
+  const letta = needs({ maxTokens: 16384, prompt: 1000 })
+
+  it("lowers max_tokens to what each candidate allows instead of dropping it, and says so", () => {
+    const d = run({
+      candidates: [cand("local", 1, {}, { contextWindow: 8192 }), cand("venice", 2, {}, { maxOutputTokens: 4096 }), cand("big", 3, {}, { contextWindow: 200000, maxOutputTokens: 32768 }), cand("unknown", 4)],
+      needs: letta
+    })
+    expect(order(d)).toEqual(["local", "venice", "big", "unknown"])
+    expect(d.ranked.map((r) => r.maxTokens)).toEqual([7192, 4096, null, null])
+    expect(d.notes).toEqual(["local+m: clamped max_tokens 16384→7192", "venice+m: clamped max_tokens 16384→4096"])
+    expect(d.maxTokensRequested).toBe(16384)
+  })
+
+  it("provider.require_parameters turns the clamp off", () => {
+    const d = run({ candidates: [cand("venice", 1, {}, { maxOutputTokens: 4096 })], needs: letta, prefs: prefs({ requireParameters: true }) })
+    expect(d.ranked.map((r) => r.maxTokens)).toEqual([null])
+    expect(d.notes).toEqual([])
+  })
+
+  it("does not clamp a request without max_tokens, nor one within the limits", () => {
+    const c = cand("venice", 1, {}, { maxOutputTokens: 4096, contextWindow: 8192 })
+    expect(run({ candidates: [c], needs: needs({ prompt: 1000 }) }).ranked[0]!.maxTokens).toBeNull()
+    expect(run({ candidates: [c], needs: needs({ prompt: 1000, maxTokens: 4096 }) }).ranked[0]!.maxTokens).toBeNull()
+  })
+})
+
+describe("Rank.decide: strategies", () => {
+  it("cost: cheapest expected cost for this request first, unknown prices last in priority order", () => {
+    const candidates = [
+      cand("unknown2", 2),
+      cand("pricey", 1, {}, { pricing: { inputPer1M: 10, outputPer1M: 30 } }),
+      cand("cheap", 9, {}, { pricing: { inputPer1M: 0.5, outputPer1M: 1 } }),
+      cand("unknown1", 1)
+    ]
+    const d = run({ candidates, routing: routing({ strategy: "cost" }), needs: needs({ prompt: 1000, maxTokens: 1000 }) })
+    expect(d.strategy).toBe("cost")
+    expect(order(d)).toEqual(["cheap", "pricey", "unknown1", "unknown2"])
+    expect(d.ranked.map((r) => r.score)).toEqual([0.0015, 0.04, null, null])
+  })
+
+  it("cost: input-heavy and output-heavy requests can pick different providers", () => {
+    const candidates = [cand("inputcheap", 1, {}, { pricing: { inputPer1M: 0.1, outputPer1M: 10 } }), cand("outputcheap", 2, {}, { pricing: { inputPer1M: 5, outputPer1M: 1 } })]
+    const r = routing({ strategy: "cost" })
+    expect(order(run({ candidates, routing: r, needs: needs({ prompt: 100000, maxTokens: 100 }) }))[0]).toBe("inputcheap")
+    expect(order(run({ candidates, routing: r, needs: needs({ prompt: 100, maxTokens: 100000 }) }))[0]).toBe("outputcheap")
+  })
+
+  it("latency: lowest moving-average time to first byte first; providers without data keep their priority order after", () => {
+    const candidates = [cand("slow", 1), cand("nodata2", 3), cand("fast", 4), cand("nodata1", 2)]
+    const d = run({ candidates, routing: routing({ strategy: "latency" }), conditions: world({ ttfb: { slow: 900, fast: 120 } }) })
+    expect(order(d)).toEqual(["fast", "slow", "nodata1", "nodata2"])
+    expect(d.ranked.map((r) => r.score)).toEqual([120, 900, null, null])
+  })
+
+  it("weighted: the same session always lands on the same provider, whatever the input order", () => {
+    const candidates = [cand("a", 1), cand("b", 1), cand("c", 1)]
+    const r = routing({ strategy: "weighted" })
+    for (const key of ["session:alpha", "session:beta", "key:0123", ""]) {
+      const first = order(run({ candidates, routing: r, sessionKey: key }))
+      for (const p of permutations(candidates)) expect(order(run({ candidates: p, routing: r, sessionKey: key }))).toEqual(first)
+    }
+  })
+
+  it("weighted: spreads sessions in proportion to weight", () => {
+    const candidates = [cand("heavy", 1, { weight: 3 }), cand("light", 1, { weight: 1 })]
+    const r = routing({ strategy: "weighted" })
+    let heavy = 0
+    for (let i = 0; i < 2000; i++) if (order(run({ candidates, routing: r, sessionKey: `session:${i}` }))[0] === "heavy") heavy++
+    // Expected share 0.75; 2000 draws put it within ±0.04 with overwhelming probability, and the
+    // draws are fixed (a hash), so this never flakes.
+    expect(heavy / 2000).toBeGreaterThan(0.71)
+    expect(heavy / 2000).toBeLessThan(0.79)
+  })
+
+  it("weighted: removing a provider only moves the sessions that were on it (rendezvous hashing)", () => {
+    const all = [cand("a", 1), cand("b", 1), cand("c", 1), cand("d", 1)]
+    const r = routing({ strategy: "weighted" })
+    for (let i = 0; i < 300; i++) {
+      const key = `session:${i}`
+      const before = order(run({ candidates: all, routing: r, sessionKey: key }))[0]!
+      const removed = before === "d" ? "c" : "d"
+      const after = order(run({ candidates: all.filter((c) => c.provider.id !== removed), routing: r, sessionKey: key }))[0]
+      expect(after).toBe(before)
+    }
+  })
+
+  it("weighted: the score is the rendezvous score, largest first", () => {
+    const candidates = [cand("a", 1), cand("b", 1)]
+    const d = run({ candidates, routing: routing({ strategy: "weighted" }), sessionKey: "session:x" })
+    const scores = d.ranked.map((x) => x.score!)
+    expect(scores[0]).toBeGreaterThan(scores[1]!)
+    expect(scores[0]).toBe(rendezvousScore("session:x", d.ranked[0]!.candidate))
+  })
+
+  it("an alias's strategy overrides the routing config's, and provider.sort overrides both", () => {
+    const candidates = [cand("pricey", 1, {}, { pricing: { inputPer1M: 9, outputPer1M: 9 } }), cand("cheap", 2, {}, { pricing: { inputPer1M: 1, outputPer1M: 1 } })]
+    const conditions = world({ ttfb: { pricey: 10, cheap: 500 } })
+    expect(order(run({ kind: "alias", candidates, aliasStrategy: "cost", conditions }))).toEqual(["cheap", "pricey"])
+    expect(order(run({ kind: "alias", candidates, routing: routing({ strategy: "cost" }), aliasStrategy: "priority", conditions }))).toEqual(["pricey", "cheap"])
+    const sorted = run({ kind: "alias", candidates, aliasStrategy: "cost", prefs: prefs({ sort: "latency" }), conditions })
+    expect(sorted.strategy).toBe("latency")
+    expect(order(sorted)).toEqual(["pricey", "cheap"])
+  })
+})
+
+describe("Rank.decide: provider.order and the session pin", () => {
+  const candidates = [cand("a", 1), cand("b", 2), cand("c", 3)]
+
+  it("provider.order puts those providers first, in that order, keeping the others as fallbacks", () => {
+    const d = run({ candidates, prefs: prefs({ order: ["c", "b"] }) })
+    expect(order(d)).toEqual(["c", "b", "a"])
+    expect(d.notes).toEqual(["provider.order: c,b"])
+  })
+
+  it("the session's pin goes first whenever it can serve the request, over every strategy", () => {
+    for (const strategy of ["priority", "cost", "latency", "weighted"] as const) {
+      const d = run({ candidates, routing: routing({ strategy }), pin: "c", prefs: prefs({ order: ["b"] }), sessionKey: "session:s" })
+      expect(order(d)[0]).toBe("c")
+      expect(d.notes).toContain("session pin: c")
+    }
+  })
+
+  it("a pin that cannot serve the request is noted and skipped", () => {
+    const d = run({ candidates: [cand("a", 1), cand("b", 2, { supportsTools: false })], needs: needs({ tools: true }), pin: "b" })
+    expect(order(d)).toEqual(["a"])
+    expect(d.notes).toEqual(["session pin b cannot serve this request: does not support tools"])
+    expect(run({ candidates, pin: "zzz" }).notes).toEqual(["session pin zzz does not serve this model"])
+  })
+})
+
+describe("Rank.decide: determinism", () => {
+  const arbCandidate = FastCheck.record({
+    id: FastCheck.constantFrom("a", "b", "c", "d", "e", "f"),
+    model: FastCheck.constantFrom("m", "n"),
+    priority: FastCheck.integer({ min: 0, max: 3 }),
+    weight: FastCheck.constantFrom(1, 2, 5),
+    tools: FastCheck.constantFrom(true, false, null),
+    context: FastCheck.option(FastCheck.constantFrom(4096, 8192, 131072), { nil: null }),
+    maxOut: FastCheck.option(FastCheck.constantFrom(1024, 4096), { nil: null }),
+    price: FastCheck.option(FastCheck.record({ inputPer1M: FastCheck.constantFrom(0, 0.5, 3), outputPer1M: FastCheck.constantFrom(0, 1, 9) }), { nil: null }),
+    ttfb: FastCheck.option(FastCheck.integer({ min: 1, max: 2000 }), { nil: null })
+  })
+  const arbWorld = FastCheck.record({
+    candidates: FastCheck.uniqueArray(arbCandidate, { selector: (c) => `${c.id}+${c.model}`, maxLength: 8 }),
+    strategy: FastCheck.constantFrom<Array<RoutingConfig["strategy"]>>("priority", "cost", "latency", "weighted"),
+    tools: FastCheck.boolean(),
+    prompt: FastCheck.integer({ min: 1, max: 20000 }),
+    maxTokens: FastCheck.option(FastCheck.integer({ min: 1, max: 32768 }), { nil: null }),
+    session: FastCheck.string({ maxLength: 12 }),
+    seed: FastCheck.integer()
+  })
+  type World = typeof arbWorld extends FastCheck.Arbitrary<infer W> ? W : never
+  const inputOf = (w: World, shuffled: boolean): DecisionInput => {
+    const cs = w.candidates.map((c) =>
+      cand(c.id, c.priority, { weight: c.weight }, { tools: c.tools, contextWindow: c.context, maxOutputTokens: c.maxOut, pricing: c.price }, c.model)
+    )
+    if (shuffled) {
+      // A fixed permutation from the seed: the decision must not depend on the input order.
+      let s = Math.abs(w.seed) + 1
+      for (let i = cs.length - 1; i > 0; i--) {
+        s = (s * 48271) % 2147483647
+        const j = s % (i + 1)
+        ;[cs[i], cs[j]] = [cs[j]!, cs[i]!]
+      }
+    }
+    const ttfb = Object.fromEntries(w.candidates.flatMap((c) => (c.ttfb === null ? [] : [[c.id, c.ttfb]])))
+    return {
+      kind: "model",
+      candidates: cs,
+      needs: needs({ tools: w.tools, prompt: w.prompt, maxTokens: w.maxTokens }),
+      routing: routing({ strategy: w.strategy }),
+      sessionKey: w.session,
+      conditions: world({ ttfb })
+    }
+  }
+  const canonical = (d: Decision) => JSON.stringify(decisionJson(d))
+
+  it("the same inputs give the same decision, whatever order the candidates come in", () => {
+    FastCheck.assert(
+      FastCheck.property(arbWorld, (w) => {
+        // Ids are unique per (provider, model) but a provider may appear with two models; those
+        // tie on everything but the model, and the base order breaks that tie by id as well.
+        expect(canonical(decide(inputOf(w, true)))).toBe(canonical(decide(inputOf(w, false))))
+      }),
+      { numRuns: 300, seed: 20261126 }
+    )
+  })
+
+  it("every candidate is either ranked or dropped, exactly once", () => {
+    FastCheck.assert(
+      FastCheck.property(arbWorld, (w) => {
+        const input = inputOf(w, false)
+        const d = decide(input)
+        const seen = [...d.ranked.map((r) => r.candidate), ...d.dropped.map((x) => x.candidate)].map((c) => `${c.provider.id}+${c.upstreamModel}`).sort()
+        expect(seen).toEqual(input.candidates.map((c) => `${c.provider.id}+${c.upstreamModel}`).sort())
+        for (const r of d.ranked) if (r.maxTokens !== null) expect(r.maxTokens).toBeLessThan(w.maxTokens!)
+      }),
+      { numRuns: 300, seed: 7 }
+    )
+  })
+
+  it("gives the same decision in another process", () => {
+    const input = {
+      candidates: [cand("a", 1, { weight: 2 }, { pricing: { inputPer1M: 1, outputPer1M: 2 } }), cand("b", 1), cand("c", 2, {}, { contextWindow: 4096 }), cand("d", 0, { weight: 5 })],
+      needs: needs({ prompt: 5000, maxTokens: 16384 })
+    }
+    const here = ["priority", "cost", "latency", "weighted"].map((strategy) =>
+      canonical(run({ ...input, routing: routing({ strategy: strategy as RoutingConfig["strategy"] }), sessionKey: "session:letta-agent-7", conditions: world({ ttfb: { b: 40, a: 300 } }) }))
+    )
+    const rank = fileURLToPath(new URL("../../dist/policy/Rank.js", import.meta.url))
+    const script = `
+      const { decide, decisionJson } = await import(${JSON.stringify(rank)})
+      const input = JSON.parse(process.argv[1])
+      const conditions = { unavailable: () => null, stats: (id) => ({ ewmaTtfbMs: ({ b: 40, a: 300 })[id] ?? null, successRate: null }), credits: () => ({ exhausted: null, remaining: null }) }
+      const out = ["priority", "cost", "latency", "weighted"].map((strategy) => JSON.stringify(decisionJson(decide({
+        kind: "model", candidates: input.candidates, needs: { ...input.needs, promptTokens: () => 5000 },
+        routing: { strategy, costOptimization: false, providerOrder: [], failover: [] }, sessionKey: "session:letta-agent-7", conditions
+      }))))
+      process.stdout.write(JSON.stringify(out))
+    `
+    const there = JSON.parse(execFileSync(process.execPath, ["--input-type=module", "-e", script, JSON.stringify(input)], { encoding: "utf8" }))
+    expect(there).toEqual(here)
   })
 })
 
@@ -126,5 +473,58 @@ describe("Rank.needsOfChat", () => {
       expect(needsOfChat(req).vision).toBe(true)
     }
     expect(needsOfChat(chat("m", { messages: [{ role: "user", content: [{ type: "text", text: "x" }] }] })).vision).toBe(false)
+  })
+
+  it("needs json_schema support only for response_format json_schema", () => {
+    expect(needsOfChat(chat("m", { response_format: { type: "json_schema", json_schema: { name: "x", schema: {} } } })).jsonSchema).toBe(true)
+    expect(needsOfChat(chat("m", { response_format: { type: "json_object" } })).jsonSchema).toBe(false)
+    expect(needsOfChat(chat("m")).jsonSchema).toBe(false)
+  })
+
+  it("reads max_completion_tokens, else max_tokens", () => {
+    expect(needsOfChat(chat("m", { max_completion_tokens: 16384, max_tokens: 100 })).maxTokens).toBe(16384)
+    expect(needsOfChat(chat("m", { max_tokens: 100 })).maxTokens).toBe(100)
+    expect(needsOfChat(chat("m", { max_tokens: null })).maxTokens).toBeNull()
+    expect(needsOfChat(chat("m")).maxTokens).toBeNull()
+  })
+
+  it("estimates prompt tokens as characters / 4, plus framing per message, images and tool definitions", () => {
+    expect(estimateChatTokens(chat("m", { messages: [{ role: "user", content: "x".repeat(400) }] }))).toBe(4 + 100)
+    const tools = [{ type: "function", function: { name: "f", parameters: { type: "object" } } }]
+    expect(estimateChatTokens(chat("m", {
+      messages: [
+        { role: "system", content: "y".repeat(40) },
+        { role: "user", content: [{ type: "text", text: "z".repeat(80) }, { type: "image_url", image_url: { url: "data:image/png;base64,AAAA" } }] },
+        { role: "assistant", content: null, tool_calls: [{ id: "1", type: "function", function: { name: "abcd", arguments: "{\"q\":1}" } }] }
+      ],
+      tools
+    }))).toBe(3 * 4 + 1000 + Math.ceil((40 + 80 + 4 + 7 + JSON.stringify(tools).length) / 4))
+  })
+
+  it("estimates embeddings input too", () => {
+    expect(needsOfEmbeddings({ model: "e", input: "x".repeat(40) }).promptTokens()).toBe(10)
+    expect(needsOfEmbeddings({ model: "e", input: ["x".repeat(8), "y".repeat(4)] }).promptTokens()).toBe(3)
+    expect(needsOfEmbeddings({ model: "e", input: [[1, 2, 3], [4]] }).promptTokens()).toBe(4)
+    expect(needsOfEmbeddings({ model: "e", input: "x" }).endpoint).toBe("embeddings")
+  })
+})
+
+describe("Rank.summary", () => {
+  it("is the short, ASCII form of a decision", () => {
+    const d = run({
+      candidates: [cand("venice", 1, {}, { maxOutputTokens: 4096 }), cand("featherless", 2, {}, { contextWindow: 8192 }, "x"), cand("local", 3)],
+      needs: needs({ prompt: 12000, maxTokens: 16384 }),
+      pin: "local"
+    })
+    expect(summary(d)).toBe(
+      "strategy=priority; order=local+m,venice+m; dropped=featherless+x(context 8192 < needed 12000); clamped=venice+m(max_tokens 16384->4096); pin=local"
+    )
+  })
+
+  it("byPriority is a total order", () => {
+    expect(byPriority(cand("a", 1), cand("b", 1))).toBeLessThan(0)
+    expect(byPriority(cand("b", 1), cand("a", 1))).toBeGreaterThan(0)
+    expect(byPriority(cand("a", 1), cand("a", 1))).toBe(0)
+    expect(byPriority(cand("z", 0), cand("a", 1))).toBeLessThan(0)
   })
 })

@@ -1,0 +1,59 @@
+/**
+ * OpenRouter's routing fields in a request body: `models` (an ordered fallback list) and
+ * `provider: {order, only, ignore, allow_fallbacks, sort, require_parameters, max_price}`. They are
+ * read here and never sent upstream. Other `provider` fields OpenRouter knows (`data_collection`,
+ * `quantizations`, …) mean nothing to a self-hosted router and are ignored.
+ */
+import { Either, ParseResult, Schema } from "effect"
+import { InvalidRequest } from "../domain/Errors.js"
+import type { Strategy } from "../domain/Routing.js"
+import type { ProviderPrefs } from "./Rank.js"
+
+const Ids = Schema.Array(Schema.String)
+const Price = Schema.NullOr(Schema.Number.pipe(Schema.nonNegative()))
+
+const ProviderField = Schema.Struct({
+  order: Schema.optional(Schema.NullOr(Ids)),
+  only: Schema.optional(Schema.NullOr(Ids)),
+  ignore: Schema.optional(Schema.NullOr(Ids)),
+  allow_fallbacks: Schema.optional(Schema.NullOr(Schema.Boolean)),
+  sort: Schema.optional(Schema.NullOr(Schema.Literal("price", "throughput", "latency"))),
+  require_parameters: Schema.optional(Schema.NullOr(Schema.Boolean)),
+  max_price: Schema.optional(Schema.NullOr(Schema.Struct({ prompt: Schema.optional(Price), completion: Schema.optional(Price) })))
+})
+
+const decodeProvider = Schema.decodeUnknownEither(ProviderField, { errors: "first", onExcessProperty: "ignore" })
+const decodeModels = Schema.decodeUnknownEither(Schema.Array(Schema.String.pipe(Schema.minLength(1))), { errors: "first" })
+
+const invalid = (field: string, error: ParseResult.ParseError): InvalidRequest => {
+  const issue = ParseResult.ArrayFormatter.formatErrorSync(error)[0]
+  const path = (issue?.path ?? []).map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("")
+  const param = `${field}${path}`
+  return new InvalidRequest({ message: `Invalid value for '${param}': ${issue?.message ?? "invalid"}`, param, code: "invalid_value" })
+}
+
+const sortStrategy: Record<"price" | "throughput" | "latency", Strategy> = { price: "cost", latency: "latency", throughput: "latency" }
+
+/** The body's `provider` object as preferences; `null` when absent. */
+export const prefsOf = (body: { readonly provider?: unknown }): ProviderPrefs | null | InvalidRequest => {
+  if (body.provider === undefined || body.provider === null) return null
+  const decoded = decodeProvider(body.provider)
+  if (Either.isLeft(decoded)) return invalid("provider", decoded.left)
+  const p = decoded.right
+  return {
+    order: p.order ?? null,
+    only: p.only ?? null,
+    ignore: p.ignore ?? null,
+    allowFallbacks: p.allow_fallbacks ?? true,
+    sort: p.sort == null ? null : sortStrategy[p.sort],
+    requireParameters: p.require_parameters ?? false,
+    maxPrice: p.max_price == null ? null : { prompt: p.max_price.prompt ?? null, completion: p.max_price.completion ?? null }
+  }
+}
+
+/** The body's `models` fallback list; `null` when absent. */
+export const modelsOf = (body: { readonly models?: unknown }): ReadonlyArray<string> | null | InvalidRequest => {
+  if (body.models === undefined || body.models === null) return null
+  const decoded = decodeModels(body.models)
+  return Either.isLeft(decoded) ? invalid("models", decoded.left) : decoded.right
+}
