@@ -7,16 +7,18 @@ import * as HttpLayerRouter from "@effect/platform/HttpLayerRouter"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
-import { Clock, Effect, Option, ParseResult, Schedule, Schema } from "effect"
+import { Clock, Effect, Either, Option, ParseResult, Schedule, Schema } from "effect"
 import { Strategy } from "../config/ConfigFile.js"
 import { RouterConfig } from "../config/RouterConfig.js"
 import { Settings } from "../config/Settings.js"
 import { InvalidRequest, ModelNotFound, PayloadTooLarge, type Unauthorized } from "../domain/Errors.js"
-import { parseJsonBody } from "../domain/OpenAi.js"
+import { parseChatRequest, parseEmbeddingRequest, parseJsonBody } from "../domain/OpenAi.js"
 import { type RoutingConfig, routingFromJson, routingToJson, strategies } from "../domain/Routing.js"
 import { Health } from "../health/Health.js"
 import { Sessions } from "../policy/Sessions.js"
-import { Providers } from "../providers/Providers.js"
+import { decisionJson, summary } from "../policy/Rank.js"
+import { type ModelIndex, Providers } from "../providers/Providers.js"
+import { type Explanation, Router } from "../router/Router.js"
 import { adminKeyCheck, clientKeyCheck, type KeyCheck, sessionKeyOf } from "./Auth.js"
 import { type HttpError, MethodNotAllowed, RouteNotFound, toErrorResponse } from "./Errors.js"
 import { requestIdOf } from "./FastLane.js"
@@ -121,12 +123,13 @@ const OverrideBody = Schema.Struct({
 })
 
 /**
- * The session a pin is for: only `X-Router-Session-Id`. `sessionKeyOf` would fall back to a hash of
- * the presented key, which on an admin route is the admin key, one no chat request carries.
+ * The session a pin is for: `X-Router-Session-Id`, else (as the issue's contract says) a hash of
+ * the key the caller presented. On an admin route that key is the admin key, so without the header
+ * the pin applies to chat requests presenting that same key: what an agent holding one key for
+ * both sees. The README tells operators to send the header.
  */
 const pinnedSession = (req: HttpServerRequest.HttpServerRequest): Effect.Effect<string, InvalidRequest> => {
-  const id = NodeHttpServerRequest.toIncomingMessage(req).headers["x-router-session-id"]
-  const key = id === undefined ? null : sessionKeyOf({ "x-router-session-id": id })
+  const key = sessionKeyOf(NodeHttpServerRequest.toIncomingMessage(req).headers)
   return key === null
     ? Effect.fail(new InvalidRequest({
       message: "No session given: send the session to pin in the X-Router-Session-Id header",
@@ -136,6 +139,42 @@ const pinnedSession = (req: HttpServerRequest.HttpServerRequest): Effect.Effect<
     : Effect.succeed(key)
 }
 
+/** `/admin/explain`'s answer: the needs, the decision, and what is known of each ranked candidate. */
+const explanationJson = (e: Explanation, session: string | null, pin: string | null, index: ModelIndex) => {
+  const d = decisionJson(e.decision)
+  const known = (r: (typeof e.decision.ranked)[number]) => {
+    const info = r.candidate.info
+    return info === undefined
+      ? {}
+      : {
+        context_length: info.contextWindow,
+        max_output_tokens: info.maxOutputTokens,
+        pricing: info.pricing === null ? null : { input: info.pricing.inputPer1M, output: info.pricing.outputPer1M }
+      }
+  }
+  return {
+    endpoint: e.endpoint,
+    model: e.model,
+    session,
+    session_pin: pin,
+    needs: {
+      stream: e.needs.stream,
+      tools: e.needs.tools,
+      vision: e.needs.vision,
+      json_schema: e.needs.jsonSchema,
+      embeddings: e.needs.endpoint === "embeddings",
+      prompt_tokens_estimate: e.needs.promptTokens(),
+      max_tokens: e.needs.maxTokens
+    },
+    strategy: d.strategy,
+    routing: routingToJson(index.routing),
+    ranked: d.ranked.map((r, i) => ({ rank: i + 1, ...r, ...known(e.decision.ranked[i]!) })),
+    dropped: d.dropped,
+    notes: d.notes,
+    header: summary(e.decision)
+  }
+}
+
 export const layer = HttpLayerRouter.use((router) =>
   Effect.gen(function* () {
     const settings = yield* Settings
@@ -143,6 +182,7 @@ export const layer = HttpLayerRouter.use((router) =>
     const health = yield* Health
     const config = yield* RouterConfig
     const sessions = yield* Sessions
+    const routerService = yield* Router
     const client = clientKeyCheck(settings.clientKey)
     const admin = adminKeyCheck(settings.adminKey)
     const open: KeyCheck = { check: () => null }
@@ -249,7 +289,39 @@ export const layer = HttpLayerRouter.use((router) =>
         }))
     )
 
-    const adminMethods = [["/admin/routing-config", ["GET", "PUT", "PATCH"]], ["/admin/override", ["GET", "POST"]]] as const
+    // What the policy would decide for a chat or embeddings body, without calling any upstream.
+    yield* router.add(
+      "POST",
+      "/admin/explain",
+      guarded(admin, (req) =>
+        Effect.gen(function* () {
+          const body = yield* readJsonBody(req, settings.maxBodyBytes)
+          if (body.model === undefined && Array.isArray(body.models) && typeof body.models[0] === "string") body.model = body.models[0]
+          const parsed = "messages" in body
+            ? Either.map(parseChatRequest(body), (request) => ({ endpoint: "chat" as const, request }))
+            : "input" in body
+            ? Either.map(parseEmbeddingRequest(body), (request) => ({ endpoint: "embeddings" as const, request }))
+            : Either.left(new InvalidRequest({ message: "Send a chat completion body (with messages) or an embeddings body (with input)", param: null, code: "invalid_value" }))
+          const what = yield* parsed
+          const session = sessionKeyOf(NodeHttpServerRequest.toIncomingMessage(req).headers)
+          const explained = yield* routerService.explain(what, session)
+          return HttpServerResponse.unsafeJson(explanationJson(explained, session, sessions.pinOf(session), providers.index()))
+        }))
+    )
+
+    // Model discovery on demand (it also runs at start, on config changes and every 10 minutes).
+    yield* router.add(
+      "POST",
+      "/admin/models/refresh",
+      guarded(admin, () => Effect.map(providers.refresh, () => HttpServerResponse.unsafeJson({ object: "list", data: providers.index().list })))
+    )
+
+    const adminMethods = [
+      ["/admin/routing-config", ["GET", "PUT", "PATCH"]],
+      ["/admin/override", ["GET", "POST"]],
+      ["/admin/explain", ["POST"]],
+      ["/admin/models/refresh", ["POST"]]
+    ] as const
     for (const [path, allowed] of adminMethods) {
       for (const method of methods) {
         if ((allowed as ReadonlyArray<string>).includes(method)) continue

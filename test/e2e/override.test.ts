@@ -1,5 +1,5 @@
 /**
- * `POST`/`GET /admin/override`: a session (its `X-Router-Session-Id`) pinned to a provider, kept per
+ * `POST`/`GET /admin/override`: a session (its `X-Router-Session-Id`, else its key's hash) pinned to a provider, kept per
  * session, cleared with `null`, validated, behind the admin key, and visible to the request path
  * through `Sessions.pinOf`.
  */
@@ -70,15 +70,16 @@ describe("/admin/override", () => {
     expect(await pinOf(s)).toMatchObject({ provider_id: "alpha" })
   })
 
-  it("asks for X-Router-Session-Id when the caller names no session (400), for POST and GET", async () => {
+  it("without X-Router-Session-Id, keys the pin on a hash of the caller's key (never the key itself), for POST and GET", async () => {
     const auth = { authorization: `Bearer ${adminKey}` }
-    for (const [method, body] of [["POST", { provider_id: "alpha" }], ["GET", undefined]] as const) {
-      for (const headers of [auth, { ...auth, "x-router-session-id": "   " }]) {
-        const error = await expectOpenAiError(await adminCall(router, method, "/admin/override", body, headers), 400)
-        expect(error.message, method).toContain("X-Router-Session-Id")
-        expect(error.param).toBe("X-Router-Session-Id")
-      }
+    for (const headers of [auth, { ...auth, "x-router-session-id": "   " }]) {
+      const set = (await okJson(await adminCall(router, "POST", "/admin/override", { provider_id: "beta" }, headers))) as { session: string }
+      expect(set.session).toMatch(/^key:[0-9a-f]{32}$/)
+      expect(set.session).not.toContain(adminKey)
+      expect(await okJson(await adminCall(router, "GET", "/admin/override", undefined, headers))).toEqual({ session: set.session, provider_id: "beta" })
     }
+    await okJson(await adminCall(router, "POST", "/admin/override", { provider_id: null }, auth))
+    expect(await okJson(await adminCall(router, "GET", "/admin/override", undefined, auth))).toMatchObject({ provider_id: null })
   })
 
   it("refuses bad bodies: bad JSON (invalid_json), a missing or wrong-typed provider_id, unknown fields", async () => {

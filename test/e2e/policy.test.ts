@@ -1,0 +1,246 @@
+/**
+ * The policy through the real daemon: `/admin/explain` with a candidate dropped for each reason,
+ * the same decision on the request path (`X-Router-Decision`, the clamped body upstream, the
+ * request record), OpenRouter's `models` and `provider` fields, and a context-too-long refusal
+ * moving on to a candidate with a larger window.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import type { FakeServer } from "../../src/testing/FakeServer.js"
+import type { RouterUnderTest } from "../kit/TestRouter.js"
+import { adminCall, adminKey, okJson } from "./admin.js"
+import { clientOf, expectOpenAiError, harness, lastRequest, postJson, requestsTo } from "./helpers.js"
+
+const tools = [{ type: "function", function: { name: "lookup", description: "find a thing", parameters: { type: "object", properties: {} } } }]
+/** ~12,000 tokens by the router's estimate (characters / 4). */
+const bigPrompt = "word ".repeat(9600)
+const lettaShaped = {
+  model: "x",
+  messages: [{ role: "system", content: "You are a helpful agent." }, { role: "user", content: bigPrompt }],
+  tools,
+  max_completion_tokens: 16384
+}
+
+interface Explained {
+  readonly needs: Record<string, unknown>
+  readonly strategy: string
+  readonly ranked: ReadonlyArray<{ id: string; score: number | null; max_tokens?: { requested: number; sent: number }; context_length?: number | null }>
+  readonly dropped: ReadonlyArray<{ id: string; reason: string; outcome?: string }>
+  readonly notes: ReadonlyArray<string>
+  readonly header: string
+}
+
+describe("policy: explain and the request path agree", () => {
+  const h = harness()
+  let good: FakeServer
+  let fallback: FakeServer
+  let router: RouterUnderTest
+
+  beforeAll(async () => {
+    good = await h.fake({ name: "good", models: ["x"] })
+    fallback = await h.fake({ name: "fallback", models: ["x"] })
+    const small = await h.fake({ name: "small", models: ["x"] })
+    const notools = await h.fake({ name: "notools", models: ["x"] })
+    const broke = await h.fake({ name: "broke", models: ["x"], behaviour: { mode: "status", status: 402 } })
+    const limited = await h.fake({ name: "limited", models: ["x"], behaviour: { mode: "status", status: 429, retryAfter: 600 } })
+    const keyless = await h.fake({ name: "keyless", models: ["x"], behaviour: { mode: "status", status: 401 } })
+    const down = await h.deadEndpoint()
+    router = await h.router({
+      config: {
+        resilience: { circuit_breaker: { failure_threshold: 2 } },
+        providers: {
+          good: { endpoint: good.url, models: ["x"], priority: 1, model_overrides: { x: { context_length: 32768, max_output_tokens: 4096 } } },
+          small: { endpoint: small.url, models: ["x"], priority: 1, model_overrides: { x: { context_length: 8192 } } },
+          notools: { endpoint: notools.url, models: ["x"], priority: 1, supports_tools: false },
+          broke: { endpoint: broke.url, models: ["x"], priority: 2 },
+          limited: { endpoint: limited.url, models: ["x"], priority: 2 },
+          keyless: { endpoint: keyless.url, models: ["x"], priority: 2 },
+          down: { endpoint: down, models: ["x"], priority: 2, timeouts: { connect: 1 } },
+          fallback: { endpoint: fallback.url, models: ["x"], priority: 9 }
+        }
+      },
+      env: { ROUTER_ADMIN_KEY: adminKey }
+    })
+    // Teach the router each failure: one request pinned to each broken provider (two for the dead
+    // one, so its breaker opens whether or not the start-up health check has run yet).
+    for (const id of ["broke", "limited", "keyless", "down", "down"]) {
+      const res = await postJson(router, "/v1/chat/completions", { model: `${id}+x`, messages: [{ role: "user", content: "hi" }] })
+      expect(res.status, id).toBeGreaterThanOrEqual(500)
+    }
+  })
+  afterAll(() => h.closeAll())
+
+  const explain = async (body: unknown, headers: Record<string, string> = {}) =>
+    (await okJson(await adminCall(router, "POST", "/admin/explain", body, { authorization: `Bearer ${adminKey}`, ...headers }))) as Explained
+
+  it("explains a request with a candidate dropped for each reason, without calling any upstream", async () => {
+    const before = good.requests.length + fallback.requests.length
+    const e = await explain(lettaShaped)
+    expect(good.requests.length + fallback.requests.length).toBe(before)
+    expect(e.needs).toMatchObject({ stream: false, tools: true, vision: false, json_schema: false, max_tokens: 16384 })
+    expect(e.needs.prompt_tokens_estimate).toBeGreaterThan(12000)
+    expect(e.strategy).toBe("priority")
+    expect(e.ranked.map((r) => r.id)).toEqual(["good+x", "fallback+x"])
+    expect(e.ranked[0]).toMatchObject({ max_tokens: { requested: 16384, sent: 4096 }, context_length: 32768 })
+    const reasons = Object.fromEntries(e.dropped.map((d) => [d.id, d]))
+    expect(Object.keys(reasons).sort()).toEqual(["broke+x", "down+x", "keyless+x", "limited+x", "notools+x", "small+x"])
+    expect(reasons["small+x"]!.reason).toBe(`context 8192 < needed ${e.needs.prompt_tokens_estimate}`)
+    expect(reasons["notools+x"]!.reason).toBe("does not support tools")
+    expect(reasons["broke+x"]).toMatchObject({ outcome: "out_of_credits", reason: expect.stringMatching(/^credits exhausted until \d{4}-/) })
+    expect(reasons["limited+x"]).toMatchObject({ outcome: "rate_limited", reason: expect.stringMatching(/^rate limited until \d{4}-/) })
+    expect(reasons["keyless+x"]).toMatchObject({ outcome: "misconfigured", reason: expect.stringMatching(/^circuit open until \d{4}-/) })
+    expect(reasons["down+x"]).toMatchObject({ outcome: "circuit_open", reason: expect.stringMatching(/^circuit open until \d{4}-/) })
+    expect(e.notes).toEqual(["good+x: clamped max_tokens 16384→4096"])
+    expect(e.header).toContain("clamped=good+x(max_tokens 16384->4096)")
+  })
+
+  it("routes the same request the way it explained it, and keeps the decision with the request's record", async () => {
+    const explained = await explain(lettaShaped)
+    const res = await postJson(router, "/v1/chat/completions", lettaShaped, { "x-request-id": "policy-e2e-1" })
+    expect(res.status, await res.clone().text()).toBe(200)
+    expect(res.headers.get("x-router-provider")).toBe("good")
+    expect(res.headers.get("x-router-decision")).toBe(explained.header)
+    // The clamp reached the upstream; every other field went as sent.
+    const sent = lastRequest(good).body as Record<string, unknown>
+    expect(sent.max_completion_tokens).toBe(4096)
+    expect(sent.tools).toEqual(tools)
+    expect((sent.messages as Array<{ content: string }>)[1]!.content).toBe(bigPrompt)
+    const record = (await router.records(20)).find((r) => r.request_id === "policy-e2e-1")
+    expect(record?.decision).toMatchObject({
+      strategy: "priority",
+      ranked: [{ id: "good+x", max_tokens: { requested: 16384, sent: 4096 } }, { id: "fallback+x" }],
+      dropped: expect.arrayContaining([expect.objectContaining({ id: "small+x", reason: expect.stringMatching(/^context 8192 < needed/) })])
+    })
+  })
+
+  it("explains embeddings bodies too, and refuses a body that is neither", async () => {
+    const e = await explain({ model: "x", input: "hello" })
+    expect(e.needs).toMatchObject({ embeddings: true, tools: false })
+    expect(e.ranked.map((r) => r.id)).toContain("good+x")
+    const error = await expectOpenAiError(await adminCall(router, "POST", "/admin/explain", { model: "x" }), 400)
+    expect(error.message).toContain("messages")
+    expect((await expectOpenAiError(await adminCall(router, "POST", "/admin/explain", { model: "nope", input: "x" }), 404)).code).toBe("model_not_found")
+    expect((await expectOpenAiError(await adminCall(router, "POST", "/admin/explain", "{oops"), 400)).code).toBe("invalid_json")
+    expect((await expectOpenAiError(await adminCall(router, "POST", "/admin/explain", lettaShaped, {}), 401)).code).toBe("invalid_api_key")
+  })
+})
+
+describe("policy: OpenRouter's models and provider fields", () => {
+  const h = harness()
+  let a: FakeServer
+  let b: FakeServer
+  let router: RouterUnderTest
+
+  beforeAll(async () => {
+    a = await h.fake({ name: "a", models: ["m", "only-a"] })
+    b = await h.fake({ name: "b", models: ["m"] })
+    router = await h.router({
+      config: {
+        providers: {
+          a: { endpoint: a.url, models: ["m", "only-a"], priority: 1, model_overrides: { m: { pricing: { input: 5, output: 15 } } } },
+          b: { endpoint: b.url, models: ["m"], priority: 2, model_overrides: { m: { pricing: { input: 0.1, output: 0.2 } } } }
+        }
+      }
+    })
+  })
+  afterAll(() => h.closeAll())
+
+  const ask = (extra: Record<string, unknown>) => clientOf(router).chat.completions.create({ model: "m", messages: [{ role: "user", content: "hi" }], ...extra } as never).withResponse()
+
+  it("provider.order puts its providers first, and neither field goes upstream", async () => {
+    const { response } = await ask({ provider: { order: ["b"] } })
+    expect(response.headers.get("x-router-provider")).toBe("b")
+    const sent = lastRequest(b).body as Record<string, unknown>
+    expect(sent.provider).toBeUndefined()
+    expect(sent.models).toBeUndefined()
+    expect(sent.model).toBe("m")
+  })
+
+  it("provider.sort price picks the cheapest; provider.ignore and provider.only drop providers", async () => {
+    expect((await ask({ provider: { sort: "price" } })).response.headers.get("x-router-provider")).toBe("b")
+    expect((await ask({ provider: { ignore: ["a"] } })).response.headers.get("x-router-provider")).toBe("b")
+    expect((await ask({ provider: { only: ["a"] } })).response.headers.get("x-router-provider")).toBe("a")
+    expect((await ask({ provider: { max_price: { prompt: 1 } } })).response.headers.get("x-router-provider")).toBe("b")
+  })
+
+  it("nothing left after provider.only is a 503 naming why each was dropped", async () => {
+    const res = await postJson(router, "/v1/chat/completions", { model: "m", messages: [{ role: "user", content: "hi" }], provider: { only: ["zzz"] } })
+    const error = await expectOpenAiError(res, 503)
+    expect(error.message).toContain("a+m: not in provider.only")
+    expect(error.message).toContain("b+m: not in provider.only")
+  })
+
+  it("models: [...] is an ordered fallback list; unknown ids in it are skipped, and the model field may be left out", async () => {
+    const before = requestsTo(a).length
+    const { response } = await ask({ model: "no-such-model", models: ["only-a", "m"] })
+    expect(response.headers.get("x-router-provider")).toBe("a")
+    expect(response.headers.get("x-router-upstream-model")).toBe("only-a")
+    expect(requestsTo(a).length).toBe(before + 1)
+    const sent = lastRequest(a).body as Record<string, unknown>
+    expect(sent.models).toBeUndefined()
+    expect(sent.model).toBe("only-a")
+    const bare = await postJson(router, "/v1/chat/completions", { models: ["m"], messages: [{ role: "user", content: "hi" }] })
+    expect(bare.status, await bare.clone().text()).toBe(200)
+    expect(bare.headers.get("x-router-upstream-model")).toBe("m")
+  })
+
+  it("a body whose provider or models field has the wrong shape is a 400 naming the field", async () => {
+    const bad = async (extra: Record<string, unknown>) =>
+      expectOpenAiError(await postJson(router, "/v1/chat/completions", { model: "m", messages: [{ role: "user", content: "hi" }], ...extra }), 400)
+    expect((await bad({ provider: { order: "b" } })).param).toBe("provider.order")
+    expect((await bad({ provider: { sort: "fastest" } })).param).toBe("provider.sort")
+    expect((await bad({ models: "m" })).param).toBe("models")
+    expect((await bad({ models: ["m", 3] })).param).toBe("models[1]")
+  })
+
+  it("the router's own ordering is untouched when the fields are absent (the client's bytes go as sent)", async () => {
+    const raw = JSON.stringify({ model: "m", messages: [{ role: "user", content: "hi" }], temperature: 0.25 })
+    const res = await postJson(router, "/v1/chat/completions", raw)
+    expect(res.headers.get("x-router-provider")).toBe("a")
+    expect(res.headers.get("x-router-decision")).toBe("strategy=priority; order=a+m,b+m")
+    expect(lastRequest(a).body).toEqual(JSON.parse(raw))
+  })
+})
+
+describe("policy: a context-too-long refusal", () => {
+  const h = harness()
+
+  it("moves on to the next candidate known to have a larger context window, skipping smaller ones", async () => {
+    const tooLong = { error: { message: "This model's maximum context length is 8192 tokens", type: "invalid_request_error", param: "messages", code: "context_length_exceeded" } }
+    const tight = await h.fake({ name: "tight", models: ["m"], behaviour: { mode: "status", status: 400, body: tooLong } })
+    const alsoTight = await h.fake({ name: "alsotight", models: ["m"] })
+    const roomy = await h.fake({ name: "roomy", models: ["m"] })
+    const router = await h.router({
+      config: {
+        providers: {
+          tight: { endpoint: tight.url, models: ["m"], priority: 1, model_overrides: { m: { context_length: 8192 } } },
+          alsotight: { endpoint: alsoTight.url, models: ["m"], priority: 2, model_overrides: { m: { context_length: 8192 } } },
+          roomy: { endpoint: roomy.url, models: ["m"], priority: 3, model_overrides: { m: { context_length: 131072 } } }
+        }
+      }
+    })
+    try {
+      const { response } = await clientOf(router).chat.completions.create({ model: "m", messages: [{ role: "user", content: "a short prompt the estimate thinks fits" }] }).withResponse()
+      expect(response.headers.get("x-router-provider")).toBe("roomy")
+      expect(response.headers.get("x-router-attempts")).toBe("tight:context_too_long,roomy:ok")
+      expect(requestsTo(alsoTight)).toHaveLength(0)
+    } finally {
+      await h.closeAll()
+    }
+  })
+
+  it("is returned to the client as is when no candidate is known to be larger", async () => {
+    const tooLong = { error: { message: "prompt is too long", type: "invalid_request_error", param: null, code: "context_length_exceeded" } }
+    const tight = await h.fake({ name: "tight", models: ["m"], behaviour: { mode: "status", status: 400, body: tooLong } })
+    const other = await h.fake({ name: "other", models: ["m"] })
+    const router = await h.router({
+      config: { providers: { tight: { endpoint: tight.url, models: ["m"], priority: 1 }, other: { endpoint: other.url, models: ["m"], priority: 2 } } }
+    })
+    try {
+      const error = await expectOpenAiError(await postJson(router, "/v1/chat/completions", { model: "m", messages: [{ role: "user", content: "hi" }] }), 400)
+      expect(error.code).toBe("context_length_exceeded")
+      expect(requestsTo(other)).toHaveLength(0)
+    } finally {
+      await h.closeAll()
+    }
+  })
+})
