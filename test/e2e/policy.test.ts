@@ -244,3 +244,53 @@ describe("policy: a context-too-long refusal", () => {
     }
   })
 })
+
+describe("policy: the routing config steers the next request", () => {
+  const h = harness()
+  let router: RouterUnderTest
+
+  beforeAll(async () => {
+    const slowPricey = await h.fake({ name: "a", models: ["m"], behaviour: { mode: "ok", firstByteMs: 60 } })
+    const fastCheap = await h.fake({ name: "b", models: ["m"] })
+    const third = await h.fake({ name: "c", models: ["m"] })
+    router = await h.router({
+      config: {
+        providers: {
+          a: { endpoint: slowPricey.url, models: ["m"], priority: 1, model_overrides: { m: { pricing: { input: 3, output: 15 } } } },
+          b: { endpoint: fastCheap.url, models: ["m"], priority: 2, weight: 2, model_overrides: { m: { pricing: { input: 0.2, output: 0.6 } } } },
+          c: { endpoint: third.url, models: ["m"], priority: 3 }
+        }
+      },
+      env: { ROUTER_ADMIN_KEY: adminKey }
+    })
+  })
+  afterAll(() => h.closeAll())
+
+  const servedBy = async (model = "m", headers: Record<string, string> = {}) => {
+    const res = await postJson(router, "/v1/chat/completions", { model, messages: [{ role: "user", content: "hi" }] }, headers)
+    expect(res.status, await res.clone().text()).toBe(200)
+    return res.headers.get("x-router-provider")
+  }
+  const setRouting = async (method: "PUT" | "PATCH", body: unknown) => okJson(await adminCall(router, method, "/admin/routing-config", body))
+
+  it("priority, then provider_order, then cost, latency and weighted, each applied to the very next request", async () => {
+    expect(await servedBy()).toBe("a")
+    await setRouting("PATCH", { provider_order: ["c"] })
+    expect(await servedBy()).toBe("c")
+    await setRouting("PUT", { strategy: "cost" })
+    expect(await servedBy()).toBe("b")
+    // Latency needs data: one answer from each of a (60 ms to first byte) and b (at once).
+    await servedBy("a+m")
+    await servedBy("b+m")
+    await setRouting("PUT", { strategy: "latency" })
+    expect(await servedBy()).toBe("b")
+    await setRouting("PUT", { strategy: "weighted" })
+    const first = new Map<string, string | null>()
+    for (let i = 0; i < 24; i++) first.set(`s${i}`, await servedBy("m", { "x-router-session-id": `s${i}` }))
+    // Each session keeps its provider, and the sessions spread over more than one.
+    for (const [session, provider] of first) expect(await servedBy("m", { "x-router-session-id": session })).toBe(provider)
+    expect(new Set(first.values()).size).toBeGreaterThan(1)
+    await setRouting("PUT", {})
+    expect(await servedBy()).toBe("a")
+  })
+})
