@@ -56,12 +56,19 @@ export const layer = Layer.effect(
     // Without a `Credits` service, credits are what `Health` learned from 402s.
     const credits = Option.getOrElse(yield* Effect.serviceOption(Credits), () => CreditsModule.make(health))
     const pins = Option.getOrNull(yield* Effect.serviceOption(Pins))
+    // One snapshot object for every request (no allocation on the hot path): `at` is set just
+    // before each decision, which runs synchronously to its end.
+    let at = 0
+    const conditions: Conditions = {
+      unavailable: (c) => health.peek(c, at),
+      stats: health.stats,
+      credits: (id) => credits.peek(id, at)
+    }
     return Policy.of(make(
-      (now) => ({
-        unavailable: (c) => health.peek(c, now),
-        stats: health.stats,
-        credits: (id) => credits.peek(id, now)
-      }),
+      (now) => {
+        at = now
+        return conditions
+      },
       pins === null ? () => null : pins.pinOf
     ))
   })

@@ -293,7 +293,7 @@ export const decide = (input: DecisionInput): Decision => {
   const strategy = strategyOf(input)
   const notes: Array<string> = []
   const dropped: Array<Dropped> = []
-  const kept: Array<Ranked> = []
+  const kept: Array<{ candidate: Candidate; score: number | null; maxTokens: number | null }> = []
 
   const only = lower(prefs?.only ?? null)
   const ignore = lower(prefs?.ignore ?? null)
@@ -367,8 +367,18 @@ export const decide = (input: DecisionInput): Decision => {
   }
 
   // `kept` is in the base order every strategy falls back to on ties.
-  const scored = score(strategy, kept, needs, conditions, input.sessionKey ?? "")
-  let ranked = sortByScore(strategy, scored)
+  const key = input.sessionKey ?? ""
+  for (let i = 0; i < kept.length; i++) {
+    const r = kept[i]!
+    r.score = strategy === "priority"
+      ? i
+      : strategy === "cost"
+      ? expectedCost(r.candidate, needs, r.maxTokens)
+      : strategy === "latency"
+      ? conditions.stats(r.candidate.provider.id).ewmaTtfbMs
+      : rendezvousScore(key, r.candidate)
+  }
+  let ranked: ReadonlyArray<Ranked> = sortByScore(strategy, kept)
 
   if (order !== null && order.length > 0) {
     const position = new Map(order.map((id, i) => [id.toLowerCase(), i] as const))
@@ -423,21 +433,6 @@ export const expectedCost = (c: Candidate, needs: Needs, maxTokens: number | nul
   const output = maxTokens ?? needs.maxTokens ?? defaultExpectedOutputTokens
   return (needs.promptTokens() * p.inputPer1M + output * p.outputPer1M) / 1e6
 }
-
-const score = (strategy: Strategy, base: ReadonlyArray<Ranked>, needs: Needs, conditions: Conditions, key: string): ReadonlyArray<Ranked> =>
-  base.map((r, i): Ranked => {
-    const c = r.candidate
-    switch (strategy) {
-      case "priority":
-        return { ...r, score: i }
-      case "cost":
-        return { ...r, score: expectedCost(c, needs, r.maxTokens) }
-      case "latency":
-        return { ...r, score: conditions.stats(c.provider.id).ewmaTtfbMs }
-      case "weighted":
-        return { ...r, score: rendezvousScore(key, c) }
-    }
-  })
 
 /**
  * Sorts by score (ascending; descending for `weighted`), unknown scores last; ties keep the base

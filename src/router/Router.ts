@@ -242,7 +242,8 @@ export const make = Effect.gen(function* () {
     stream: boolean,
     requestId: string | undefined,
     attempts: ReadonlyArray<Attempt>,
-    deadlineAt: number
+    deadlineAt: number,
+    decision: Decision
   ): Effect.Effect<Outcome> =>
     Effect.suspend(() => {
       const started = now()
@@ -321,7 +322,8 @@ export const make = Effect.gen(function* () {
                 attempts: [...attempts, attemptOf(c, "ok", "ok", r.status, started, ended)],
                 status: r.status,
                 contentType: contentTypeOf(r),
-                body: r.body
+                body: r.body,
+                decision
               }
             }
           }
@@ -371,7 +373,7 @@ export const make = Effect.gen(function* () {
             const ok = attempt("ok", "ok", r.status)
             return Effect.succeed({
               _tag: "Served",
-              reply: streamReply(c, r, buf, [...attempts, ok], controller, () => expired, timer, (verdict) => {
+              reply: streamReply(c, r, buf, [...attempts, ok], decision, controller, () => expired, timer, (verdict) => {
                 if (verdict._tag === "Ok") settle({ _tag: "Ok", ttfbMs: firstByteAt - started, totalMs: now() - started })
                 else settle(verdict)
               })
@@ -404,6 +406,7 @@ export const make = Effect.gen(function* () {
     r: UpstreamResponse,
     first: Uint8Array,
     attempts: ReadonlyArray<Attempt>,
+    decision: Decision,
     controller: AbortSwitch,
     expired: () => string | null,
     timer: Deadlines,
@@ -415,6 +418,7 @@ export const make = Effect.gen(function* () {
     attempts,
     status: r.status,
     contentType: contentTypeOf(r),
+    decision,
     discard: Effect.sync(() => controller.abort()),
     pipe: (writer) =>
       Effect.suspend(() => {
@@ -622,8 +626,8 @@ export const make = Effect.gen(function* () {
     const served = (answer: Reply): Effect.Effect<Reply> => {
       // A hedged answer may have been built before its rival's failure was listed.
       const reply: Reply = answer.attempts.length === attempts.length + 1
-        ? { ...answer, decision }
-        : { ...answer, attempts: [...attempts, answer.attempts[answer.attempts.length - 1]!], decision }
+        ? answer
+        : { ...answer, attempts: [...attempts, answer.attempts[answer.attempts.length - 1]!] }
       if (reply._tag === "Json") {
         recordAs(reply.provider, reply.upstreamModel, reply.status, "ok", reply.attempts, { body: bodyTail(reply.body) })
         return Effect.succeed(reply)
@@ -698,7 +702,7 @@ export const make = Effect.gen(function* () {
 
     const attemptAt = (i: number) => {
       const r = ranked[i]!
-      return tryCandidate(r.candidate, path, bodyFor(r.candidate.upstreamModel, r.maxTokens), needs.stream, requestId, attempts, deadlineAt)
+      return tryCandidate(r.candidate, path, bodyFor(r.candidate.upstreamModel, r.maxTokens), needs.stream, requestId, attempts, deadlineAt, decision)
     }
     const aliasHedge = resolution.hedgeAfterMs ?? null
 
