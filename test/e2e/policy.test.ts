@@ -297,3 +297,22 @@ describe("policy: the routing config steers the next request", () => {
     expect(await servedBy()).toMatch(/^a /)
   })
 })
+
+describe("POST /admin/models/refresh", () => {
+  const h = harness()
+  afterAll(() => h.closeAll())
+
+  it("asks every provider for its models now, and answers with the new list", async () => {
+    let listed = ["m1"]
+    const fake = await h.fake({ name: "p", listing: () => ({ object: "list", data: listed.map((id) => ({ id, object: "model", context_length: 4096 })) }) })
+    const router = await h.router({ config: { providers: { p: { endpoint: fake.url } } }, env: { ROUTER_ADMIN_KEY: adminKey } })
+    await router.refreshModels()
+    const ids = (body: unknown) => (body as { data: Array<{ id: string }> }).data.map((m) => m.id)
+    expect(ids(await okJson(await adminCall(router, "GET", "/v1/models", undefined, {})))).toEqual(["m1", "p+m1"])
+    listed = ["m1", "m2"]
+    const refreshed = await okJson(await adminCall(router, "POST", "/admin/models/refresh"))
+    expect(ids(refreshed)).toEqual(["m1", "m2", "p+m1", "p+m2"])
+    expect((refreshed as { data: Array<Record<string, unknown>> }).data.find((m) => m.id === "p+m2")).toMatchObject({ context_length: 4096, providers: ["p"] })
+    expect((await expectOpenAiError(await adminCall(router, "POST", "/admin/models/refresh", undefined, {}), 401)).code).toBe("invalid_api_key")
+  })
+})
