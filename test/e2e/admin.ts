@@ -9,6 +9,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { expect } from "vitest"
 import * as Daemon from "../../src/Daemon.js"
+import { Credits } from "../../src/credits/Credits.js"
 import { Sessions } from "../../src/policy/Sessions.js"
 import { Providers } from "../../src/providers/Providers.js"
 
@@ -56,6 +57,7 @@ export const startWithContext = async (config: object) => {
     url: `http://127.0.0.1:${address.port}`,
     providers: Context.get(context, Providers),
     sessions: Context.get(context, Sessions),
+    credits: Context.get(context, Credits),
     close: async () => {
       await Effect.runPromise(Scope.close(scope, Exit.void))
       rmSync(dir, { recursive: true, force: true })

@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { FakeServer } from "../../src/testing/FakeServer.js"
 import type { RouterUnderTest } from "../kit/TestRouter.js"
-import { adminCall, adminKey, okJson } from "./admin.js"
+import { adminCall, adminKey, okJson, startWithContext } from "./admin.js"
 import { clientOf, expectOpenAiError, harness, lastRequest, postJson, requestsTo } from "./helpers.js"
 
 const tools = [{ type: "function", function: { name: "lookup", description: "find a thing", parameters: { type: "object", properties: {} } } }]
@@ -314,5 +314,52 @@ describe("POST /admin/models/refresh", () => {
     expect(ids(refreshed)).toEqual(["m1", "m2", "p+m1", "p+m2"])
     expect((refreshed as { data: Array<Record<string, unknown>> }).data.find((m) => m.id === "p+m2")).toMatchObject({ context_length: 4096, providers: ["p"] })
     expect((await expectOpenAiError(await adminCall(router, "POST", "/admin/models/refresh", undefined, {}), 401)).code).toBe("invalid_api_key")
+  })
+})
+
+describe("policy: failover rules on the request path", () => {
+  const h = harness()
+  afterAll(() => h.closeAll())
+
+  it("a credit balance below its threshold and a success rate below its floor take providers out, and explain says why", async () => {
+    const venice = await h.fake({ name: "venice", models: ["m"] })
+    const flaky = await h.fake({ name: "flaky", models: ["m"], behaviour: { mode: "status", status: 500 } })
+    const local = await h.fake({ name: "local", models: ["m"] })
+    const daemon = await startWithContext({
+      providers: {
+        venice: { endpoint: venice.url, models: ["m"], priority: 1 },
+        flaky: { endpoint: flaky.url, models: ["m"], priority: 2 },
+        local: { endpoint: local.url, models: ["m"], priority: 3 }
+      }
+    })
+    try {
+      const chat = (model = "m") =>
+        fetch(`${daemon.url}/v1/chat/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ model, messages: [{ role: "user", content: "hi" }] })
+        })
+      // flaky fails its one request (health checks do not count in the request statistics).
+      expect((await chat("flaky+m")).status).toBe(502)
+      await okJson(await adminCall(daemon, "PUT", "/admin/routing-config", {
+        failover: [{ provider_id: "venice", condition: "credit_threshold", value: 5 }, { provider_id: "flaky", condition: "health", value: 0.5 }]
+      }))
+      // No balance known yet: the credit rule does not fire.
+      expect((await chat()).headers.get("x-router-provider")).toBe("venice")
+      daemon.credits.reportBalance("venice", 3.2)
+      const res = await chat()
+      expect(res.headers.get("x-router-provider")).toBe("local")
+      expect(res.headers.get("x-router-attempts")).toBe("venice:out_of_credits,flaky:circuit_open,local:ok")
+      const explained = (await okJson(await adminCall(daemon, "POST", "/admin/explain", { model: "m", messages: [{ role: "user", content: "hi" }] }))) as Explained
+      expect(explained.dropped).toEqual([
+        { id: "venice+m", provider: "venice", model: "m", reason: "credits 3.2 below threshold 5", outcome: "out_of_credits" },
+        { id: "flaky+m", provider: "flaky", model: "m", reason: "success rate 0.00 below 0.5", outcome: "circuit_open" }
+      ])
+      daemon.credits.reportBalance("venice", 0)
+      const empty = (await okJson(await adminCall(daemon, "POST", "/admin/explain", { model: "m", messages: [{ role: "user", content: "hi" }] }))) as Explained
+      expect(empty.dropped[0]).toMatchObject({ id: "venice+m", reason: "credits exhausted", outcome: "out_of_credits" })
+    } finally {
+      await daemon.close()
+    }
   })
 })
