@@ -6,7 +6,7 @@
 import { SqlClient } from "@effect/sql"
 import { Chunk, Context, Effect, Layer, Queue, Schema } from "effect"
 import type { Attempt } from "../domain/Errors.js"
-import { type Decision, decisionJson } from "../policy/Rank.js"
+import { type Decision, decisionText } from "../policy/Rank.js"
 
 export interface RequestRecord {
   readonly requestId: string
@@ -118,7 +118,7 @@ const toRow = (e: RequestRecord) => {
     prompt_tokens: typeof usage?.prompt_tokens === "number" ? usage.prompt_tokens : null,
     completion_tokens: typeof usage?.completion_tokens === "number" ? usage.completion_tokens : null,
     error: e.error ?? null,
-    decision: e.decision === undefined ? null : JSON.stringify(decisionJson(e.decision))
+    decision: e.decision === undefined ? null : decisionText(e.decision)
   }
 }
 

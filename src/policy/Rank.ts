@@ -484,8 +484,7 @@ export const decisionJson = (d: Decision) => ({
   notes: d.notes
 })
 
-/** The short form of a decision for the `X-Router-Decision` header (ASCII, at most ~1 KiB). */
-export const summary = (d: Decision): string => {
+const summaryOf = (d: Decision): string => {
   const parts = [`strategy=${d.strategy}`, `order=${d.ranked.map((r) => idOf(r.candidate)).join(",")}`]
   if (d.dropped.length > 0) parts.push(`dropped=${d.dropped.map((x) => `${idOf(x.candidate)}(${x.reason})`).join(",")}`)
   const clamped = d.ranked.filter((r) => r.maxTokens !== null)
@@ -495,5 +494,44 @@ export const summary = (d: Decision): string => {
   const text = parts.join("; ").replace(/[^\x20-\x7e]/g, "?")
   return text.length > 1024 ? `${text.slice(0, 1021)}...` : text
 }
+
+interface Rendered {
+  readonly candidates: ReadonlyArray<Candidate>
+  readonly summary: string
+  readonly json: string
+}
+
+/**
+ * The two texts of a plain decision (priority order, nothing dropped, clamped or noted) depend only
+ * on its candidates, which the model index shares between requests: they are rendered once per
+ * candidate list rather than on every request, the common case on the hot path.
+ */
+const rendered = new WeakMap<Candidate, Array<Rendered>>()
+
+const plainTexts = (d: Decision): Rendered | null => {
+  if (d.strategy !== "priority" || d.dropped.length > 0 || d.notes.length > 0 || d.ranked.length === 0) return null
+  for (const r of d.ranked) if (r.maxTokens !== null) return null
+  const first = d.ranked[0]!.candidate
+  let list = rendered.get(first)
+  if (list !== undefined) {
+    for (const e of list) {
+      if (e.candidates.length === d.ranked.length && e.candidates.every((c, i) => c === d.ranked[i]!.candidate)) return e
+    }
+  } else {
+    list = []
+    rendered.set(first, list)
+  }
+  const e: Rendered = { candidates: d.ranked.map((r) => r.candidate), summary: summaryOf(d), json: JSON.stringify(decisionJson(d)) }
+  // Bounded: one candidate heads few distinct lists (its model, its aliases).
+  if (list.length >= 16) list.shift()
+  list.push(e)
+  return e
+}
+
+/** The short form of a decision for the `X-Router-Decision` header (ASCII, at most ~1 KiB). */
+export const summary = (d: Decision): string => plainTexts(d)?.summary ?? summaryOf(d)
+
+/** `decisionJson` as text, for the request record. */
+export const decisionText = (d: Decision): string => plainTexts(d)?.json ?? JSON.stringify(decisionJson(d))
 
 export { byPriority }
