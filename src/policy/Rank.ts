@@ -430,7 +430,8 @@ const baseOrder = (input: DecisionInput, candidates: ReadonlyArray<Candidate>): 
 export const expectedCost = (c: Candidate, needs: Needs, maxTokens: number | null): number | null => {
   const p = c.info?.pricing
   if (p == null) return null
-  const output = maxTokens ?? needs.maxTokens ?? defaultExpectedOutputTokens
+  // Embeddings produce no output tokens.
+  const output = needs.endpoint === "embeddings" ? 0 : maxTokens ?? needs.maxTokens ?? defaultExpectedOutputTokens
   return (needs.promptTokens() * p.inputPer1M + output * p.outputPer1M) / 1e6
 }
 

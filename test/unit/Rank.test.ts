@@ -270,6 +270,13 @@ describe("Rank.decide: strategies", () => {
     expect(order(run({ candidates, routing: r, needs: needs({ prompt: 100, maxTokens: 100000 }) }))[0]).toBe("outputcheap")
   })
 
+  it("cost: embeddings are priced on their input alone", () => {
+    const candidates = [cand("cheapin", 1, {}, { pricing: { inputPer1M: 0.1, outputPer1M: 50 } }), cand("cheapout", 2, {}, { pricing: { inputPer1M: 0.2, outputPer1M: 0 } })]
+    const d = run({ candidates, routing: routing({ strategy: "cost" }), needs: needs({ endpoint: "embeddings", prompt: 1000 }) })
+    expect(order(d)).toEqual(["cheapin", "cheapout"])
+    expect(d.ranked.map((r) => r.score)).toEqual([0.0001, 0.0002])
+  })
+
   it("latency: lowest moving-average time to first byte first; providers without data keep their priority order after", () => {
     const candidates = [cand("slow", 1), cand("nodata2", 3), cand("fast", 4), cand("nodata1", 2)]
     const d = run({ candidates, routing: routing({ strategy: "latency" }), conditions: world({ ttfb: { slow: 900, fast: 120 } }) })
