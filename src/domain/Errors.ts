@@ -39,7 +39,9 @@ export class NoCandidates extends Schema.TaggedError<NoCandidates>()("NoCandidat
   model: Schema.String,
   reasons: Schema.Array(Schema.String),
   /** The candidates skipped (circuit open, rate limited, …), when that is why none was tried. */
-  attempts: Schema.optionalWith(Schema.Array(Schema.suspend(() => Attempt)), { default: () => [] })
+  attempts: Schema.optionalWith(Schema.Array(Schema.suspend(() => Attempt)), { default: () => [] }),
+  /** The routing decision in short (`X-Router-Decision`), when routing got that far. */
+  decision: Schema.optional(Schema.String)
 }) {
   get message() {
     const why = this.reasons.length > 0 ? `: ${this.reasons.join("; ")}` : ""
@@ -61,7 +63,9 @@ export type Attempt = typeof Attempt.Type
 /** Every candidate was tried and none produced an answer. */
 export class AllCandidatesFailed extends Schema.TaggedError<AllCandidatesFailed>()("AllCandidatesFailed", {
   model: Schema.String,
-  attempts: Schema.Array(Attempt)
+  attempts: Schema.Array(Attempt),
+  /** The routing decision in short (`X-Router-Decision`), when routing got that far. */
+  decision: Schema.optional(Schema.String)
 }) {
   get message() {
     const tried = this.attempts.map((a) => `${a.provider}+${a.upstreamModel} (${a.detail})`).join(", ")
@@ -73,7 +77,9 @@ export class AllCandidatesFailed extends Schema.TaggedError<AllCandidatesFailed>
 export class RequestTimedOut extends Schema.TaggedError<RequestTimedOut>()("RequestTimedOut", {
   model: Schema.String,
   timeoutMs: Schema.Number,
-  attempts: Schema.Array(Attempt)
+  attempts: Schema.Array(Attempt),
+  /** The routing decision in short (`X-Router-Decision`), when routing got that far. */
+  decision: Schema.optional(Schema.String)
 }) {
   get message() {
     const tried = this.attempts.map((a) => `${a.provider}+${a.upstreamModel} (${a.detail})`).join(", ")
@@ -90,7 +96,9 @@ export class UpstreamRejected extends Schema.TaggedError<UpstreamRejected>()("Up
   upstreamModel: Schema.String,
   status: Schema.Number,
   body: Schema.Uint8ArrayFromSelf,
-  attempts: Schema.Array(Attempt)
+  attempts: Schema.Array(Attempt),
+  /** The routing decision in short (`X-Router-Decision`), when routing got that far. */
+  decision: Schema.optional(Schema.String)
 }) {
   get message() {
     return `Provider '${this.provider}' rejected the request with HTTP ${this.status}`

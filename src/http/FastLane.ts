@@ -61,11 +61,13 @@ export const sendError = (res: ServerResponse, requestId: string, error: HttpErr
   const attempts = "attempts" in error && Array.isArray(error.attempts) && error.attempts.length > 0
     ? { "x-router-attempts": headerSafe(error.attempts.map((a) => `${a.provider}:${a.outcome}`).join(",")) }
     : {}
+  const decision = "decision" in error && typeof error.decision === "string" ? { "x-router-decision": error.decision } : {}
   res.writeHead(e.status, {
     "content-type": "application/json",
     "content-length": Buffer.byteLength(e.body),
     "x-request-id": requestId,
     ...attempts,
+    ...decision,
     ...e.headers
   })
   res.end(e.body)

@@ -24,7 +24,7 @@ import { type Candidate, pinnedId } from "../domain/Provider.js"
 import { bodyTail, RequestLog, type RequestLogService, type RequestRecord } from "../persistence/RequestLog.js"
 import * as Policy from "../policy/Policy.js"
 import { modelsOf, prefsOf } from "../policy/Preferences.js"
-import { type Decision, type Needs, needsOfChat, needsOfEmbeddings } from "../policy/Rank.js"
+import { type Decision, type Needs, needsOfChat, needsOfEmbeddings, summary } from "../policy/Rank.js"
 import { Providers, type Resolution } from "../providers/Providers.js"
 import { AbortSwitch, type ChunkWriter, Upstream, type UpstreamComplete, type UpstreamResponse } from "../providers/Upstream.js"
 import {
@@ -550,7 +550,8 @@ export const make = Effect.gen(function* () {
       const failure = new NoCandidates({
         model: request.model,
         reasons: decision.dropped.map((d) => `${pinnedId(d.candidate.provider.id, d.candidate.upstreamModel)}: ${d.reason}`),
-        attempts: skipped
+        attempts: skipped,
+        decision: summary(decision)
       })
       record({
         requestId: requestId ?? "",
@@ -661,7 +662,7 @@ export const make = Effect.gen(function* () {
     let tried = 0
     const giveUp = (): Effect.Effect<never, ChatError> => {
       if (now() >= deadlineAt) {
-        const failure = new RequestTimedOut({ model: request.model, timeoutMs: deadlineMs, attempts })
+        const failure = new RequestTimedOut({ model: request.model, timeoutMs: deadlineMs, attempts, decision: summary(decision) })
         recordAs(null, null, 504, "timed_out", attempts, { error: failure.message })
         return Effect.fail(failure)
       }
@@ -670,12 +671,13 @@ export const make = Effect.gen(function* () {
         const failure = new NoCandidates({
           model: request.model,
           reasons: attempts.map((a) => `${a.provider}+${a.upstreamModel}: ${a.detail}`),
-          attempts
+          attempts,
+          decision: summary(decision)
         })
         recordAs(null, null, 503, "no_candidates", attempts, { error: failure.message })
         return Effect.fail(failure)
       }
-      const failure = new AllCandidatesFailed({ model: request.model, attempts })
+      const failure = new AllCandidatesFailed({ model: request.model, attempts, decision: summary(decision) })
       recordAs(null, null, 502, "all_failed", attempts, { error: failure.message })
       return Effect.fail(failure)
     }
@@ -688,7 +690,7 @@ export const make = Effect.gen(function* () {
           attempts.push(outcome.attempt)
           const { provider, upstreamModel, detail } = outcome.attempt
           recordAs(provider, upstreamModel, outcome.status, outcome.attempt.outcome, attempts, { error: detail })
-          return Effect.fail(new UpstreamRejected({ provider, upstreamModel, status: outcome.status, body: outcome.body, attempts }))
+          return Effect.fail(new UpstreamRejected({ provider, upstreamModel, status: outcome.status, body: outcome.body, attempts, decision: summary(decision) }))
         }
         case "Skipped":
           attempts.push(outcome.attempt)

@@ -65,6 +65,8 @@ describe("policy: explain and the request path agree", () => {
     for (const id of ["broke", "limited", "keyless", "down", "down"]) {
       const res = await postJson(router, "/v1/chat/completions", { model: `${id}+x`, messages: [{ role: "user", content: "hi" }] })
       expect(res.status, id).toBeGreaterThanOrEqual(500)
+      // Failed or skipped, the answer says how the router decided.
+      expect(res.headers.get("x-router-decision"), id).toMatch(new RegExp(`^strategy=priority; order=(${id}\\+x)?`))
     }
   })
   afterAll(() => h.closeAll())
@@ -164,6 +166,7 @@ describe("policy: OpenRouter's models and provider fields", () => {
 
   it("nothing left after provider.only is a 503 naming why each was dropped", async () => {
     const res = await postJson(router, "/v1/chat/completions", { model: "m", messages: [{ role: "user", content: "hi" }], provider: { only: ["zzz"] } })
+    expect(res.headers.get("x-router-decision")).toBe("strategy=priority; order=; dropped=a+m(not in provider.only),b+m(not in provider.only)")
     const error = await expectOpenAiError(res, 503)
     expect(error.message).toContain("a+m: not in provider.only")
     expect(error.message).toContain("b+m: not in provider.only")
@@ -236,7 +239,10 @@ describe("policy: a context-too-long refusal", () => {
       config: { providers: { tight: { endpoint: tight.url, models: ["m"], priority: 1 }, other: { endpoint: other.url, models: ["m"], priority: 2 } } }
     })
     try {
-      const error = await expectOpenAiError(await postJson(router, "/v1/chat/completions", { model: "m", messages: [{ role: "user", content: "hi" }] }), 400)
+      const res = await postJson(router, "/v1/chat/completions", { model: "m", messages: [{ role: "user", content: "hi" }] })
+      // The upstream's own refusal goes back as is, with the decision that led to it.
+      expect(res.headers.get("x-router-decision")).toBe("strategy=priority; order=tight+m,other+m")
+      const error = await expectOpenAiError(res, 400)
       expect(error.code).toBe("context_length_exceeded")
       expect(requestsTo(other)).toHaveLength(0)
     } finally {
