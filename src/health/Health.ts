@@ -63,8 +63,11 @@ export interface HealthService {
    * policy and `/admin/explain` read. Credit exhaustion is left to `outOfCreditsUntil`.
    */
   readonly peek: (candidate: Candidate, now: number) => Unavailable | null
-  /** Passive statistics of a provider's requests. */
-  readonly stats: (providerId: string) => ProviderStats
+  /**
+   * A provider's latency average and its success rate over its recent requests (see
+   * `recentWindowMs`): what the policy's `latency` strategy and `health` failover rules read.
+   */
+  readonly stats: (providerId: string, now: number) => ProviderStats
   /** When a provider that said it is out of credits may be tried again, or `null`. */
   readonly outOfCreditsUntil: (providerId: string, now: number) => number | null
   /** How an attempt ended; `probe` when it was admitted as a half-open probe. */
@@ -86,6 +89,8 @@ interface Entry {
   failures: number
   ewmaTtfbMs: number | null
   ewmaTotalMs: number | null
+  /** Outcomes of the latest requests, oldest first: when each ended, and whether it succeeded. */
+  readonly recent: Array<readonly [at: number, ok: boolean]>
   lastError: string | null
   lastErrorAt: number | null
   lastCheck: { at: number; healthy: boolean; detail: string | null } | null
@@ -95,6 +100,20 @@ interface Entry {
 const alpha = 0.2
 const ewma = (prev: number | null, sample: number) => (prev === null ? sample : prev + alpha * (sample - prev))
 const iso = (ms: number) => new Date(ms).toISOString()
+
+/**
+ * A success rate for the policy counts only requests of the last five minutes, and only once there
+ * are at least three of them. Old results expire: a provider a `health` rule took out of rotation
+ * comes back by itself once its failures are old, instead of never being tried again.
+ */
+export const recentWindowMs = 5 * 60_000
+export const recentMinimum = 3
+const recentKept = 50
+
+const note = (e: { readonly recent: Array<readonly [number, boolean]> }, now: number, ok: boolean) => {
+  if (e.recent.length >= recentKept) e.recent.shift()
+  e.recent.push([now, ok])
+}
 
 export const make = (settings: ResilienceSettings): HealthService => {
   const entries = new Map<string, Entry>()
@@ -111,6 +130,7 @@ export const make = (settings: ResilienceSettings): HealthService => {
         failures: 0,
         ewmaTtfbMs: null,
         ewmaTotalMs: null,
+        recent: [],
         lastError: null,
         lastErrorAt: null,
         lastCheck: null
@@ -169,11 +189,17 @@ export const make = (settings: ResilienceSettings): HealthService => {
     }
   }
 
-  const stats = (id: string): ProviderStats => {
+  const stats = (id: string, now: number): ProviderStats => {
     const e = entries.get(id)
-    return e === undefined
-      ? { ewmaTtfbMs: null, successRate: null }
-      : { ewmaTtfbMs: e.ewmaTtfbMs, successRate: e.requests === 0 ? null : e.successes / e.requests }
+    if (e === undefined) return { ewmaTtfbMs: null, successRate: null }
+    let n = 0
+    let ok = 0
+    for (const [at, success] of e.recent) {
+      if (at <= now - recentWindowMs) continue
+      n++
+      if (success) ok++
+    }
+    return { ewmaTtfbMs: e.ewmaTtfbMs, successRate: n < recentMinimum ? null : ok / n }
   }
 
   const outOfCreditsUntil = (id: string, now: number): number | null => {
@@ -218,6 +244,7 @@ export const make = (settings: ResilienceSettings): HealthService => {
       case "Ok":
         e.requests++
         e.successes++
+        note(e, now, true)
         e.ewmaTtfbMs = ewma(e.ewmaTtfbMs, verdict.ttfbMs)
         e.ewmaTotalMs = ewma(e.ewmaTotalMs, verdict.totalMs)
         succeeded(e, model)
@@ -230,10 +257,12 @@ export const make = (settings: ResilienceSettings): HealthService => {
           case "client_error":
           case "context_too_long":
             e.successes++
+            note(e, now, true)
             succeeded(e, model)
             return
           case "auth":
             failed(e, detail, now)
+            note(e, now, false)
             e.breaker = Breaker.trip(e.breaker, now, settings.breaker, `misconfigured: ${detail}`, settings.misconfiguredCooldownMs)
             return
           case "credits":
@@ -250,6 +279,8 @@ export const make = (settings: ResilienceSettings): HealthService => {
           case "transient":
           case "stalled":
             failed(e, detail, now)
+            // Rate limits and credits have their own gates; only these count against health.
+            note(e, now, false)
             if (classified.modelSpecific === true) {
               e.models.set(model, Breaker.onFailure(e.models.get(model) ?? Breaker.closed, now, settings.breaker, detail))
             } else {

@@ -61,7 +61,7 @@ export const layer = Layer.effect(
     let at = 0
     const conditions: Conditions = {
       unavailable: (c) => health.peek(c, at),
-      stats: health.stats,
+      stats: (id) => health.stats(id, at),
       credits: (id) => credits.peek(id, at)
     }
     return Policy.of(make(

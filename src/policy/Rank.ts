@@ -436,11 +436,20 @@ export const expectedCost = (c: Candidate, needs: Needs, maxTokens: number | nul
 }
 
 /**
- * Sorts by score (ascending; descending for `weighted`), unknown scores last; ties keep the base
- * order. `priority`'s score is the base position itself.
+ * Sorts by score, ties in the base order. `cost` ascending, unknown prices last; `weighted`
+ * descending. `latency` ascending among the measured candidates only: a candidate without data
+ * keeps its place in the base order, so a new provider is tried (and measured) in its turn
+ * instead of never, and the measured ones are sorted among the other places. `priority`'s score is
+ * the base position itself.
  */
 const sortByScore = (strategy: Strategy, scored: ReadonlyArray<Ranked>): ReadonlyArray<Ranked> => {
   if (strategy === "priority" || scored.length < 2) return scored
+  if (strategy === "latency") {
+    // Array.prototype.sort is stable, so equal scores keep the base order.
+    const measured = scored.filter((r) => r.score !== null).sort((a, b) => a.score! - b.score!)
+    let k = 0
+    return scored.map((r) => (r.score === null ? r : measured[k++]!))
+  }
   const sign = strategy === "weighted" ? -1 : 1
   return scored
     .map((r, i) => [r, i] as const)

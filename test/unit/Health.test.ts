@@ -472,6 +472,42 @@ describe("Health: statistics", () => {
   })
 })
 
+describe("Health: what the policy reads (peek, stats)", () => {
+  it("peek says why a candidate would be skipped, and changes nothing: the half-open probe is still free", () => {
+    const h = withOpenCircuit()
+    expect(h.peek(candidate("a"), T0 + 1)).toEqual({ outcome: "circuit_open", reason: `circuit open until ${iso(T0 + 10_000)}` })
+    // After the cooldown peek lets it through, as often as asked, and admit still gets the probe.
+    expect(h.peek(candidate("a"), T0 + 10_000)).toBeNull()
+    expect(h.peek(candidate("a"), T0 + 10_000)).toBeNull()
+    expect(h.admit(candidate("a"), T0 + 10_000)).toEqual({ ok: true, probe: true })
+    expect(h.peek(candidate("a"), T0 + 10_001)).toEqual({ outcome: "circuit_open", reason: "circuit half-open, probe under way" })
+    expect(h.peek(candidate("b"), T0)).toBeNull()
+  })
+
+  it("peek names a rate limit per model and a misconfigured provider", () => {
+    const h = Health.make(settings)
+    h.report(candidate("a", "m1"), refused(429, T0, "", "30"), false, T0)
+    expect(h.peek(candidate("a", "m1"), T0 + 1)).toEqual({ outcome: "rate_limited", reason: `rate limited until ${iso(T0 + 30_000)}` })
+    expect(h.peek(candidate("a", "m2"), T0 + 1)).toBeNull()
+    h.report(candidate("b"), refused(401, T0), false, T0)
+    expect(h.peek(candidate("b"), T0 + 1)).toMatchObject({ outcome: "misconfigured", reason: `circuit open until ${iso(T0 + 600_000)}` })
+  })
+
+  it("the success rate counts the last five minutes, from three requests on; rate limits and credits do not count", () => {
+    const h = Health.make(settings)
+    h.report(candidate("a"), serverError, false, T0)
+    h.report(candidate("a"), refused(429, T0), false, T0)
+    h.report(candidate("a"), refused(402, T0), false, T0)
+    expect(h.stats("a", T0).successRate).toBeNull()
+    h.report(candidate("a"), ok(100, 200), false, T0 + 1000)
+    h.report(candidate("a"), ok(300, 400), false, T0 + 2000)
+    expect(h.stats("a", T0 + 2000)).toEqual({ ewmaTtfbMs: 140, successRate: 2 / 3 })
+    // Once the failure is older than the window, only the two successes remain: too few to judge.
+    expect(h.stats("a", T0 + Health.recentWindowMs).successRate).toBeNull()
+    expect(h.stats("nobody", T0)).toEqual({ ewmaTtfbMs: null, successRate: null })
+  })
+})
+
 describe("Resilience settings", () => {
   it.effect("the config file's sections, in seconds, become milliseconds; the rest are defaults", () =>
     Effect.gen(function* () {

@@ -277,11 +277,16 @@ describe("Rank.decide: strategies", () => {
     expect(d.ranked.map((r) => r.score)).toEqual([0.0001, 0.0002])
   })
 
-  it("latency: lowest moving-average time to first byte first; providers without data keep their priority order after", () => {
+  it("latency: lowest moving-average time to first byte first among the measured; providers without data keep their place in the priority order", () => {
     const candidates = [cand("slow", 1), cand("nodata2", 3), cand("fast", 4), cand("nodata1", 2)]
     const d = run({ candidates, routing: routing({ strategy: "latency" }), conditions: world({ ttfb: { slow: 900, fast: 120 } }) })
-    expect(order(d)).toEqual(["fast", "slow", "nodata1", "nodata2"])
-    expect(d.ranked.map((r) => r.score)).toEqual([120, 900, null, null])
+    // Priority order is slow, nodata1, nodata2, fast: the measured two swap places, the others stay.
+    expect(order(d)).toEqual(["fast", "nodata1", "nodata2", "slow"])
+    expect(d.ranked.map((r) => r.score)).toEqual([120, null, null, 900])
+    // With nothing measured it is the priority order; with everything measured, pure latency.
+    expect(order(run({ candidates, routing: routing({ strategy: "latency" }) }))).toEqual(["slow", "nodata1", "nodata2", "fast"])
+    const all = world({ ttfb: { slow: 900, fast: 120, nodata1: 50, nodata2: 500 } })
+    expect(order(run({ candidates, routing: routing({ strategy: "latency" }), conditions: all }))).toEqual(["nodata1", "fast", "nodata2", "slow"])
   })
 
   it("weighted: the same session always lands on the same provider, whatever the input order", () => {
