@@ -47,6 +47,8 @@ export interface ProviderStatus {
     readonly successes: number
     readonly failures: number
     readonly success_rate: number | null
+    /** Over the last five minutes, as `health` failover rules see it (`null` below three requests). */
+    readonly recent_success_rate: number | null
     readonly ewma_ttfb_ms: number | null
     readonly ewma_total_ms: number | null
     readonly last_error: string | null
@@ -348,6 +350,7 @@ export const make = (settings: ResilienceSettings): HealthService => {
           successes: e.successes,
           failures: e.failures,
           success_rate: e.requests === 0 ? null : e.successes / e.requests,
+          recent_success_rate: stats(id, now).successRate,
           ewma_ttfb_ms: e.ewmaTtfbMs === null ? null : Math.round(e.ewmaTtfbMs),
           ewma_total_ms: e.ewmaTotalMs === null ? null : Math.round(e.ewmaTotalMs),
           last_error: e.lastError,
