@@ -180,7 +180,9 @@ export const RoutingFile = Schema.Struct({
     condition: Schema.Literal("credit_threshold", "health"),
     /** A credit balance (credit_threshold) or a success rate from 0 to 1 (health). */
     value: NonNegative
-  })))
+  }).pipe(Schema.filter((f) =>
+    f.condition !== "health" || f.value <= 1 || { path: ["value"], message: "a health threshold is a success rate from 0 to 1" }
+  ))))
 }).annotations({ identifier: "routing settings (a mapping)" })
 export type RoutingFile = typeof RoutingFile.Type
 

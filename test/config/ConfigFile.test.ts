@@ -113,6 +113,15 @@ describe("decodeConfig", () => {
       expect(error.message).toContain("fastest")
     }))
 
+  it.effect("refuses a health failover rule whose value is not a success rate from 0 to 1", () =>
+    Effect.gen(function* () {
+      const error = yield* refused({ providers: { p: { endpoint: "http://127.0.0.1:1/v1" } }, routing: { failover: [{ provider_id: "p", condition: "health", value: 50 }] } })
+      expect(error.message).toContain("routing.failover[0].value")
+      expect(error.message).toContain("success rate from 0 to 1")
+      const ok = yield* accepted({ providers: { p: { endpoint: "http://127.0.0.1:1/v1" } }, routing: { failover: [{ provider_id: "p", condition: "credit_threshold", value: 50 }] } })
+      expect(ok.file.routing?.failover?.[0]?.value).toBe(50)
+    }))
+
   it.effect("substitutes the environment before validating, and lists missing variables", () =>
     Effect.gen(function* () {
       const loaded = yield* accepted(
