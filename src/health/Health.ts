@@ -91,6 +91,8 @@ interface Entry {
   failures: number
   ewmaTtfbMs: number | null
   ewmaTotalMs: number | null
+  /** When the latest answer came (the latency averages' freshness). */
+  lastOkAt: number
   /** Outcomes of the latest requests, oldest first: when each ended, and whether it succeeded. */
   readonly recent: Array<readonly [at: number, ok: boolean]>
   lastError: string | null
@@ -104,9 +106,10 @@ const ewma = (prev: number | null, sample: number) => (prev === null ? sample : 
 const iso = (ms: number) => new Date(ms).toISOString()
 
 /**
- * A success rate for the policy counts only requests of the last five minutes, and only once there
- * are at least three of them. Old results expire: a provider a `health` rule took out of rotation
- * comes back by itself once its failures are old, instead of never being tried again.
+ * What the policy reads is recent: a success rate counts only requests of the last five minutes,
+ * and only once there are at least three of them; a latency average counts only while an answer
+ * came in that window. Old results expire, so a provider a `health` rule or the `latency`
+ * strategy put aside comes back by itself instead of never being tried again.
  */
 export const recentWindowMs = 5 * 60_000
 export const recentMinimum = 3
@@ -132,6 +135,7 @@ export const make = (settings: ResilienceSettings): HealthService => {
         failures: 0,
         ewmaTtfbMs: null,
         ewmaTotalMs: null,
+        lastOkAt: 0,
         recent: [],
         lastError: null,
         lastErrorAt: null,
@@ -201,7 +205,10 @@ export const make = (settings: ResilienceSettings): HealthService => {
       n++
       if (success) ok++
     }
-    return { ewmaTtfbMs: e.ewmaTtfbMs, successRate: n < recentMinimum ? null : ok / n }
+    // A latency average nobody refreshed for the window is not news any more: the provider goes back
+    // to its place in the priority order and is measured again, rather than staying last forever.
+    const fresh = e.lastOkAt > now - recentWindowMs
+    return { ewmaTtfbMs: fresh ? e.ewmaTtfbMs : null, successRate: n < recentMinimum ? null : ok / n }
   }
 
   const outOfCreditsUntil = (id: string, now: number): number | null => {
@@ -246,6 +253,7 @@ export const make = (settings: ResilienceSettings): HealthService => {
       case "Ok":
         e.requests++
         e.successes++
+        e.lastOkAt = now
         note(e, now, true)
         e.ewmaTtfbMs = ewma(e.ewmaTtfbMs, verdict.ttfbMs)
         e.ewmaTotalMs = ewma(e.ewmaTotalMs, verdict.totalMs)

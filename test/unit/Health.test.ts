@@ -508,6 +508,16 @@ describe("Health: what the policy reads (peek, stats)", () => {
     expect(h.stats("a", T0 + Health.recentWindowMs).successRate).toBeNull()
     expect(h.stats("nobody", T0)).toEqual({ ewmaTtfbMs: null, successRate: null })
   })
+
+  it("a latency average counts only while an answer came in the last five minutes (status keeps it)", () => {
+    const h = Health.make(settings)
+    h.report(candidate("a"), ok(900, 1000), false, T0)
+    expect(h.stats("a", T0 + Health.recentWindowMs - 1).ewmaTtfbMs).toBe(900)
+    expect(h.stats("a", T0 + Health.recentWindowMs).ewmaTtfbMs).toBeNull()
+    expect(statusOf(h, "a", T0 + Health.recentWindowMs).stats.ewma_ttfb_ms).toBe(900)
+    h.report(candidate("a"), ok(100, 200), false, T0 + Health.recentWindowMs + 1)
+    expect(h.stats("a", T0 + Health.recentWindowMs + 1).ewmaTtfbMs).toBe(740)
+  })
 })
 
 describe("Resilience settings", () => {
