@@ -546,30 +546,6 @@ export const make = Effect.gen(function* () {
     for (const d of decision.dropped) {
       if (d.outcome !== undefined) skipped.push(attemptOf(d.candidate, d.outcome, d.reason, null, startedAt, startedAt))
     }
-    if (ranked.length === 0) {
-      const failure = new NoCandidates({
-        model: request.model,
-        reasons: decision.dropped.map((d) => `${pinnedId(d.candidate.provider.id, d.candidate.upstreamModel)}: ${d.reason}`),
-        attempts: skipped,
-        decision: summary(decision)
-      })
-      record({
-        requestId: requestId ?? "",
-        createdAt: startedAt,
-        endpoint,
-        model: request.model,
-        stream: needs.stream,
-        provider: null,
-        upstreamModel: null,
-        status: 503,
-        outcome: "no_candidates",
-        attempts: skipped,
-        durationMs: now() - startedAt,
-        error: failure.message,
-        decision
-      })
-      return Effect.fail(failure)
-    }
     const deadlineMs = timeoutMs === undefined ? resilience.requestTimeoutMs : Math.min(timeoutMs, resilience.requestTimeoutMs)
     const deadlineAt = startedAt + deadlineMs
 
@@ -624,6 +600,16 @@ export const make = Effect.gen(function* () {
         decision
       })
 
+    /** 503: nothing can be tried, for `reasons` (every candidate dropped, or skipped by health). */
+    const noneLeft = (reasons: ReadonlyArray<string>, attempts: ReadonlyArray<Attempt>): Effect.Effect<never, NoCandidates> => {
+      const failure = new NoCandidates({ model: request.model, reasons, attempts, decision: summary(decision) })
+      recordAs(null, null, 503, "no_candidates", attempts, { error: failure.message })
+      return Effect.fail(failure)
+    }
+    if (ranked.length === 0) {
+      return noneLeft(decision.dropped.map((d) => `${pinnedId(d.candidate.provider.id, d.candidate.upstreamModel)}: ${d.reason}`), skipped)
+    }
+
     const served = (answer: Reply): Effect.Effect<Reply> => {
       // A hedged answer may have been built before its rival's failure was listed.
       const reply: Reply = answer.attempts.length === attempts.length + 1
@@ -667,16 +653,7 @@ export const make = Effect.gen(function* () {
         return Effect.fail(failure)
       }
       // Nothing was even tried: every candidate's health ruled it out for now.
-      if (tried === 0) {
-        const failure = new NoCandidates({
-          model: request.model,
-          reasons: attempts.map((a) => `${a.provider}+${a.upstreamModel}: ${a.detail}`),
-          attempts,
-          decision: summary(decision)
-        })
-        recordAs(null, null, 503, "no_candidates", attempts, { error: failure.message })
-        return Effect.fail(failure)
-      }
+      if (tried === 0) return noneLeft(attempts.map((a) => `${a.provider}+${a.upstreamModel}: ${a.detail}`), attempts)
       const failure = new AllCandidatesFailed({ model: request.model, attempts, decision: summary(decision) })
       recordAs(null, null, 502, "all_failed", attempts, { error: failure.message })
       return Effect.fail(failure)
