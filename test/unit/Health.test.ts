@@ -9,29 +9,13 @@ import { Effect } from "effect"
 import * as Resilience from "../../src/config/Resilience.js"
 import type { ResilienceSettings } from "../../src/config/Resilience.js"
 import { decodeConfig } from "../../src/config/ConfigFile.js"
-import { type Candidate, defaultTimeouts, type ProviderSpec } from "../../src/domain/Provider.js"
+import type { Candidate } from "../../src/domain/Provider.js"
 import * as Health from "../../src/health/Health.js"
 import type { Verdict } from "../../src/health/Health.js"
 import { classifyRefusal, errorInBody, parseRetryAfter, statusOfErrorObject } from "../../src/router/Classify.js"
+import { providerSpec } from "./helpers.js"
 
-const spec = (id: string): ProviderSpec => ({
-  id,
-  endpoint: `http://127.0.0.1:1/${id}/v1`,
-  apiKey: null,
-  type: "openai_compat",
-  models: ["m1", "m2"],
-  priority: 1,
-  supportsTools: null,
-  supportsStreaming: null,
-  supportsMultimodal: null,
-  timeouts: defaultTimeouts,
-  hedgeAfterMs: null,
-  weight: 1,
-  modelOverrides: {},
-  source: "file"
-})
-
-const candidate = (provider: string, model = "m1"): Candidate => ({ provider: spec(provider), upstreamModel: model })
+const candidate = (provider: string, model = "m1"): Candidate => ({ provider: providerSpec(provider, { models: ["m1", "m2"] }), upstreamModel: model })
 
 const settings: ResilienceSettings = {
   ...Resilience.defaults,

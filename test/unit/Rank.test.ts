@@ -3,7 +3,7 @@ import { FastCheck } from "effect"
 import { execFileSync } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import { type ModelInfo, unknownModel } from "../../src/domain/Capabilities.js"
-import { byPriority, type Candidate, defaultTimeouts, type ProviderSpec } from "../../src/domain/Provider.js"
+import { byPriority, type Candidate, type ProviderSpec } from "../../src/domain/Provider.js"
 import { defaultRouting, type RoutingConfig } from "../../src/domain/Routing.js"
 import {
   calm,
@@ -22,28 +22,10 @@ import {
   summary,
   unfit
 } from "../../src/policy/Rank.js"
-import { chat } from "./helpers.js"
-
-const spec = (id: string, priority: number, caps: Partial<ProviderSpec> = {}): ProviderSpec => ({
-  id,
-  endpoint: `http://127.0.0.1:1/${id}`,
-  apiKey: null,
-  type: "openai_compat",
-  models: ["m"],
-  priority,
-  supportsTools: null,
-  supportsStreaming: null,
-  supportsMultimodal: null,
-  timeouts: defaultTimeouts,
-  hedgeAfterMs: null,
-  weight: 1,
-  modelOverrides: {},
-  source: "file",
-  ...caps
-})
+import { chat, providerSpec } from "./helpers.js"
 
 const cand = (id: string, priority: number, caps: Partial<ProviderSpec> = {}, info?: Partial<ModelInfo>, model = "m"): Candidate => ({
-  provider: spec(id, priority, caps),
+  provider: providerSpec(id, { priority, ...caps }),
   upstreamModel: model,
   ...(info === undefined ? {} : { info: { ...unknownModel, ...info } })
 })

@@ -7,6 +7,7 @@ import { Effect, Fiber, Layer, TestServices } from "effect"
 import { discoveryRequestId } from "../../src/domain/Capabilities.js"
 import { UpstreamTransportError } from "../../src/domain/Errors.js"
 import type { ChatCompletionRequest } from "../../src/domain/OpenAi.js"
+import { defaultTimeouts, type ProviderSpec } from "../../src/domain/Provider.js"
 import * as Providers from "../../src/providers/Providers.js"
 import {
   type ChunkWriter,
@@ -20,6 +21,25 @@ import * as Router from "../../src/router/Router.js"
 import * as FakeUpstream from "../../src/testing/FakeUpstream.js"
 
 export const endpoint = (id: string) => `http://127.0.0.1:1/${id}/v1`
+
+/** A provider as the policy and health registry see it: every capability unknown unless `over` says. */
+export const providerSpec = (id: string, over: Partial<ProviderSpec> = {}): ProviderSpec => ({
+  id,
+  endpoint: endpoint(id),
+  apiKey: null,
+  type: "openai_compat",
+  models: ["m"],
+  priority: 1,
+  supportsTools: null,
+  supportsStreaming: null,
+  supportsMultimodal: null,
+  timeouts: defaultTimeouts,
+  hedgeAfterMs: null,
+  weight: 1,
+  modelOverrides: {},
+  source: "file",
+  ...over
+})
 
 /** A router over `config` (the YAML file's shape), its upstream the in-memory fake with `scripts`. */
 export const routerWith = (config: unknown, scripts: Readonly<Record<string, FakeUpstream.FakeProviderScript>> = {}) =>
