@@ -16,6 +16,7 @@ import { InvalidRequest, PayloadTooLarge } from "../domain/Errors.js"
 import { parseChatRequest, parseEmbeddingRequest, parseJsonBody } from "../domain/OpenAi.js"
 import type { ChunkWriter } from "../providers/Upstream.js"
 import { type ChatError, type Reply, Router } from "../router/Router.js"
+import { modelFromModels } from "../policy/Preferences.js"
 import { summary } from "../policy/Rank.js"
 import { clientKeyCheck, sessionKeyOf } from "./Auth.js"
 import { errorBody, type HttpError, toErrorResponse } from "./Errors.js"
@@ -122,8 +123,7 @@ export const make = Effect.gen(function* () {
     const json = parseJsonBody(raw.toString("utf8"))
     if (Either.isLeft(json)) return json
     const body = json.right
-    // OpenRouter lets `models: [...]` stand alone; its first entry is then the model.
-    if (body.model === undefined && Array.isArray(body.models) && typeof body.models[0] === "string") body.model = body.models[0]
+    modelFromModels(body)
     if (endpoint === "chat") {
       return Either.map(parseChatRequest(body), (request) => ({
         stream: request.stream === true,

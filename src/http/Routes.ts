@@ -16,6 +16,7 @@ import { parseChatRequest, parseEmbeddingRequest, parseJsonBody } from "../domai
 import { type RoutingConfig, routingFromJson, routingToJson, strategies } from "../domain/Routing.js"
 import { Health } from "../health/Health.js"
 import { Sessions } from "../policy/Sessions.js"
+import { modelFromModels } from "../policy/Preferences.js"
 import { decisionJson, summary } from "../policy/Rank.js"
 import { type ModelIndex, Providers } from "../providers/Providers.js"
 import { type Explanation, Router } from "../router/Router.js"
@@ -296,7 +297,7 @@ export const layer = HttpLayerRouter.use((router) =>
       guarded(admin, (req) =>
         Effect.gen(function* () {
           const body = yield* readJsonBody(req, settings.maxBodyBytes)
-          if (body.model === undefined && Array.isArray(body.models) && typeof body.models[0] === "string") body.model = body.models[0]
+          modelFromModels(body)
           const parsed = "messages" in body
             ? Either.map(parseChatRequest(body), (request) => ({ endpoint: "chat" as const, request }))
             : "input" in body

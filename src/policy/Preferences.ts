@@ -57,3 +57,11 @@ export const modelsOf = (body: { readonly models?: unknown }): ReadonlyArray<str
   const decoded = decodeModels(body.models)
   return Either.isLeft(decoded) ? invalid("models", decoded.left) : decoded.right
 }
+
+/**
+ * OpenRouter lets `models: [...]` stand alone; its first entry is then the model. Fills `model` in
+ * place, before the body is validated, on every edge that takes a request body.
+ */
+export const modelFromModels = (body: Record<string, unknown>): void => {
+  if (body.model === undefined && Array.isArray(body.models) && typeof body.models[0] === "string") body.model = body.models[0]
+}
