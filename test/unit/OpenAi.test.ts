@@ -1,7 +1,15 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Either } from "effect"
+import { Either, FastCheck, Schema } from "effect"
 import type { InvalidRequest } from "../../src/domain/Errors.js"
-import { parseChatRequest, parseEmbeddingRequest, parseJsonBody } from "../../src/domain/OpenAi.js"
+import {
+  ChatCompletionRequest,
+  EmbeddingRequest,
+  looksLikeChat,
+  looksLikeEmbeddings,
+  parseChatRequest,
+  parseEmbeddingRequest,
+  parseJsonBody
+} from "../../src/domain/OpenAi.js"
 
 const left = <A>(e: Either.Either<A, InvalidRequest>): InvalidRequest => {
   if (Either.isRight(e)) throw new Error(`expected a failure, got ${JSON.stringify(e.right)}`)
@@ -109,5 +117,62 @@ describe("OpenAi.parseJsonBody", () => {
     expect(left(parseJsonBody("[1,2]")).code).toBe("invalid_json")
     expect(left(parseJsonBody("null")).code).toBe("invalid_json")
     expect(right(parseJsonBody("{\"model\":\"m\"}"))).toEqual({ model: "m" })
+  })
+})
+
+describe("OpenAi shortcuts", () => {
+  // Near-valid bodies: each field either right or wrong in one of the ways clients get it wrong.
+  const value = FastCheck.oneof(
+    FastCheck.constant(undefined),
+    FastCheck.constant(null),
+    FastCheck.boolean(),
+    FastCheck.integer(),
+    FastCheck.string({ maxLength: 3 }),
+    FastCheck.constant([]),
+    FastCheck.constant({}),
+    FastCheck.array(FastCheck.anything(), { maxLength: 2 })
+  )
+  const message = FastCheck.oneof(
+    FastCheck.record({ role: FastCheck.constantFrom("user", "system", "assistant", "tool"), content: value }),
+    FastCheck.record({ role: value, content: value }, { requiredKeys: [] }),
+    value
+  )
+  const chatBody = FastCheck.record({
+    model: FastCheck.oneof(FastCheck.constantFrom("m", "venice+llama-3.3-70b", ""), value),
+    messages: FastCheck.oneof(FastCheck.array(message, { maxLength: 3 }), value),
+    stream: value,
+    stream_options: FastCheck.oneof(FastCheck.record({ include_usage: value }, { requiredKeys: [] }), value),
+    tools: value,
+    temperature: value
+  }, { requiredKeys: [] })
+  const embeddingsBody = FastCheck.record({
+    model: FastCheck.oneof(FastCheck.constantFrom("e", ""), value),
+    input: FastCheck.oneof(FastCheck.array(FastCheck.oneof(FastCheck.string(), value), { maxLength: 3 }), value)
+  }, { requiredKeys: [] })
+
+  it("the chat shortcut accepts only what the schema accepts", () => {
+    const isChat = Schema.is(ChatCompletionRequest)
+    FastCheck.assert(FastCheck.property(FastCheck.oneof(chatBody, FastCheck.anything()), (body) => !looksLikeChat(body) || isChat(body)), {
+      numRuns: 5000
+    })
+  })
+
+  it("the embeddings shortcut accepts only what the schema accepts", () => {
+    const isEmbedding = Schema.is(EmbeddingRequest)
+    FastCheck.assert(
+      FastCheck.property(FastCheck.oneof(embeddingsBody, FastCheck.anything()), (body) => !looksLikeEmbeddings(body) || isEmbedding(body)),
+      { numRuns: 5000 }
+    )
+  })
+
+  it("the shortcuts recognise the bodies clients commonly send", () => {
+    expect(looksLikeChat({ model: "m", messages })).toBe(true)
+    expect(looksLikeChat({ model: "m", messages, stream: true, stream_options: { include_usage: true }, tools: [], temperature: 0.2 })).toBe(true)
+    expect(looksLikeChat({ model: "m", messages, stream: null, stream_options: null, tools: null })).toBe(true)
+    expect(looksLikeEmbeddings({ model: "e", input: "a" })).toBe(true)
+    expect(looksLikeEmbeddings({ model: "e", input: ["a", "b"] })).toBe(true)
+    // Token arrays are left to the schema, which accepts them.
+    expect(looksLikeEmbeddings({ model: "e", input: [1, 2] })).toBe(false)
+    expect(Either.isRight(parseEmbeddingRequest({ model: "e", input: [1, 2] }))).toBe(true)
   })
 })
