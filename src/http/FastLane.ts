@@ -8,7 +8,7 @@
  * few tens of µs and keeps ~0.5. Everything else (`/health`, `/v1/models`, `/admin/*`) is served
  * by `HttpLayerRouter` on the same server.
  */
-import { Cause, Context, Effect, Either, FiberId, Layer, Runtime } from "effect"
+import { Cause, Context, Effect, Either, FiberId, Layer, Runtime, RuntimeFlags, Scheduler } from "effect"
 import { randomUUID } from "node:crypto"
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http"
 import { Settings } from "../config/Settings.js"
@@ -108,10 +108,22 @@ const writerOf = (res: ServerResponse): ChunkWriter => ({
   onDrain: (resume) => res.once("drain", resume)
 })
 
+/**
+ * The scheduler request fibers run on: a fiber woken by an upstream's answer continues at once, in
+ * the callback that woke it, instead of in a later microtask. Measured on a running server, the
+ * default scheduler's hop (a per-fiber runner and a microtask) cost ~4 µs between the upstream's
+ * last byte and the reply. Effect still serialises each fiber's own messages, so a fiber woken
+ * while it runs is not re-entered; long computations still yield every 2,048 steps.
+ */
+export const inline = Scheduler.make((task) => task(), (fiber) => (fiber.currentOpCount > 2048 ? 0 : false))
+
 export const make = Effect.gen(function* () {
   const router = yield* Router
   const settings = yield* Settings
-  const runFork = Runtime.runFork(yield* Effect.runtime<never>())
+  // Request fibers skip the runtime's built-in fiber metrics (started, active, lifetimes): nothing
+  // reads them, and each fiber would pay for them on start and end.
+  const runtime = yield* Effect.runtime<never>().pipe(Effect.withScheduler(inline))
+  const runFork = Runtime.runFork(Runtime.disableRuntimeFlag(runtime, RuntimeFlags.RuntimeMetrics))
   const auth = clientKeyCheck(settings.clientKey)
   const limit = settings.maxBodyBytes
 

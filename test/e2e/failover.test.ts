@@ -438,3 +438,43 @@ describe("a stream that fails after its first content", () => {
     expect(record.error).toContain("600 ms")
   })
 })
+
+// Hedging forks a second attempt inside the request's fiber and interrupts the loser: through the
+// real server, where request fibers run on the fast lane's inline scheduler.
+describe("hedging through the server", () => {
+  const hedgedPair = async () => {
+    const alpha = await h.fake({ name: "alpha", behaviour: { mode: "ok", firstByteMs: 3_000 } })
+    const beta = await h.fake({ name: "beta" })
+    const router = await h.router({
+      config: {
+        providers: {
+          alpha: { endpoint: alpha.url, models: ["m1"], priority: 1, hedge_after_ms: 100 },
+          beta: { endpoint: beta.url, models: ["m1"], priority: 2 }
+        }
+      }
+    })
+    return { alpha, beta, router, client: clientOf(router) }
+  }
+
+  it("a slow first provider is raced by the next one, which serves; the slow call is aborted", async () => {
+    const { alpha, beta, router, client } = await hedgedPair()
+    const requestId = newRequestId("hedge")
+    const { data, response } = await ask(client, requestId)
+    expect(data.choices[0]?.message.content).toBe("Hello from beta!")
+    expect(response.headers.get("x-router-provider")).toBe("beta")
+    expect(response.headers.get("x-router-attempts")).toBe("beta:ok")
+    expect(requestsTo(beta)).toHaveLength(1)
+    const abandoned = await alpha.waitForAbort()
+    expect(abandoned.aborted).toBe(true)
+    expect(await recordOf(router, requestId)).toMatchObject({ provider: "beta", status: 200, outcome: "ok" })
+  })
+
+  it("streams too: the hedge's events reach the client whole", async () => {
+    const { alpha, client } = await hedgedPair()
+    const stream = await client.chat.completions.create({ model: "m1", messages: [{ role: "user", content: "hello" }], stream: true })
+    let text = ""
+    for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? ""
+    expect(text).toBe("Hello from beta!")
+    expect((await alpha.waitForAbort()).aborted).toBe(true)
+  })
+})
