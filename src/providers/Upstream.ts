@@ -243,29 +243,35 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   readonly discard = Effect.sync(() => (this.abortSwitch !== undefined ? this.abortSwitch.abort() : this.abort()))
 
-  readonly body: Effect.Effect<Uint8Array, UpstreamTransportError> = Effect.async((resume) => {
-    const check = () => {
-      if (this.failure !== undefined) resume(this.fail())
-      else if (this.done) resume(Effect.succeed(concat(this.chunks, this.size)))
-      else this.onProgress = check
-    }
-    check()
-    return this.discard
-  })
+  // `body` and `next` are built when a streamed response is handed out (`response`), not with every
+  // exchange: a whole answer (`request`) never reads them.
+  body(): Effect.Effect<Uint8Array, UpstreamTransportError> {
+    return Effect.async((resume) => {
+      const check = () => {
+        if (this.failure !== undefined) resume(this.fail())
+        else if (this.done) resume(Effect.succeed(concat(this.chunks, this.size)))
+        else this.onProgress = check
+      }
+      check()
+      return this.discard
+    })
+  }
 
-  readonly next: Effect.Effect<Uint8Array | null, UpstreamTransportError> = Effect.async((resume) => {
-    const check = () => {
-      if (this.chunks.length > 0) {
-        const chunk = this.chunks.shift()!
-        this.size -= chunk.length
-        resume(Effect.succeed(chunk))
-      } else if (this.failure !== undefined) resume(this.fail())
-      else if (this.done) resume(Effect.succeed(null))
-      else this.onProgress = check
-    }
-    check()
-    return this.discard
-  })
+  next(): Effect.Effect<Uint8Array | null, UpstreamTransportError> {
+    return Effect.async((resume) => {
+      const check = () => {
+        if (this.chunks.length > 0) {
+          const chunk = this.chunks.shift()!
+          this.size -= chunk.length
+          resume(Effect.succeed(chunk))
+        } else if (this.failure !== undefined) resume(this.fail())
+        else if (this.done) resume(Effect.succeed(null))
+        else this.onProgress = check
+      }
+      check()
+      return this.discard
+    })
+  }
 
   pipe(writer: ChunkWriter): Effect.Effect<void, UpstreamTransportError> {
     return Effect.async((resume) => {
@@ -293,8 +299,8 @@ class Exchange implements Dispatcher.DispatchHandler {
     return {
       status: this.status,
       headers: this.headers,
-      body: this.body,
-      next: this.next,
+      body: this.body(),
+      next: this.next(),
       pipe: (writer) => this.pipe(writer),
       discard: this.discard
     }
