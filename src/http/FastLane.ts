@@ -47,20 +47,29 @@ export const timeoutOf = (req: IncomingMessage): number | undefined | InvalidReq
 /** Header values must be visible ASCII; model ids from upstream lists are not guaranteed to be. */
 const headerSafe = (s: string) => (/^[\x20-\x7e]*$/.test(s) ? s : encodeURIComponent(s))
 
-export const routerHeaders = (reply: Reply, requestId: string): OutgoingHttpHeaders => ({
-  "x-request-id": requestId,
-  "x-router-provider": headerSafe(reply.provider),
-  "x-router-upstream-model": headerSafe(reply.upstreamModel),
-  "x-router-attempts": headerSafe(reply.attempts.map((a) => `${a.provider}:${a.outcome}`).join(",")),
-  ...(reply.decision === undefined ? {} : { "x-router-decision": summary(reply.decision) })
-})
+/** `X-Router-Attempts`: `provider:outcome` for each attempt, in order. */
+const attemptsHeader = (attempts: ReadonlyArray<{ readonly provider: string; readonly outcome: string }>): string => {
+  let out = ""
+  for (const a of attempts) out += out === "" ? `${a.provider}:${a.outcome}` : `,${a.provider}:${a.outcome}`
+  return headerSafe(out)
+}
+
+/** The router's own headers on an answer, added to `headers` (one object per reply, no copies). */
+export const routerHeaders = (reply: Reply, requestId: string, headers: OutgoingHttpHeaders = {}): OutgoingHttpHeaders => {
+  headers["x-request-id"] = requestId
+  headers["x-router-provider"] = headerSafe(reply.provider)
+  headers["x-router-upstream-model"] = headerSafe(reply.upstreamModel)
+  headers["x-router-attempts"] = attemptsHeader(reply.attempts)
+  if (reply.decision !== undefined) headers["x-router-decision"] = summary(reply.decision)
+  return headers
+}
 
 /** Writes an OpenAI-shaped error, before any part of an answer has been sent. */
 export const sendError = (res: ServerResponse, requestId: string, error: HttpError) => {
   if (res.headersSent) return
   const e = toErrorResponse(error)
   const attempts = "attempts" in error && Array.isArray(error.attempts) && error.attempts.length > 0
-    ? { "x-router-attempts": headerSafe(error.attempts.map((a) => `${a.provider}:${a.outcome}`).join(",")) }
+    ? { "x-router-attempts": attemptsHeader(error.attempts) }
     : {}
   const decision = "decision" in error && typeof error.decision === "string" ? { "x-router-decision": error.decision } : {}
   res.writeHead(e.status, {
@@ -151,16 +160,12 @@ export const make = Effect.gen(function* () {
   const respond = (reply: Reply, res: ServerResponse, requestId: string): Effect.Effect<void> => {
     if (reply._tag === "Json") {
       return Effect.sync(() => {
-        res.writeHead(reply.status, {
-          "content-type": reply.contentType,
-          "content-length": reply.body.byteLength,
-          ...routerHeaders(reply, requestId)
-        })
+        res.writeHead(reply.status, routerHeaders(reply, requestId, { "content-type": reply.contentType, "content-length": reply.body.byteLength }))
         res.end(reply.body)
       })
     }
     return Effect.suspend(() => {
-      res.writeHead(reply.status, { ...streamHeaders, ...routerHeaders(reply, requestId) })
+      res.writeHead(reply.status, routerHeaders(reply, requestId, { ...streamHeaders }))
       return reply.pipe(writerOf(res)).pipe(
         Effect.matchEffect({
           onSuccess: () => Effect.sync(() => res.end()),
