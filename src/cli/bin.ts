@@ -1,41 +1,16 @@
 #!/usr/bin/env node
 /**
- * The executable: runs the CLI on Node, turning start-up errors into one clear line and a non-zero
- * exit code instead of a stack trace.
+ * The executable. It turns off V8's allocation-site pretenuring, then loads the CLI (`run.ts`).
+ *
+ * Why: under load V8 starts allocating objects from some of the request path's allocation sites
+ * straight into the old generation. Those old objects then hold younger requests' objects through
+ * every scavenge, which copies and promotes them until a major collection frees them all.
+ * Measured in the running server: 13.5 % of the young generation survived each scavenge (3–5 ms
+ * pauses every ~120 ms, the heap growing ~2 MB a time). Without pretenuring 2.5 % survives, and
+ * in the workflow alone 0.1 %. The flag must be set before the code it concerns is loaded, hence
+ * the dynamic import.
  */
-import { ValidationError } from "@effect/cli"
-import * as NodeContext from "@effect/platform-node/NodeContext"
-import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
-import { Effect, Layer, Logger, LogLevel } from "effect"
-import { readFileSync } from "node:fs"
-import * as Cli from "./Cli.js"
+import { setFlagsFromString } from "node:v8"
 
-const version = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version
-
-const levels: Record<string, LogLevel.LogLevel> = {
-  debug: LogLevel.Debug,
-  info: LogLevel.Info,
-  warn: LogLevel.Warning,
-  warning: LogLevel.Warning,
-  error: LogLevel.Error
-}
-const level = levels[(process.env.ROUTER_LOG_LEVEL ?? "info").toLowerCase()] ?? LogLevel.Info
-
-/** One line on stderr, whatever the error: multi-line messages (config issues) are joined. */
-const fail = (message: string) =>
-  Effect.sync(() => {
-    const [head, ...rest] = message.split("\n").map((l) => l.trim()).filter((l) => l !== "")
-    process.stderr.write(`sanctum-router: ${rest.length === 0 ? head : `${head} ${rest.join("; ")}`}\n`)
-    process.exitCode = 1
-  })
-
-Cli.run(version)(process.argv).pipe(
-  Effect.catchIf(ValidationError.isValidationError, () => Effect.sync(() => { process.exitCode = 1 })),
-  Effect.catchTags({
-    ConfigFileError: (e) => fail(e.message),
-    StartupError: (e) => fail(e.message),
-    ServeError: (e) => fail(`cannot listen: ${String((e.cause as Error)?.message ?? e.cause)}`)
-  }),
-  Effect.provide(Layer.mergeAll(NodeContext.layer, Logger.pretty, Logger.minimumLogLevel(level))),
-  NodeRuntime.runMain({ disableErrorReporting: false })
-)
+setFlagsFromString("--no-allocation-site-pretenuring")
+await import("./run.js")
