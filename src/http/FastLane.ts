@@ -117,14 +117,41 @@ const writerOf = (res: ServerResponse): ChunkWriter => ({
   onDrain: (resume) => res.once("drain", resume)
 })
 
+/** The fiber that has run 2,048 steps without waiting, and now gives the event loop a turn. */
+let yielding: unknown = undefined
+/** How deeply inline runs are nested (a fiber waking another, and so on). */
+let depth = 0
+
 /**
  * The scheduler request fibers run on: a fiber woken by an upstream's answer continues at once, in
  * the callback that woke it, instead of in a later microtask. Measured on a running server, the
  * default scheduler's hop (a per-fiber runner and a microtask) cost ~4 µs between the upstream's
  * last byte and the reply. Effect still serialises each fiber's own messages, so a fiber woken
- * while it runs is not re-entered; long computations still yield every 2,048 steps.
+ * while it runs is not re-entered. A fiber that yields after 2,048 steps, or a run nested 32 deep,
+ * goes to `setImmediate`, so neither starves the event loop nor grows the stack.
  */
-export const inline = Scheduler.make((task) => task(), (fiber) => (fiber.currentOpCount > 2048 ? 0 : false))
+export const inline = Scheduler.make(
+  (task, _priority, fiber) => {
+    if (fiber !== undefined && fiber === yielding) {
+      yielding = undefined
+      setImmediate(task)
+    } else if (depth >= 32) {
+      setImmediate(task)
+    } else {
+      depth++
+      try {
+        task()
+      } finally {
+        depth--
+      }
+    }
+  },
+  (fiber) => {
+    if (fiber.currentOpCount <= 2048) return false
+    yielding = fiber
+    return 0
+  }
+)
 
 export const make = Effect.gen(function* () {
   const router = yield* Router
