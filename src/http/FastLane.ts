@@ -55,7 +55,7 @@ const attemptsHeader = (attempts: ReadonlyArray<{ readonly provider: string; rea
 }
 
 /** The router's own headers on an answer, added to `headers` (one object per reply, no copies). */
-export const routerHeaders = (reply: Reply, requestId: string, headers: OutgoingHttpHeaders = {}): OutgoingHttpHeaders => {
+export const routerHeaders = (reply: Reply, requestId: string, headers: OutgoingHttpHeaders): OutgoingHttpHeaders => {
   headers["x-request-id"] = requestId
   headers["x-router-provider"] = headerSafe(reply.provider)
   headers["x-router-upstream-model"] = headerSafe(reply.upstreamModel)
