@@ -36,7 +36,7 @@ import {
   parseRetryAfter,
   statusOfErrorObject
 } from "./Classify.js"
-import { framed, lastEventEnd } from "./Sse.js"
+import { framed, lastEventEnd, normalizeLines } from "./Sse.js"
 import { type Deadlines, deadlines, scheduler } from "./Timer.js"
 
 export interface ChatInput {
@@ -160,9 +160,9 @@ export const preamble = (buf: Uint8Array): "commit" | "wait" | { readonly status
   const end = lastEventEnd(buf)
   if (end === -1) return "wait"
   const text = Buffer.from(buf.buffer, buf.byteOffset, end).toString("utf8")
-  for (const event of text.split(/\r?\n\r?\n/)) {
+  for (const event of normalizeLines(text).split("\n\n")) {
     const data = event
-      .split(/\r?\n/)
+      .split("\n")
       .filter((line) => line.startsWith("data:"))
       .map((line) => line.slice(line.startsWith("data: ") ? 6 : 5))
       .join("\n")

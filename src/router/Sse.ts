@@ -8,17 +8,33 @@ import type { ChunkWriter } from "../providers/Upstream.js"
 /** Past this, held-back bytes are forwarded anyway: the body is evidently not SSE. */
 const maxHeldBack = 1024 * 1024
 
-const NL = 0x0a
+const LF = 0x0a
+const CR = 0x0d
 
-/** The offset just past the last event boundary (`\n\n` or `\n\r\n`), or -1 when there is none. */
+/**
+ * The offset just past the last event boundary, or -1 when there is none. An event ends at a blank
+ * line, and SSE lets a line end in `\r\n`, `\n` or a bare `\r` (some servers use the last), so a
+ * boundary is any line ending that directly follows another. A `\r` that ends the buffer after a
+ * `\n` may be the first half of a `\r\n` still to come, so it waits for the next byte; `\r\r` at
+ * the end cannot begin anything but another line and counts at once.
+ */
 export const lastEventEnd = (buf: Uint8Array): number => {
   for (let i = buf.length - 1; i > 0; i--) {
-    if (buf[i] !== NL) continue
-    if (buf[i - 1] === NL) return i + 1
-    if (buf[i - 1] === 0x0d && i > 1 && buf[i - 2] === NL) return i + 1
+    const c = buf[i]
+    if (c === LF) {
+      const before = buf[i - 1]
+      if (before === LF) return i + 1
+      if (before === CR && i > 1 && (buf[i - 2] === LF || buf[i - 2] === CR)) return i + 1
+    } else if (c === CR && buf[i + 1] !== LF) {
+      const before = buf[i - 1]
+      if (before === CR || (before === LF && i + 1 < buf.length)) return i + 1
+    }
   }
   return -1
 }
+
+/** An event stream's text with every line ending made `\n`, for reading its events. */
+export const normalizeLines = (text: string): string => (text.includes("\r") ? text.replace(/\r\n?/g, "\n") : text)
 
 export interface FramedWriter extends ChunkWriter {
   /** Forwards whatever is held back (at a clean end of the body). */

@@ -6,9 +6,9 @@
 import type OpenAI from "openai"
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
 import type { FakeServer } from "../../src/testing/FakeServer.js"
-import { embedding } from "../../src/testing/Script.js"
+import { chatChunks, embedding } from "../../src/testing/Script.js"
 import type { RouterUnderTest } from "../kit/TestRouter.js"
-import { clientOf, harness, lastRequest, newRequestId, recordOf, requestsTo } from "./helpers.js"
+import { clientOf, harness, lastRequest, loopbackServer, newRequestId, recordOf, requestsTo } from "./helpers.js"
 
 const tools: Array<OpenAI.Chat.Completions.ChatCompletionTool> = [
   {
@@ -117,6 +117,36 @@ describe("chat, embeddings and model resolution", () => {
       expect(usage[0]?.usage?.completion_tokens).toBeGreaterThan(0)
       expect(usage[0]?.usage?.total_tokens).toBe((usage[0]?.usage?.prompt_tokens ?? 0) + (usage[0]?.usage?.completion_tokens ?? 0))
       expect(lastRequest(alpha).body).toMatchObject({ stream: true, stream_options: { include_usage: true } })
+    })
+
+    it("streams from an upstream that ends its SSE lines with a bare \\r, each event split across writes", async () => {
+      // SSE allows `\r`, `\n` or `\r\n` line endings; a server using `\r` alone must not look silent.
+      const upstream = await loopbackServer((req, res, raw) => {
+        if (req.method !== "POST") return void res.writeHead(404).end()
+        const body = JSON.parse(raw) as Record<string, unknown>
+        const events = chatChunks(String(body.model), "Carriage returns only.", body).map((e) => e.replace(/\n/g, "\r"))
+        res.writeHead(200, { "content-type": "text/event-stream" })
+        const pieces = events.flatMap((e) => [e.slice(0, e.length - 1), e.slice(e.length - 1)])
+        const step = (i: number): void => {
+          if (i === pieces.length) return void res.end()
+          res.write(pieces[i], () => setImmediate(() => step(i + 1)))
+        }
+        step(0)
+      })
+      const crRouter = await h.router({
+        config: { providers: { cr: { endpoint: upstream.url, models: ["m-cr"], timeouts: { connect: 1, first_byte: 2, total: 5 } } } }
+      })
+      try {
+        const { data: stream, response } = await clientOf(crRouter).chat.completions
+          .create({ model: "m-cr", messages: [{ role: "user", content: "hi" }], stream: true })
+          .withResponse()
+        expect(response.headers.get("x-router-attempts")).toBe("cr:ok")
+        let text = ""
+        for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? ""
+        expect(text).toBe("Carriage returns only.")
+      } finally {
+        await upstream.close()
+      }
     })
 
     it("streams without a usage chunk when none was asked for, ending with [DONE]", async () => {

@@ -31,6 +31,18 @@ describe("preamble (what the first events of a stream say)", () => {
     expect(preamble(bytes("data: {\"n\":1}\n\n"))).toBe("commit")
   })
 
+  it("reads events the same with \\r\\n or bare \\r line endings", () => {
+    const cr = (s: string) => s.replace(/\n/g, "\r")
+    const crlf = (s: string) => s.replace(/\n/g, "\r\n")
+    for (const eol of [cr, crlf]) {
+      expect(preamble(bytes(eol(chunk({ role: "assistant", content: "" }))))).toBe("wait")
+      expect(preamble(bytes(eol(chunk({ role: "assistant", content: "" }) + chunk({ content: "Hi" }))))).toBe("commit")
+      expect(preamble(bytes(eol(": keep-alive\n\ndata: [DONE]\n\n")))).toBe("commit")
+      const verdict = preamble(bytes(eol(`data: ${JSON.stringify({ error: { message: "busy", code: 503 } })}\n\n`)))
+      expect(typeof verdict === "object" && verdict.status).toBe(503)
+    }
+  })
+
   it("reads an error event as the HTTP error it stands for", () => {
     const verdict = preamble(bytes(`data: ${JSON.stringify({ error: { message: "slow down", code: 429 } })}\n\n`))
     expect(verdict).not.toBe("wait")

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
-import { framed, lastEventEnd } from "../../src/router/Sse.js"
+import { FastCheck as fc } from "effect"
+import { framed, lastEventEnd, normalizeLines } from "../../src/router/Sse.js"
 import { collector } from "./helpers.js"
 
 const bytes = (s: string) => new Uint8Array(Buffer.from(s))
@@ -28,6 +29,79 @@ describe("Sse.lastEventEnd", () => {
     expect(lastEventEnd(bytes("data: a\r\n\r\n"))).toBe(11)
     expect(lastEventEnd(bytes("data: a\r\n\r\ndata: b"))).toBe(11)
     expect(lastEventEnd(bytes("data: a\n\r\n"))).toBe(10)
+  })
+
+  it("accepts bare-CR line endings (\\r\\r), which SSE allows", () => {
+    expect(lastEventEnd(bytes("data: a\r\r"))).toBe(9)
+    expect(lastEventEnd(bytes("data: a\r\rdata: b\r"))).toBe(9)
+    expect(lastEventEnd(bytes("data: a\rdata: b\r"))).toBe(-1)
+    expect(lastEventEnd(bytes("data: a\r\r\n"))).toBe(10)
+    expect(lastEventEnd(bytes("data: a\r\n\rdata: b"))).toBe(10)
+  })
+
+  it("waits on a \\r that ends the buffer after a line, since a \\n may complete it", () => {
+    expect(lastEventEnd(bytes("data: a\r\n\r"))).toBe(-1)
+    expect(lastEventEnd(bytes("data: a\n\r"))).toBe(-1)
+    expect(lastEventEnd(bytes("data: a\r\n\r\n"))).toBe(11)
+  })
+})
+
+/** Where a blank line ends in `text`, read line by line as an SSE client does. */
+const boundaries = (text: string): Set<number> => {
+  const out = new Set<number>()
+  let lineStart = 0
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]
+    if (c !== "\n" && c !== "\r") continue
+    const end = c === "\r" && text[i + 1] === "\n" ? i + 2 : i + 1
+    if (i === lineStart && lineStart > 0) out.add(end)
+    i = end - 1
+    lineStart = end
+  }
+  return out
+}
+
+describe("Sse.framed over every line-ending style", () => {
+  const style = fc.constantFrom("\n", "\r\n", "\r")
+  const stream = fc.tuple(
+    fc.array(fc.array(fc.stringMatching(/^[a-z{}":, ]{0,12}$/), { minLength: 1, maxLength: 3 }), { minLength: 1, maxLength: 5 }),
+    style,
+    fc.boolean()
+  ).map(([events, eol, mixed]) =>
+    events.map((lines, i) => {
+      // `mixed`: each event picks its own line ending, as a proxy chain might produce.
+      const e = mixed ? ["\n", "\r\n", "\r"][i % 3]! : eol
+      return lines.map((l) => `data: ${l}${e}`).join("") + e
+    }).join("")
+  )
+
+  it("writes only whole events (ending on a blank line) and loses no byte, however the bytes are split", () => {
+    fc.assert(
+      fc.property(stream, fc.array(fc.nat(), { maxLength: 6 }), (text, cuts) => {
+        const at = [...new Set(cuts.map((c) => c % (text.length + 1)))].sort((a, b) => a - b)
+        const pieces = [0, ...at, text.length].slice(1).map((end, i, ends) => text.slice(i === 0 ? 0 : ends[i - 1], end))
+        const legal = boundaries(text)
+        const out: Array<string> = []
+        const w = framed({ write: (c) => out.push(Buffer.from(c).toString("latin1")) > 0, onDrain: () => {} })
+        for (const p of pieces) if (p.length > 0) w.write(bytes(p))
+        let offset = 0
+        for (const chunk of out) {
+          offset += chunk.length
+          expect(legal.has(offset)).toBe(true)
+        }
+        // The text ends on a blank line, so nothing may wait for a flush: each event goes as soon
+        // as its blank line has arrived.
+        expect(offset).toBe(text.length)
+        w.flush()
+        expect(out.join("")).toBe(text)
+      }),
+      { numRuns: 500 }
+    )
+  })
+
+  it("reads the same events whatever the line endings", () => {
+    expect(normalizeLines("data: a\r\rdata: b\r\n\r\ndata: c\n\n")).toBe("data: a\n\ndata: b\n\ndata: c\n\n")
+    expect(normalizeLines("data: a\n\n")).toBe("data: a\n\n")
   })
 })
 
