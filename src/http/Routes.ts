@@ -188,6 +188,9 @@ export const layer = HttpLayerRouter.use((router) =>
     const admin = adminKeyCheck(settings.adminKey)
     const open: KeyCheck = { check: () => null }
 
+    // HEAD is answered as GET (see `Server.ts`), so wherever GET is allowed, so is HEAD.
+    const withHead = (allowed: ReadonlyArray<string>) => allowed.flatMap((m) => (m === "GET" ? ["GET", "HEAD"] : [m])).join(", ")
+
     const healthy = HttpServerResponse.unsafeJson({ status: "ok" })
     yield* router.add("GET", "/health", healthy)
     yield* router.add(
@@ -217,7 +220,7 @@ export const layer = HttpLayerRouter.use((router) =>
         yield* router.add(
           method,
           path,
-          guarded(path === "/health" ? open : client, (req) => Effect.fail(new MethodNotAllowed({ method: req.method, path, allowed })))
+          guarded(path === "/health" ? open : client, (req) => Effect.fail(new MethodNotAllowed({ method: req.method, path, allowed: withHead([allowed]) })))
         )
       }
     }
@@ -329,7 +332,7 @@ export const layer = HttpLayerRouter.use((router) =>
         yield* router.add(
           method,
           path,
-          guarded(admin, (req) => Effect.fail(new MethodNotAllowed({ method: req.method, path, allowed: allowed.join(", ") })))
+          guarded(admin, (req) => Effect.fail(new MethodNotAllowed({ method: req.method, path, allowed: withHead(allowed) })))
         )
       }
     }
@@ -337,10 +340,6 @@ export const layer = HttpLayerRouter.use((router) =>
     // The admin surface is closed until ROUTER_ADMIN_KEY is set; more routes arrive with later features.
     yield* router.add("*", "/admin/*", guarded(admin, (req) => Effect.fail(new RouteNotFound({ method: req.method, path: pathOf(req) }))))
     yield* router.add("*", "/v1/*", guarded(client, (req) => Effect.fail(new RouteNotFound({ method: req.method, path: pathOf(req) }))))
-    yield* router.add("*", "*", (req) =>
-      // HEAD reaches the catch-all before the router's GET fallback; uptime checkers use it on /health.
-      req.method === "HEAD" && pathOf(req) === "/health"
-        ? Effect.succeed(healthy)
-        : guarded(open, (r) => Effect.fail(new RouteNotFound({ method: r.method, path: pathOf(r) })))(req))
+    yield* router.add("*", "*", guarded(open, (r) => Effect.fail(new RouteNotFound({ method: r.method, path: pathOf(r) }))))
   })
 )

@@ -36,7 +36,12 @@ export const serverLayer = Layer.scoped(
             ? NodeHttpServer.makeHandler(app)
             : NodeHttpServer.makeHandler(app, middleware as never))
           const onRequest = (req: IncomingMessage, res: ServerResponse) => {
-            if (!lane.handle(req, res)) platform(req, res)
+            if (lane.handle(req, res)) return
+            // HEAD is answered as GET wherever GET is (uptime checkers and proxies probe with it):
+            // `HttpLayerRouter` takes no HEAD routes, and its own GET fallback comes after the `*`
+            // routes. Node made the response when it saw HEAD, so it still sends no body.
+            if (req.method === "HEAD") req.method = "GET"
+            platform(req, res)
           }
           server.on("request", onRequest)
           yield* Effect.addFinalizer(() => Effect.sync(() => server.off("request", onRequest)))

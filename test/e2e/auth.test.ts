@@ -47,6 +47,8 @@ describe("authentication", () => {
       const error = await expectOpenAiError(await fetch(`${router.url}/v1/models`), 401)
       expect(error.code).toBe("invalid_api_key")
       await expectOpenAiError(await fetch(`${router.url}/v1/models/m1`), 401)
+      // HEAD is answered as GET is, so it is refused as GET is.
+      expect((await fetch(`${router.url}/v1/models`, { method: "HEAD" })).status).toBe(401)
     })
 
     it("refuses a wrong key, as Bearer and as X-API-Key", async () => {
@@ -132,6 +134,7 @@ describe("authentication", () => {
           expect(error.message, `${method} ${path}`).toMatch(/admin/i)
         }
       }
+      expect((await fetch(`${router.url}/admin/status`, { method: "HEAD" })).status).toBe(401)
     })
 
     it("answers 401 with the client key, as Bearer and as X-API-Key", async () => {

@@ -152,6 +152,28 @@ describe("bad requests", () => {
       }
     })
 
+    it("answers HEAD wherever GET is answered, with GET's status and headers and no body", async () => {
+      const get = await fetch(`${router.url}/v1/models`)
+      const head = await fetch(`${router.url}/v1/models`, { method: "HEAD" })
+      expect(head.status).toBe(200)
+      expect(head.headers.get("content-type")).toBe(get.headers.get("content-type"))
+      expect(head.headers.get("content-length")).toBe(get.headers.get("content-length"))
+      expect(await head.text()).toBe("")
+      const health = await fetch(`${router.url}/health`, { method: "HEAD" })
+      expect(health.status).toBe(200)
+      const model = await fetch(`${router.url}/v1/models/m1`, { method: "HEAD" })
+      expect(model.status).toBe(200)
+      // Where GET is not answered, neither is HEAD.
+      expect((await fetch(`${router.url}/v1/models/no-such-model`, { method: "HEAD" })).status).toBe(404)
+      expect((await fetch(`${router.url}/v1/nope`, { method: "HEAD" })).status).toBe(404)
+      const post = await fetch(`${router.url}/v1/chat/completions`, { method: "HEAD" })
+      expect(post.status).toBe(405)
+      expect(post.headers.get("allow")).toBe("POST")
+      const options = await fetch(`${router.url}/v1/models`, { method: "OPTIONS" })
+      expect(options.status).toBe(405)
+      expect(options.headers.get("allow")).toBe("GET, HEAD")
+    })
+
     it("answers 404 JSON to unknown paths, with any method", async () => {
       for (const [method, path] of [
         ["GET", "/nope"],

@@ -116,7 +116,7 @@ describe("/admin/override", () => {
   it("answers other methods with 405 and the allowed ones", async () => {
     const res = await adminCall(router, "DELETE", "/admin/override", undefined, asSession(fresh()))
     await expectOpenAiError(res, 405)
-    expect(res.headers.get("allow")).toBe("GET, POST")
+    expect(res.headers.get("allow")).toBe("GET, HEAD, POST")
   })
 })
 

@@ -152,7 +152,7 @@ describe("/admin/routing-config", () => {
     const res = await adminCall(router, "DELETE", "/admin/routing-config")
     const error = await expectOpenAiError(res, 405)
     expect(error.code).toBe("method_not_allowed")
-    expect(res.headers.get("allow")).toBe("GET, PUT, PATCH")
+    expect(res.headers.get("allow")).toBe("GET, HEAD, PUT, PATCH")
   })
 })
 
