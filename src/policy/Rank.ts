@@ -494,9 +494,16 @@ export const decisionJson = (d: Decision) => ({
   notes: d.notes
 })
 
+/**
+ * A reason as the short form can carry it: its separators (`;` between parts, `,` between
+ * candidates, parentheses around a reason) would otherwise split it, and reasons quote upstream
+ * error bodies. The decision's JSON (`/admin/explain`, the request record) keeps them as they are.
+ */
+const inSummary = (reason: string) => reason.replace(/\(/g, "[").replace(/\)/g, "]").replace(/[,;]/g, " /")
+
 const summaryOf = (d: Decision): string => {
   const parts = [`strategy=${d.strategy}`, `order=${d.ranked.map((r) => idOf(r.candidate)).join(",")}`]
-  if (d.dropped.length > 0) parts.push(`dropped=${d.dropped.map((x) => `${idOf(x.candidate)}(${x.reason})`).join(",")}`)
+  if (d.dropped.length > 0) parts.push(`dropped=${d.dropped.map((x) => `${idOf(x.candidate)}(${inSummary(x.reason)})`).join(",")}`)
   const clamped = d.ranked.filter((r) => r.maxTokens !== null)
   if (clamped.length > 0) parts.push(`clamped=${clamped.map((r) => `${idOf(r.candidate)}(max_tokens ${d.maxTokensRequested}->${r.maxTokens})`).join(",")}`)
   const pin = d.notes.find((n) => n.startsWith("session pin: "))

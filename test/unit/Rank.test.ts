@@ -515,6 +515,28 @@ describe("Rank.summary", () => {
     )
   })
 
+  it("keeps its separators unambiguous whatever a reason says", () => {
+    const reason = "misconfigured: HTTP 401: {\"error\": {\"message\": \"bad key; rotate (now)\", \"code\": 401}}"
+    const d: Decision = {
+      strategy: "priority",
+      maxTokensRequested: null,
+      ranked: [{ candidate: cand("ok", 1), score: 1, maxTokens: null }],
+      dropped: [{ candidate: cand("broke", 2), reason }, { candidate: cand("not", 3), reason: "not in provider.order (allow_fallbacks: false)" }],
+      notes: []
+    }
+    const text = summary(d)
+    const parts = text.split("; ")
+    expect(parts.map((p) => p.slice(0, p.indexOf("=")))).toEqual(["strategy", "order", "dropped"])
+    const dropped = parts[2]!.slice("dropped=".length).split(",")
+    expect(dropped).toHaveLength(2)
+    expect(dropped.map((x) => x.slice(0, x.indexOf("(")))).toEqual(["broke+m", "not+m"])
+    for (const x of dropped) {
+      expect(x.endsWith(")")).toBe(true)
+      expect(x.slice(x.indexOf("(") + 1, -1)).not.toMatch(/[(),;]/)
+    }
+    expect(dropped[1]).toBe("not+m(not in provider.order [allow_fallbacks: false])")
+  })
+
   it("byPriority is a total order", () => {
     expect(byPriority(cand("a", 1), cand("b", 1))).toBeLessThan(0)
     expect(byPriority(cand("b", 1), cand("a", 1))).toBeGreaterThan(0)
