@@ -38,6 +38,7 @@ export const loadSettings = (flags: Flags, env: Readonly<Record<string, string |
 export const services = (settings: SettingsShape, loaded: LoadedFile) => {
   const SettingsLive = Layer.succeed(Settings, settings)
   const SqlLive = Sql.layer(settings.dbPath)
+  const RequestLogLive = RequestLog.layerWith({ retentionDays: settings.requestRetentionDays })
   const ConfigLive = RouterConfig.layer(loaded).pipe(Layer.provide(ConfigRepo.Default), Layer.provide(SettingsLive))
   const SessionsLive = Sessions.layer.pipe(Layer.provide(ConfigRepo.Default))
   const ProvidersLive = Providers.layer.pipe(Layer.provide(ConfigLive), Layer.provide(Upstream.layer))
@@ -47,14 +48,14 @@ export const services = (settings: SettingsShape, loaded: LoadedFile) => {
   const PinsLive = Layer.effect(Policy.Pins, Effect.map(Sessions.Sessions, (s) => ({ pinOf: s.pinOf }))).pipe(Layer.provide(SessionsLive))
   const PolicyLive = Policy.layer.pipe(Layer.provide([HealthLive, CreditsLive, PinsLive]))
   const RouterLive = Router.layerWithoutDependencies.pipe(
-    Layer.provide([ProvidersLive, Upstream.layer, RequestLog.layer, PolicyLive, HealthLive, ResilienceLive])
+    Layer.provide([ProvidersLive, Upstream.layer, RequestLogLive, PolicyLive, HealthLive, ResilienceLive])
   )
   const ChecksLive = Checks.layer.pipe(Layer.provide([HealthLive, ProvidersLive, Upstream.layer, ResilienceLive]))
   const FastLaneLive = FastLane.layer.pipe(Layer.provide([RouterLive, SettingsLive]))
   return Http.layer.pipe(
     HttpServer.withLogAddress,
     Layer.provide(FastLaneLive),
-    Layer.provideMerge(Layer.mergeAll(ProvidersLive, ConfigLive, SessionsLive, RequestLog.layer, RouterLive, SettingsLive, HealthLive, CreditsLive, PolicyLive, ResilienceLive, ChecksLive)),
+    Layer.provideMerge(Layer.mergeAll(ProvidersLive, ConfigLive, SessionsLive, RequestLogLive, RouterLive, SettingsLive, HealthLive, CreditsLive, PolicyLive, ResilienceLive, ChecksLive)),
     Layer.provide(SqlLive)
   )
 }

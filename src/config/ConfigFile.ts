@@ -131,7 +131,10 @@ const targetList = (t: typeof AliasTargets.Type): ReadonlyArray<string> => {
 export const ServerFile = Schema.Struct({
   host: Schema.optional(Schema.NonEmptyTrimmedString),
   port: Schema.optional(IntLike.pipe(Schema.between(0, 65535, { message: (issue) => `must be a port number (0-65535), got ${String(issue.actual)}` }))),
-  max_body_bytes: Schema.optional(IntLike.pipe(Schema.positive({ message: (issue) => `must be a positive number of bytes, got ${String(issue.actual)}` })))
+  max_body_bytes: Schema.optional(IntLike.pipe(Schema.positive({ message: (issue) => `must be a positive number of bytes, got ${String(issue.actual)}` }))),
+  request_retention_days: Schema.optional(
+    IntLike.pipe(Schema.nonNegative({ message: (issue) => `must be a whole number of days (0 keeps every record), got ${String(issue.actual)}` }))
+  )
 }).annotations({ identifier: "server settings (a mapping)" })
 export type ServerFile = typeof ServerFile.Type
 

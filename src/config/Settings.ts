@@ -25,6 +25,8 @@ export interface SettingsShape {
   readonly maxBodyBytes: number
   /** How long shutdown waits for open requests (streams included) before closing them. */
   readonly drainMs: number
+  /** Request records older than this many days are deleted; 0 keeps them all. */
+  readonly requestRetentionDays: number
 }
 
 export class Settings extends Context.Tag("sanctum/Settings")<Settings, SettingsShape>() {}
@@ -39,7 +41,8 @@ export const defaults = {
   port: 8480,
   dbPath: "./data/router.db",
   maxBodyBytes: 20 * 1024 * 1024,
-  drainMs: 10_000
+  drainMs: 10_000,
+  requestRetentionDays: 30
 } as const
 
 const nonEmpty = (name: string) =>
@@ -55,6 +58,9 @@ export const EnvSettings = Config.all({
   adminKey: nonEmpty("ROUTER_ADMIN_KEY"),
   maxBodyBytes: Config.option(Config.integer("ROUTER_MAX_BODY_BYTES").pipe(
     Config.validate({ message: "Expected a positive number of bytes", validation: (n) => n > 0 })
+  )),
+  requestRetentionDays: Config.option(Config.integer("ROUTER_REQUEST_RETENTION_DAYS").pipe(
+    Config.validate({ message: "Expected a whole number of days, 0 to keep every record", validation: (n) => n >= 0 })
   ))
 })
 
@@ -81,7 +87,8 @@ export const resolveSettings = (flags: Flags, file: ServerFile | null | undefine
       clientKey: Option.getOrNull(Option.map(env.clientKey, Redacted.make)),
       adminKey: Option.getOrNull(Option.map(env.adminKey, Redacted.make)),
       maxBodyBytes: Option.getOrUndefined(env.maxBodyBytes) ?? file?.max_body_bytes ?? defaults.maxBodyBytes,
-      drainMs: defaults.drainMs
+      drainMs: defaults.drainMs,
+      requestRetentionDays: Option.getOrUndefined(env.requestRetentionDays) ?? file?.request_retention_days ?? defaults.requestRetentionDays
     }
     if (!Number.isInteger(settings.port) || settings.port < 0 || settings.port > 65535) {
       return yield* new StartupError({ message: `Invalid port ${settings.port}: expected 0-65535` })

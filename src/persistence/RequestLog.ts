@@ -4,7 +4,7 @@
  * sits on the response path; a full queue drops records rather than growing without bound.
  */
 import { SqlClient } from "@effect/sql"
-import { Chunk, Context, Effect, Layer, Queue, Schema } from "effect"
+import { Chunk, Clock, Context, Effect, Layer, Queue, Schedule, Schema } from "effect"
 import type { Attempt } from "../domain/Errors.js"
 import { type Decision, decisionText } from "../policy/Rank.js"
 
@@ -122,8 +122,19 @@ const toRow = (e: RequestRecord) => {
   }
 }
 
-/** The SQLite-backed log. */
-export const layer = Layer.scoped(
+/** How many days records are kept by default; about 550 bytes each, so a busy router's file stays bounded. */
+export const defaultRetentionDays = 30
+
+export interface RequestLogOptions {
+  /** Records older than this many days are deleted, at start and every hour; 0 keeps them all. */
+  readonly retentionDays: number
+}
+
+/** Rows deleted per statement when old records go: a few milliseconds of SQLite's time each. */
+const purgeSlice = 2000
+
+/** The SQLite-backed log, keeping records for `options.retentionDays`. */
+export const layerWith = (options: RequestLogOptions) => Layer.scoped(
   RequestLog,
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
@@ -157,25 +168,39 @@ export const layer = Layer.scoped(
     const flush = Effect.flatMap(Queue.takeAll(queue), take)
 
     // Batches: one insert per quarter second at most, so a busy router does not pay a SQLite
-    // transaction per request on its event loop.
-    const collect = (c: Chunk.Chunk<RequestRecord>) =>
-      Effect.sync(() => {
-        for (const r of c) inHand.push(r)
-      })
+    // transaction per request on its event loop. The writer waits on a latch rather than taking
+    // from the queue: a record is then always in the queue or in hand, never held by a sleeping
+    // fiber, so `recent` finds every record queued before it was called.
+    const waiting = yield* Effect.makeLatch(false)
     yield* Effect.forkScoped(Effect.forever(
-      Queue.takeBetween(queue, 1, 1000).pipe(
-        Effect.flatMap(collect),
+      waiting.await.pipe(
+        Effect.zipRight(waiting.close),
         Effect.zipRight(Effect.sleep("250 millis")),
-        Effect.zipRight(Queue.takeUpTo(queue, 1000)),
-        Effect.flatMap(take)
+        Effect.zipRight(flush)
       )
     ))
     // Records still queued when the daemon stops are written before the database closes.
     yield* Effect.addFinalizer(() => flush)
 
+    // Retention: without it the table grows by every request for as long as the daemon runs. Old
+    // rows go in slices with a turn of the event loop between them, so even a large backlog (the
+    // first start with a shorter retention) never holds requests up for long.
+    if (options.retentionDays > 0) {
+      const purgeBefore = (cutoff: number): Effect.Effect<void, unknown> =>
+        Effect.flatMap(
+          sql`DELETE FROM requests WHERE seq IN (SELECT seq FROM requests WHERE created_at < ${cutoff} LIMIT ${purgeSlice}) RETURNING seq`,
+          (deleted) => (deleted.length < purgeSlice ? Effect.void : Effect.zipRight(yieldToIo, purgeBefore(cutoff)))
+        )
+      const purge = Effect.flatMap(Clock.currentTimeMillis, (now) => purgeBefore(now - options.retentionDays * 86_400_000)).pipe(
+        Effect.catchAllCause((cause) => Effect.logWarning("could not delete old request records", cause))
+      )
+      yield* Effect.forkScoped(Effect.repeat(purge, Schedule.spaced("1 hour")))
+    }
+
     return RequestLog.of({
       record: (entry) => {
         queue.unsafeOffer(entry)
+        waiting.unsafeOpen()
       },
       recent: (limit) =>
         flush.pipe(
@@ -186,3 +211,6 @@ export const layer = Layer.scoped(
     })
   })
 )
+
+/** The SQLite-backed log, keeping records for `defaultRetentionDays`. */
+export const layer = layerWith({ retentionDays: defaultRetentionDays })

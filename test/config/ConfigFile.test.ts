@@ -315,6 +315,8 @@ describe("decodeConfig", () => {
       expect(port.message).toMatch(/server\.port: .*70000/)
       const body = yield* refused({ server: { max_body_bytes: 0 } })
       expect(body.message).toContain("server.max_body_bytes")
+      const retention = yield* refused({ server: { request_retention_days: -3 } })
+      expect(retention.message).toMatch(/server\.request_retention_days: .*-3/)
     }))
 
   it.effect("reports every invalid key, not only the first", () =>

@@ -49,7 +49,8 @@ describe("resolveSettings", () => {
         configPath: null,
         clientKey: null,
         adminKey: null,
-        maxBodyBytes: defaults.maxBodyBytes
+        maxBodyBytes: defaults.maxBodyBytes,
+        requestRetentionDays: 30
       })
       expect(defaults.port).toBe(8480)
       expect(defaults.dbPath).toBe("./data/router.db")
@@ -114,6 +115,17 @@ describe("resolveSettings", () => {
         const e = yield* refusal({ port }, null)
         expect(e).toBeInstanceOf(StartupError)
         expect(e.message).toContain(`Invalid port ${port}`)
+      }
+    }))
+
+  it.effect("takes the request retention from ROUTER_REQUEST_RETENTION_DAYS over the file's server.request_retention_days", () =>
+    Effect.gen(function* () {
+      expect((yield* resolve({}, { request_retention_days: 7 })).requestRetentionDays).toBe(7)
+      expect((yield* resolve({}, { request_retention_days: 7 }, { ROUTER_REQUEST_RETENTION_DAYS: "0" })).requestRetentionDays).toBe(0)
+      expect((yield* resolve({}, null, { ROUTER_REQUEST_RETENTION_DAYS: "90" })).requestRetentionDays).toBe(90)
+      for (const bad of ["-1", "a week", "1.5"]) {
+        const e = yield* refusal({}, null, { ROUTER_REQUEST_RETENTION_DAYS: bad })
+        expect(e.message).toContain("ROUTER_REQUEST_RETENTION_DAYS")
       }
     }))
 

@@ -1,0 +1,71 @@
+/**
+ * Request-record retention, on a real SQLite file: records older than the retention go (at start
+ * and every hour, in slices), younger ones stay, and a retention of 0 keeps everything. Time is
+ * `TestClock`'s, so a month passes in a moment.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Duration, Effect, Layer, TestClock } from "effect"
+import { mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import * as RequestLog from "../../src/persistence/RequestLog.js"
+import * as Sql from "../../src/persistence/Sql.js"
+
+const day = 86_400_000
+
+const record = (requestId: string, createdAt: number): RequestLog.RequestRecord => ({
+  requestId,
+  createdAt,
+  endpoint: "chat",
+  model: "m",
+  stream: false,
+  provider: "p",
+  upstreamModel: "m",
+  status: 200,
+  outcome: "ok",
+  attempts: [],
+  durationMs: 1
+})
+
+/** A log over a fresh database file, removed afterwards. */
+const withLog = (retentionDays: number) => {
+  const dir = mkdtempSync(join(tmpdir(), "sanctum-log-"))
+  return Layer.merge(
+    RequestLog.layerWith({ retentionDays }).pipe(Layer.provide(Sql.layer(join(dir, "router.db")))),
+    Layer.scopedDiscard(Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true }))))
+  )
+}
+
+const ids = (limit = 10_000) =>
+  Effect.flatMap(RequestLog.RequestLog, (log) => Effect.map(log.recent(limit), (rows) => rows.map((r) => r.request_id).sort()))
+
+describe("RequestLog retention", () => {
+  it.effect("deletes records older than the retention, hourly, however many there are, and keeps the rest", () =>
+    Effect.gen(function* () {
+      const log = yield* RequestLog.RequestLog
+      // More old rows than one delete statement takes, so the purge has to go round.
+      for (let i = 0; i < 4500; i++) log.record(record(`old-${i}`, 0))
+      log.record(record("day-2", 2 * day))
+      log.record(record("day-29", 29 * day))
+      expect(yield* ids()).toHaveLength(4502)
+
+      // 30 days and a bit: nothing is older than 30 days yet.
+      yield* TestClock.adjust(Duration.millis(30 * day - 1))
+      expect(yield* ids()).toHaveLength(4502)
+
+      // Day 31: the day-0 records are past it; day 2 and day 29 are not.
+      yield* TestClock.adjust(Duration.days(1))
+      expect(yield* ids()).toEqual(["day-2", "day-29"])
+
+      yield* TestClock.adjust(Duration.days(2))
+      expect(yield* ids()).toEqual(["day-29"])
+    }).pipe(Effect.provide(withLog(30))), { timeout: 30_000 })
+
+  it.effect("keeps every record with a retention of 0", () =>
+    Effect.gen(function* () {
+      const log = yield* RequestLog.RequestLog
+      log.record(record("ancient", 0))
+      yield* TestClock.adjust(Duration.days(400))
+      expect(yield* ids()).toEqual(["ancient"])
+    }).pipe(Effect.provide(withLog(0))))
+})
