@@ -136,12 +136,21 @@ export const classifyTransportError = (provider: string, e: unknown): UpstreamTr
       return make("reset", "connection reset by upstream")
     case "UND_ERR_ABORTED":
       return make("aborted", "request aborted")
+    case "UND_ERR_RES_EXCEEDED_MAX_SIZE":
+      return make("protocol", message)
   }
   if (code.startsWith("ERR_TLS") || code.startsWith("CERT_") || code.includes("SSL") || code === "EPROTO") {
     return make("connect", `TLS error (${code})`)
   }
   return make("protocol", message)
 }
+
+/**
+ * The most of an answer held in memory at once (a whole non-streamed answer, or a stream's start).
+ * Generous for any real answer (2,048 embeddings of 3,072 floats as JSON are ~100 MiB); a backend
+ * that sends more is cut off rather than allowed to exhaust the router's memory.
+ */
+export const maxBufferedBytes = 256 * 1024 * 1024
 
 const concat = (chunks: ReadonlyArray<Buffer>, size: number): Uint8Array =>
   chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks as Array<Buffer>, size)
@@ -192,6 +201,13 @@ class Exchange implements Dispatcher.DispatchHandler {
     }
     this.chunks.push(chunk)
     this.size += chunk.length
+    if (this.size > maxBufferedBytes) {
+      const tooLarge = new Error(`answer larger than ${maxBufferedBytes / 1024 / 1024} MiB`)
+      ;(tooLarge as { code?: string }).code = "UND_ERR_RES_EXCEEDED_MAX_SIZE"
+      this.chunks = []
+      this.size = 0
+      return controller.abort(tooLarge)
+    }
     this.progress()
   }
 

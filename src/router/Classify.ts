@@ -113,6 +113,22 @@ export const classifyRefusal = (status: number, body: string, retryAfterMs: numb
 /** A transport failure is transient, whatever its kind. */
 export const classifyTransport = (e: UpstreamTransportError): Classified => ({ class: "transient", outcome: outcomeOfTransport(e) })
 
+const isSpace = (b: number | undefined) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09
+
+/**
+ * Whether an answer's body has the shape of a JSON object: its first and last non-blank bytes are
+ * `{` and `}`. Cheap enough for every answer (no parse), and enough to tell a chat or embeddings
+ * answer from what a misconfigured or failing backend sends with a 200: an HTML page, an empty
+ * body, a cut-off answer, an event stream to a request that asked for none.
+ */
+export const looksLikeJsonObject = (body: Uint8Array): boolean => {
+  let start = 0
+  let end = body.byteLength - 1
+  while (start <= end && isSpace(body[start])) start++
+  while (end > start && isSpace(body[end])) end--
+  return start < end && body[start] === 0x7b && body[end] === 0x7d
+}
+
 /**
  * A 200 whose body is an error object is that error, never a success. OpenAI-compatible answers
  * start with `{"id"`, so only a body whose first bytes name `error` is parsed to find out.

@@ -33,10 +33,11 @@ import {
   classifyRefusal,
   classifyTransport,
   errorInBody,
+  looksLikeJsonObject,
   parseRetryAfter,
   statusOfErrorObject
 } from "./Classify.js"
-import { framed, lastEventEnd, normalizeLines } from "./Sse.js"
+import { framed, lastEventEnd, maxHeldBack, normalizeLines } from "./Sse.js"
 import { type Deadlines, deadlines, scheduler } from "./Timer.js"
 
 export interface ChatInput {
@@ -308,6 +309,10 @@ export const make = Effect.gen(function* () {
         let text: string | null = null
         if (status >= 200 && status < 300) {
           // A 200 whose body is an error object is that error, never a success.
+          // A success must at least look like an answer: anything else fails over, never reaches the client.
+          if (!looksLikeJsonObject(r.body)) {
+            return failed({ class: "transient", outcome: "bad_response" }, `HTTP ${status} whose body is not a JSON object${r.body.byteLength > 0 ? `: ${snippet(r.body)}` : " (empty)"}`, status)
+          }
           const inBand = errorInBody(r.body)
           if (inBand === null) {
             timer.cancel()
@@ -363,7 +368,14 @@ export const make = Effect.gen(function* () {
               onFirstByte()
             } else timer.touch()
             const verdict = preamble(buf)
-            if (verdict === "wait") return commit(buf)
+            if (verdict === "wait") {
+              if (buf.byteLength <= maxHeldBack) return commit(buf)
+              // Held back only so far: a start that never commits is a broken stream, not one to
+              // buffer without end.
+              const outcome = failed({ class: "transient", outcome: "bad_response" }, `stream sent ${maxHeldBack / 1024 / 1024} MiB without any content`, r.status)
+              controller.abort()
+              return Effect.succeed(outcome)
+            }
             if (verdict !== "commit") {
               // Settled as that error first, so the abort is not taken for a client leaving.
               const outcome = complete({ status: verdict.status, headers: r.headers, body: verdict.body })

@@ -6,7 +6,7 @@
 import type { ChunkWriter } from "../providers/Upstream.js"
 
 /** Past this, held-back bytes are forwarded anyway: the body is evidently not SSE. */
-const maxHeldBack = 1024 * 1024
+export const maxHeldBack = 1024 * 1024
 
 const LF = 0x0a
 const CR = 0x0d

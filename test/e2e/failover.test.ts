@@ -4,6 +4,7 @@
  * the request's own, a stream that already began), and what the client sees when nothing works.
  * Every scenario gets its own fakes and router, so no state leaks between them.
  */
+import type { ServerResponse } from "node:http"
 import OpenAI from "openai"
 import { afterAll, describe, expect, it } from "vitest"
 import { chatChunks, type FakeBehaviour } from "../../src/testing/Script.js"
@@ -233,6 +234,97 @@ describe("failover to the next provider", () => {
     let text = ""
     for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? ""
     expect(text).toBe("Hello from beta!")
+  })
+})
+
+describe("failover on answers that are not answers", () => {
+  /** An upstream whose 200s are whatever `answer` writes, with alpha (it) tried before beta (a fake). */
+  const brokenPair = async (answer: (res: ServerResponse, stream: boolean) => void) => {
+    const upstream = await loopbackServer((req, res, raw) => {
+      if (req.method !== "POST") return void res.writeHead(404).end()
+      answer(res, (JSON.parse(raw) as { stream?: boolean }).stream === true)
+    })
+    extraClosers.push(upstream.close)
+    const beta = await h.fake({ name: "beta" })
+    const router = await h.router({
+      config: {
+        providers: {
+          alpha: { endpoint: upstream.url, models: ["m1", "e1"], priority: 1, timeouts: { connect: 1, first_byte: 2, total: 10 } },
+          beta: { endpoint: beta.url, models: ["m1", "e1"], priority: 2 }
+        }
+      }
+    })
+    return { router, client: clientOf(router) }
+  }
+
+  it("on a 200 whose body is an HTML page, nothing, a cut-off answer or an event stream to a plain request", async () => {
+    const bodies: Array<[string, string, string]> = [
+      ["text/html", "<html><body>Welcome to nginx!</body></html>", "Welcome to nginx!"],
+      ["application/json", "", "(empty)"],
+      ["application/json", '{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"mess', "chatcmpl-1"],
+      ["text/event-stream", `data: ${JSON.stringify({ choices: [{ index: 0, delta: { content: "hi" } }] })}\n\ndata: [DONE]\n\n`, "data:"]
+    ]
+    for (const [contentType, body, shown] of bodies) {
+      const { router, client } = await brokenPair((res) => res.writeHead(200, { "content-type": contentType }).end(body))
+      const requestId = newRequestId("not-an-answer")
+      const { data, response } = await ask(client, requestId)
+      expect(data.choices[0]?.message.content, contentType).toBe("Hello from beta!")
+      expect(response.headers.get("x-router-attempts")).toBe("alpha:bad_response,beta:ok")
+      const [first] = attemptsOf(await recordOf(router, requestId))
+      expect(first).toMatchObject({ provider: "alpha", outcome: "bad_response", status: 200 })
+      expect(first?.detail).toContain("not a JSON object")
+      expect(first?.detail).toContain(shown)
+    }
+  })
+
+  it("for embeddings too", async () => {
+    const { client } = await brokenPair((res) => res.writeHead(200, { "content-type": "text/html" }).end("<html></html>"))
+    const { data, response } = await client.embeddings.create({ model: "e1", input: "hello" }).withResponse()
+    expect(data.data).toHaveLength(1)
+    expect(response.headers.get("x-router-attempts")).toBe("alpha:bad_response,beta:ok")
+  })
+
+  it("on a stream that sends a megabyte without a single event, instead of holding it all", async () => {
+    const { client } = await brokenPair((res) => {
+      res.writeHead(200, { "content-type": "text/event-stream" })
+      const junk = Buffer.alloc(64 * 1024, 0x78)
+      let sent = 0
+      const pump = () => {
+        while (sent < 64) {
+          sent++
+          if (!res.write(junk)) return void res.once("drain", pump)
+        }
+        res.end()
+      }
+      pump()
+    })
+    const { data: stream, response } = await client.chat.completions
+      .create({ model: "m1", messages: [{ role: "user", content: "hello" }], stream: true })
+      .withResponse()
+    expect(response.headers.get("x-router-attempts")).toBe("alpha:bad_response,beta:ok")
+    let text = ""
+    for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? ""
+    expect(text).toBe("Hello from beta!")
+  })
+
+  it("on an answer larger than the router holds in memory (256 MiB), cut off rather than buffered", async () => {
+    const { client } = await brokenPair((res) => {
+      res.writeHead(200, { "content-type": "application/json" })
+      const block = Buffer.alloc(1024 * 1024, 0x20)
+      let sent = 0
+      const pump = () => {
+        while (sent < 300) {
+          sent++
+          if (!res.write(block)) return void res.once("drain", pump)
+        }
+        res.end("{}")
+      }
+      res.on("close", () => (sent = Infinity))
+      pump()
+    })
+    const { data, response } = await ask(client, newRequestId("huge"))
+    expect(data.choices[0]?.message.content).toBe("Hello from beta!")
+    expect(response.headers.get("x-router-attempts")).toBe("alpha:protocol_error,beta:ok")
   })
 })
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { UpstreamTransportError } from "../../src/domain/Errors.js"
-import { actionOfStatus, outcomeOfStatus, outcomeOfTransport } from "../../src/router/Classify.js"
+import { actionOfStatus, looksLikeJsonObject, outcomeOfStatus, outcomeOfTransport } from "../../src/router/Classify.js"
 
 // The README's failure table, row by row: [status, action, outcome word].
 const table: ReadonlyArray<readonly [number, "ok" | "return" | "failover", string]> = [
@@ -63,6 +63,20 @@ describe("Classify", () => {
       it(`${reason} -> ${outcome}`, () => {
         expect(outcomeOfTransport(new UpstreamTransportError({ provider: "p", reason, detail: "d" }))).toBe(outcome)
       })
+    }
+  })
+})
+
+describe("looksLikeJsonObject (what a success must at least look like)", () => {
+  const of = (s: string) => looksLikeJsonObject(new Uint8Array(Buffer.from(s)))
+  it("accepts a JSON object, blanks around it included", () => {
+    expect(of('{"id":"chatcmpl-1","choices":[]}')).toBe(true)
+    expect(of('\n  {"object":"list","data":[]}\r\n')).toBe(true)
+    expect(of("{}")).toBe(true)
+  })
+  it("refuses an empty body, HTML, a cut-off answer, an event stream, an array or a bare value", () => {
+    for (const body of ["", "   ", "<html><body>502</body></html>", '{"id":"x","choices":[', "data: {\"id\":1}\n\n", "[1,2]", '"ok"', "{", "}"]) {
+      expect(of(body), JSON.stringify(body)).toBe(false)
     }
   })
 })
