@@ -237,6 +237,20 @@ describe("failover to the next provider", () => {
   })
 })
 
+/** Writes `block` `times` times with backpressure, then `last`; stops early if the router hangs up. */
+const pump = (res: ServerResponse, block: Buffer, times: number, last: string) => {
+  let sent = 0
+  res.on("close", () => (sent = Infinity))
+  const more = () => {
+    while (sent < times) {
+      sent++
+      if (!res.write(block)) return void res.once("drain", more)
+    }
+    if (sent === times) res.end(last)
+  }
+  more()
+}
+
 describe("failover on answers that are not answers", () => {
   /** An upstream whose 200s are whatever `answer` writes, with alpha (it) tried before beta (a fake). */
   const brokenPair = async (answer: (res: ServerResponse, stream: boolean) => void) => {
@@ -287,16 +301,7 @@ describe("failover on answers that are not answers", () => {
   it("on a stream that sends a megabyte without a single event, instead of holding it all", async () => {
     const { client } = await brokenPair((res) => {
       res.writeHead(200, { "content-type": "text/event-stream" })
-      const junk = Buffer.alloc(64 * 1024, 0x78)
-      let sent = 0
-      const pump = () => {
-        while (sent < 64) {
-          sent++
-          if (!res.write(junk)) return void res.once("drain", pump)
-        }
-        res.end()
-      }
-      pump()
+      pump(res, Buffer.alloc(64 * 1024, 0x78), 64, "")
     })
     const { data: stream, response } = await client.chat.completions
       .create({ model: "m1", messages: [{ role: "user", content: "hello" }], stream: true })
@@ -310,17 +315,7 @@ describe("failover on answers that are not answers", () => {
   it("on an answer larger than the router holds in memory (256 MiB), cut off rather than buffered", async () => {
     const { client } = await brokenPair((res) => {
       res.writeHead(200, { "content-type": "application/json" })
-      const block = Buffer.alloc(1024 * 1024, 0x20)
-      let sent = 0
-      const pump = () => {
-        while (sent < 300) {
-          sent++
-          if (!res.write(block)) return void res.once("drain", pump)
-        }
-        res.end("{}")
-      }
-      res.on("close", () => (sent = Infinity))
-      pump()
+      pump(res, Buffer.alloc(1024 * 1024, 0x20), 300, "{}")
     })
     const { data, response } = await ask(client, newRequestId("huge"))
     expect(data.choices[0]?.message.content).toBe("Hello from beta!")

@@ -4,27 +4,13 @@
  * working one, while requests on the new spec are in flight.
  */
 import { afterAll, describe, expect, it } from "@effect/vitest"
-import { Effect, Redacted } from "effect"
-import { defaultTimeouts, type ProviderSpec } from "../../src/domain/Provider.js"
+import { Effect } from "effect"
+import type { ProviderSpec } from "../../src/domain/Provider.js"
 import * as UpstreamLive from "../../src/providers/Upstream.js"
 import { startFakeServer, type FakeServer } from "../../src/testing/FakeServer.js"
+import { providerSpec } from "./helpers.js"
 
-const spec = (endpoint: string, key: string | null = null): ProviderSpec => ({
-  id: "p",
-  endpoint,
-  apiKey: key === null ? null : Redacted.make(key),
-  type: "openai_compat",
-  models: ["m"],
-  priority: 1,
-  supportsTools: null,
-  supportsStreaming: null,
-  supportsMultimodal: null,
-  timeouts: defaultTimeouts,
-  hedgeAfterMs: null,
-  weight: 1,
-  modelOverrides: {},
-  source: "api"
-})
+const spec = (endpoint: string): ProviderSpec => providerSpec("p", { endpoint, source: "api" })
 
 const servers: Array<FakeServer> = []
 afterAll(async () => {
