@@ -194,6 +194,36 @@ export const preamble = (buf: Uint8Array): "commit" | "wait" | { readonly status
   return "wait"
 }
 
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v)
+
+/**
+ * A whole chat completion as the event stream a streaming client expects: one chunk whose delta is
+ * each choice's message (tool calls numbered, as deltas are) with its finish reason, then the usage
+ * chunk when it was asked for, then `[DONE]`. `null` when the body is not a chat completion.
+ */
+export const completionAsEvents = (body: Uint8Array, includeUsage: boolean): Uint8Array | null => {
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("utf8"))
+  } catch {
+    return null
+  }
+  if (!isObject(parsed) || !Array.isArray(parsed.choices)) return null
+  const { choices, usage, object: _object, ...rest } = parsed
+  const chunk = { ...rest, object: "chat.completion.chunk" }
+  const deltas = choices.map((choice: unknown, i) => {
+    const c = isObject(choice) ? choice : {}
+    const message = isObject(c.message) ? c.message : {}
+    const delta = Array.isArray(message.tool_calls)
+      ? { ...message, tool_calls: message.tool_calls.map((call: unknown, index) => (isObject(call) ? { index, ...call } : call)) }
+      : message
+    return { index: typeof c.index === "number" ? c.index : i, delta, logprobs: c.logprobs ?? null, finish_reason: c.finish_reason ?? null }
+  })
+  let out = `data: ${JSON.stringify({ ...chunk, choices: deltas })}\n\n`
+  if (includeUsage && isObject(usage)) out += `data: ${JSON.stringify({ ...chunk, choices: [], usage })}\n\n`
+  return new Uint8Array(Buffer.from(`${out}data: [DONE]\n\n`))
+}
+
 const statusDetail = (status: number, body: Uint8Array) => `HTTP ${status}${body.byteLength > 0 ? `: ${snippet(body)}` : ""}`
 
 const snippet = (body: Uint8Array): string => {
@@ -622,6 +652,7 @@ export const make = Effect.gen(function* () {
       return noneLeft(decision.dropped.map((d) => `${pinnedId(d.candidate.provider.id, d.candidate.upstreamModel)}: ${d.reason}`), skipped)
     }
 
+    const includeUsage = (request as { readonly stream_options?: { readonly include_usage?: unknown } | null }).stream_options?.include_usage === true
     const served = (answer: Reply): Effect.Effect<Reply> => {
       // A hedged answer may have been built before its rival's failure was listed.
       const reply: Reply = answer.attempts.length === attempts.length + 1
@@ -629,7 +660,10 @@ export const make = Effect.gen(function* () {
         : { ...answer, attempts: [...attempts, answer.attempts[answer.attempts.length - 1]!] }
       if (reply._tag === "Json") {
         recordAs(reply.provider, reply.upstreamModel, reply.status, "ok", reply.attempts, { body: bodyTail(reply.body) })
-        return Effect.succeed(reply)
+        // A backend that answered a streaming request with a whole answer: the client still gets
+        // the stream it asked for, rather than a body its stream parser finds no events in.
+        const events = needs.stream ? completionAsEvents(reply.body, includeUsage) : null
+        return Effect.succeed(events === null ? reply : { ...reply, contentType: "text/event-stream; charset=utf-8", body: events })
       }
       // A stream is recorded when it ends, with how it ended.
       return Effect.succeed({

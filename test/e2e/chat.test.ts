@@ -149,6 +149,40 @@ describe("chat, embeddings and model resolution", () => {
       }
     })
 
+    it("streams a whole answer from an upstream that ignores stream: true, tool calls and usage included", async () => {
+      // Without this the client's stream parser would find no events in a JSON body: an empty answer.
+      const upstream = await loopbackServer((req, res) => {
+        if (req.method !== "POST") return void res.writeHead(404).end()
+        res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({
+          id: "chatcmpl-whole",
+          object: "chat.completion",
+          created: 1,
+          model: "m-whole",
+          choices: [{
+            index: 0,
+            message: { role: "assistant", content: "All at once.", tool_calls: [{ id: "call_1", type: "function", function: { name: "lookup_weather", arguments: "{\"query\":\"Oslo\"}" } }] },
+            finish_reason: "tool_calls"
+          }],
+          usage: { prompt_tokens: 5, completion_tokens: 3, total_tokens: 8 }
+        }))
+      })
+      const wholeRouter = await h.router({ config: { providers: { whole: { endpoint: upstream.url, models: ["m-whole"] } } } })
+      try {
+        const { data: stream, response } = await clientOf(wholeRouter).chat.completions
+          .create({ model: "m-whole", messages: [{ role: "user", content: "hi" }], tools, stream: true, stream_options: { include_usage: true } })
+          .withResponse()
+        expect(response.headers.get("content-type")).toContain("text/event-stream")
+        const chunks: Array<OpenAI.Chat.Completions.ChatCompletionChunk> = []
+        for await (const chunk of stream) chunks.push(chunk)
+        expect(chunks.map((c) => c.choices[0]?.delta.content ?? "").join("")).toBe("All at once.")
+        expect(chunks[0]?.choices[0]?.delta.tool_calls).toEqual([{ index: 0, id: "call_1", type: "function", function: { name: "lookup_weather", arguments: "{\"query\":\"Oslo\"}" } }])
+        expect(chunks[0]?.choices[0]?.finish_reason).toBe("tool_calls")
+        expect(chunks[chunks.length - 1]?.usage).toEqual({ prompt_tokens: 5, completion_tokens: 3, total_tokens: 8 })
+      } finally {
+        await upstream.close()
+      }
+    })
+
     it("streams without a usage chunk when none was asked for, ending with [DONE]", async () => {
       const res = await fetch(`${router.baseURL}/chat/completions`, {
         method: "POST",

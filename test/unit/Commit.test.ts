@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, TestClock } from "effect"
-import { preamble } from "../../src/router/Router.js"
+import { completionAsEvents, preamble } from "../../src/router/Router.js"
 import * as Router from "../../src/router/Router.js"
 import { chat, chunkedUpstream, collector, dataLines, joinNow, routerOver, routerWith } from "./helpers.js"
 
@@ -114,4 +114,54 @@ describe("the commit point, through the router", () => {
     }).pipe(Effect.provide(routerOver(two, chunkedUpstream({
       a: { chunks: [chunk({ role: "assistant", content: "" }), chunk({ content: "Hi" })], then: "hang" }
     })))))
+})
+
+describe("completionAsEvents (a whole answer to a streaming request, as a stream)", () => {
+  const completion = {
+    id: "chatcmpl-9",
+    object: "chat.completion",
+    created: 7,
+    model: "m",
+    choices: [
+      {
+        index: 0,
+        message: { role: "assistant", content: null, tool_calls: [{ id: "call_1", type: "function", function: { name: "f", arguments: "{\"a\":1}" } }] },
+        finish_reason: "tool_calls"
+      }
+    ],
+    usage: { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 }
+  }
+  const events = (body: unknown, includeUsage: boolean) => {
+    const out = completionAsEvents(bytes(JSON.stringify(body)), includeUsage)
+    return out === null ? null : Buffer.from(out).toString("utf8").split("\n\n").filter((e) => e !== "").map((e) => e.replace(/^data: /, ""))
+  }
+
+  it("is one chunk with each message as its delta (tool calls numbered), then [DONE]", () => {
+    const out = events(completion, false)!
+    expect(out).toHaveLength(2)
+    expect(out[1]).toBe("[DONE]")
+    expect(JSON.parse(out[0]!)).toEqual({
+      id: "chatcmpl-9",
+      object: "chat.completion.chunk",
+      created: 7,
+      model: "m",
+      choices: [{
+        index: 0,
+        delta: { role: "assistant", content: null, tool_calls: [{ index: 0, id: "call_1", type: "function", function: { name: "f", arguments: "{\"a\":1}" } }] },
+        logprobs: null,
+        finish_reason: "tool_calls"
+      }]
+    })
+  })
+
+  it("adds the usage chunk only when it was asked for", () => {
+    const out = events(completion, true)!
+    expect(out).toHaveLength(3)
+    expect(JSON.parse(out[1]!)).toMatchObject({ object: "chat.completion.chunk", choices: [], usage: completion.usage })
+  })
+
+  it("is null for what is not a chat completion", () => {
+    expect(events({ object: "list", data: [] }, false)).toBeNull()
+    expect(completionAsEvents(bytes("{not json"), false)).toBeNull()
+  })
 })
