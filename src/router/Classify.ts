@@ -78,12 +78,18 @@ const contextPattern = /context[_ ]length[_ ]exceeded|maximum context length|con
 export const parseRetryAfter = (value: string | ReadonlyArray<string> | undefined, now: number): number | undefined => {
   const v = typeof value === "string" ? value.trim() : value?.[0]?.trim()
   if (v === undefined || v === "") return undefined
-  if (/^\d+(\.\d+)?$/.test(v)) return Math.round(Number(v) * 1000)
+  if (/^\d+(\.\d+)?$/.test(v)) return Math.min(maxRetryAfterMs, Math.round(Number(v) * 1000))
   // Only what looks like an HTTP date: V8's Date.parse also reads "-1" or "foo 1" as dates.
   if (!httpDate.test(v)) return undefined
   const at = Date.parse(v)
-  return Number.isNaN(at) ? undefined : Math.max(0, at - now)
+  return Number.isNaN(at) ? undefined : Math.min(maxRetryAfterMs, Math.max(0, at - now))
 }
+
+/**
+ * The longest a `Retry-After` parks a provider for a model: a day, past any real quota window
+ * (daily limits reset within one), so a bogus value cannot take a provider out for good.
+ */
+export const maxRetryAfterMs = 24 * 60 * 60 * 1000
 
 /** IMF-fixdate and the two obsolete forms RFC 9110 still accepts: a weekday and an hh:mm:ss time. */
 const httpDate = /^(Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*,? .*\b\d{2}:\d{2}:\d{2}\b/

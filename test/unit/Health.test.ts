@@ -102,6 +102,12 @@ describe("Classify: what a refused answer means", () => {
       expect(parseRetryAfter(new Date(T0 - 60_000).toUTCString(), T0)).toBe(0)
     })
 
+    it("is at most a day, however far off the upstream says", () => {
+      expect(parseRetryAfter("86400", T0)).toBe(86_400_000)
+      expect(parseRetryAfter("999999999", T0)).toBe(86_400_000)
+      expect(parseRetryAfter(new Date(T0 + 40 * 86_400_000).toUTCString(), T0)).toBe(86_400_000)
+    })
+
     it("is undefined when absent or unreadable", () => {
       expect(parseRetryAfter(undefined, T0)).toBeUndefined()
       expect(parseRetryAfter("", T0)).toBeUndefined()
