@@ -146,7 +146,7 @@ export const classifyTransportError = (provider: string, e: unknown): UpstreamTr
 }
 
 /**
- * The most of an answer held in memory at once (a whole non-streamed answer, or a stream's start).
+ * The most of an answer buffered before someone reads it (a whole answer is read as one body).
  * Generous for any real answer (2,048 embeddings of 3,072 floats as JSON are ~100 MiB); a backend
  * that sends more is cut off rather than allowed to exhaust the router's memory.
  */
