@@ -338,11 +338,11 @@ export const make = Effect.gen(function* () {
         let status = r.status
         let text: string | null = null
         if (status >= 200 && status < 300) {
-          // A 200 whose body is an error object is that error, never a success.
           // A success must at least look like an answer: anything else fails over, never reaches the client.
           if (!looksLikeJsonObject(r.body)) {
             return failed({ class: "transient", outcome: "bad_response" }, `HTTP ${status} whose body is not a JSON object${r.body.byteLength > 0 ? `: ${snippet(r.body)}` : " (empty)"}`, status)
           }
+          // A 200 whose body is an error object is that error, never a success.
           const inBand = errorInBody(r.body)
           if (inBand === null) {
             timer.cancel()
