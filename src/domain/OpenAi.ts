@@ -3,7 +3,7 @@
  * every other field (`temperature`, `seed`, `response_format`, `venice_parameters`, …) untouched,
  * so the body that goes upstream is the body the client sent.
  */
-import { Either, ParseResult, Schema } from "effect"
+import { Cause, Either, ParseResult, Runtime, Schema } from "effect"
 import { InvalidRequest } from "./Errors.js"
 
 /**
@@ -150,16 +150,40 @@ export const looksLikeEmbeddings = (body: unknown): boolean => {
  * no transformations, so a valid body is its own decoded value: the shortcut runs first, then the
  * check (`Schema.is`), and the full decode only to explain a failure.
  */
-export const parseChatRequest = (json: unknown): Either.Either<ChatCompletionRequest, InvalidRequest> =>
-  looksLikeChat(json) || isChat(json)
-    ? Either.right(json as ChatCompletionRequest)
-    : Either.mapLeft(decodeChat(json), toInvalidRequest) as Either.Either<ChatCompletionRequest, InvalidRequest>
+export const parseChatRequest = (json: unknown): Either.Either<ChatCompletionRequest, InvalidRequest> => {
+  try {
+    return looksLikeChat(json) || isChat(json)
+      ? Either.right(json as ChatCompletionRequest)
+      : Either.mapLeft(decodeChat(json), toInvalidRequest) as Either.Either<ChatCompletionRequest, InvalidRequest>
+  } catch (e) {
+    if (isTooDeep(e)) return Either.left(nestedTooDeeply())
+    throw e
+  }
+}
 
 /** Validates an embeddings body, the same way. */
-export const parseEmbeddingRequest = (json: unknown): Either.Either<EmbeddingRequest, InvalidRequest> =>
-  looksLikeEmbeddings(json) || isEmbedding(json)
-    ? Either.right(json as EmbeddingRequest)
-    : Either.mapLeft(decodeEmbedding(json), toInvalidRequest) as Either.Either<EmbeddingRequest, InvalidRequest>
+export const parseEmbeddingRequest = (json: unknown): Either.Either<EmbeddingRequest, InvalidRequest> => {
+  try {
+    return looksLikeEmbeddings(json) || isEmbedding(json)
+      ? Either.right(json as EmbeddingRequest)
+      : Either.mapLeft(decodeEmbedding(json), toInvalidRequest) as Either.Either<EmbeddingRequest, InvalidRequest>
+  } catch (e) {
+    if (isTooDeep(e)) return Either.left(nestedTooDeeply())
+    throw e
+  }
+}
+
+/**
+ * Whether `e` is a walk of a value nested deeper than the stack allows. `JSON.parse` reads any depth
+ * (it does not recurse), but decoding, formatting a decode error and `JSON.stringify` do; a body of
+ * `[[[[…]]]]` then throws a `RangeError`, directly or inside Effect's `FiberFailure`.
+ */
+export const isTooDeep = (e: unknown): boolean =>
+  e instanceof RangeError || (Runtime.isFiberFailure(e) && Cause.squash(e[Runtime.FiberFailureCauseId]) instanceof RangeError)
+
+/** The 400 for a body nested too deeply to validate or rewrite. */
+export const nestedTooDeeply = (): InvalidRequest =>
+  new InvalidRequest({ message: "The request body is nested too deeply to process", param: null, code: "invalid_json" })
 
 /** Parses JSON text into an object body, or fails with the 400 a client expects. */
 export const parseJsonBody = (text: string): Either.Either<Record<string, unknown>, InvalidRequest> => {

@@ -83,6 +83,14 @@ export const sendError = (res: ServerResponse, requestId: string, error: HttpErr
   res.end(e.body)
 }
 
+/** A 500 for a defect, or a cut connection when the answer had already begun. */
+const internalError = (res: ServerResponse, requestId: string) => {
+  if (res.headersSent) return void res.destroy()
+  const body = JSON.stringify(errorBody("Internal router error", "server_error", null, "internal_error"))
+  res.writeHead(500, { "content-type": "application/json", "x-request-id": requestId })
+  res.end(body)
+}
+
 /**
  * Collects the request body with plain stream callbacks, before any fiber exists: the upload is
  * I/O at the edge, and starting the workflow only once the body is complete keeps one async step
@@ -223,16 +231,7 @@ export const make = Effect.gen(function* () {
         if (failure._tag === "Some") return Effect.sync(() => sendError(res, requestId, failure.value))
         return Cause.isInterruptedOnly(cause)
           ? Effect.void
-          : Effect.zipRight(
-            Effect.logError("request failed unexpectedly", cause),
-            Effect.sync(() => {
-              if (!res.headersSent) {
-                const body = JSON.stringify(errorBody("Internal router error", "server_error", null, "internal_error"))
-                res.writeHead(500, { "content-type": "application/json", "x-request-id": requestId })
-                res.end(body)
-              } else res.destroy()
-            })
-          )
+          : Effect.zipRight(Effect.logError("request failed unexpectedly", cause), Effect.sync(() => internalError(res, requestId)))
       })
     )
 
@@ -263,15 +262,22 @@ export const make = Effect.gen(function* () {
       return true
     }
     collectBody(req, limit, (tooLarge, raw) => {
-      if (tooLarge !== null) return sendError(res, requestId, tooLarge)
-      if (res.destroyed) return
-      const decoded = decode(endpoint, raw, requestId, timeout, sessionKeyOf(req.headers))
-      if (Either.isLeft(decoded)) return sendError(res, requestId, decoded.left)
-      const fiber = runFork(program(decoded.right.stream, decoded.right.route, res, requestId))
-      // A client that hangs up interrupts the workflow, which aborts the upstream call.
-      res.once("close", () => {
-        if (!res.writableFinished) fiber.unsafeInterruptAsFork(FiberId.none)
-      })
+      // This runs in a stream callback, outside any fiber: whatever it throws would take the whole
+      // process down, so it is caught here and answered as a defect is.
+      try {
+        if (tooLarge !== null) return sendError(res, requestId, tooLarge)
+        if (res.destroyed) return
+        const decoded = decode(endpoint, raw, requestId, timeout, sessionKeyOf(req.headers))
+        if (Either.isLeft(decoded)) return sendError(res, requestId, decoded.left)
+        const fiber = runFork(program(decoded.right.stream, decoded.right.route, res, requestId))
+        // A client that hangs up interrupts the workflow, which aborts the upstream call.
+        res.once("close", () => {
+          if (!res.writableFinished) fiber.unsafeInterruptAsFork(FiberId.none)
+        })
+      } catch (e) {
+        runFork(Effect.logError("request failed unexpectedly", Cause.die(e)))
+        internalError(res, requestId)
+      }
     })
     return true
   }

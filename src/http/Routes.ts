@@ -12,7 +12,7 @@ import { Strategy } from "../config/ConfigFile.js"
 import { RouterConfig } from "../config/RouterConfig.js"
 import { Settings } from "../config/Settings.js"
 import { InvalidRequest, ModelNotFound, PayloadTooLarge, type Unauthorized } from "../domain/Errors.js"
-import { parseChatRequest, parseEmbeddingRequest, parseJsonBody } from "../domain/OpenAi.js"
+import { isTooDeep, nestedTooDeeply, parseChatRequest, parseEmbeddingRequest, parseJsonBody } from "../domain/OpenAi.js"
 import { type RoutingConfig, routingFromJson, routingToJson, strategies } from "../domain/Routing.js"
 import { Health } from "../health/Health.js"
 import { Sessions } from "../policy/Sessions.js"
@@ -73,7 +73,13 @@ const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
 
 /** Every problem of a body in one message; `param` names the first. */
 const bodyError = (error: ParseResult.ParseError): InvalidRequest => {
-  const issues = ParseResult.ArrayFormatter.formatErrorSync(error)
+  let issues: ReadonlyArray<ParseResult.ArrayFormatterIssue>
+  try {
+    issues = ParseResult.ArrayFormatter.formatErrorSync(error)
+  } catch (e) {
+    if (isTooDeep(e)) return nestedTooDeeply()
+    throw e
+  }
   const lines = issues.map((i) => {
     const at = formatPath(i.path)
     if (i._tag === "Unexpected") return `unknown field '${at}'`
@@ -91,7 +97,10 @@ const bodyError = (error: ParseResult.ParseError): InvalidRequest => {
 /** Unknown fields are refused: a misspelt one in a PUT would otherwise reset that field to its default. */
 const decodeBody = <A, I>(schema: Schema.Schema<A, I>) => {
   const decode = Schema.decodeUnknown(schema, { errors: "all", onExcessProperty: "error" })
-  return (json: unknown) => Effect.mapError(decode(json), bodyError)
+  return (json: unknown) =>
+    Effect.mapError(decode(json), bodyError).pipe(
+      Effect.catchAllDefect((defect) => (isTooDeep(defect) ? Effect.fail(nestedTooDeeply()) : Effect.die(defect)))
+    )
 }
 
 const ProviderId = Schema.NonEmptyTrimmedString.annotations({ message: () => ({ message: "must be a provider id (a non-empty string)", override: true }) })

@@ -19,7 +19,7 @@ import {
   UpstreamRejected,
   UpstreamTransportError
 } from "../domain/Errors.js"
-import type { ChatCompletionRequest, EmbeddingRequest } from "../domain/OpenAi.js"
+import { type ChatCompletionRequest, type EmbeddingRequest, isTooDeep, nestedTooDeeply } from "../domain/OpenAi.js"
 import { type Candidate, pinnedId } from "../domain/Provider.js"
 import { bodyTail, RequestLog, type RequestLogService, type RequestRecord } from "../persistence/RequestLog.js"
 import * as Policy from "../policy/Policy.js"
@@ -219,8 +219,14 @@ export const completionAsEvents = (body: Uint8Array, includeUsage: boolean): Uin
       : message
     return { index: typeof c.index === "number" ? c.index : i, delta, logprobs: c.logprobs ?? null, finish_reason: c.finish_reason ?? null }
   })
-  let out = `data: ${JSON.stringify({ ...chunk, choices: deltas })}\n\n`
-  if (includeUsage && isObject(usage)) out += `data: ${JSON.stringify({ ...chunk, choices: [], usage })}\n\n`
+  let out: string
+  try {
+    out = `data: ${JSON.stringify({ ...chunk, choices: deltas })}\n\n`
+    if (includeUsage && isObject(usage)) out += `data: ${JSON.stringify({ ...chunk, choices: [], usage })}\n\n`
+  } catch {
+    // Nested deeper than `JSON.stringify` can go: the answer goes as it came.
+    return null
+  }
   return new Uint8Array(Buffer.from(`${out}data: [DONE]\n\n`))
 }
 
@@ -595,8 +601,9 @@ export const make = Effect.gen(function* () {
     // or OpenRouter's fields must go; then the decoded body (every other field kept) is
     // serialized once per (model, max_tokens).
     let bodies: Map<string, string> | undefined
+    const rewrites = (model: string, maxTokens: number | null) => model !== request.model || maxTokens !== null || strip || raw === undefined
     const bodyFor = (model: string, maxTokens: number | null): string | Uint8Array => {
-      if (model === request.model && maxTokens === null && !strip && raw !== undefined) return raw
+      if (!rewrites(model, maxTokens)) return raw!
       bodies ??= new Map()
       const key = maxTokens === null ? model : `${maxTokens} ${model}`
       let body = bodies.get(key)
@@ -615,6 +622,19 @@ export const make = Effect.gen(function* () {
         bodies.set(key, body)
       }
       return body
+    }
+
+    // A body nested deeper than `JSON.stringify` can go cannot be rewritten: found here, as a 400,
+    // before any upstream is called, rather than as a defect in the middle of a failover. The first
+    // rewrite is kept; the others serialize the same structure.
+    const firstRewrite = ranked.find((r) => rewrites(r.candidate.upstreamModel, r.maxTokens))
+    if (firstRewrite !== undefined) {
+      try {
+        bodyFor(firstRewrite.candidate.upstreamModel, firstRewrite.maxTokens)
+      } catch (e) {
+        if (isTooDeep(e)) return Effect.fail(nestedTooDeeply())
+        throw e
+      }
     }
 
     const recordAs = (

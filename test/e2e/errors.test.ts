@@ -197,3 +197,54 @@ describe("bad requests", () => {
     })
   })
 })
+
+describe("bodies nested deeper than a recursive walk can go", () => {
+  // `JSON.parse` reads any depth, but validating, describing a validation error and `JSON.stringify`
+  // recurse: such a body used to be a 500 and, for embeddings, an uncaught exception that stopped
+  // the whole daemon.
+  const h = harness()
+  const adminKey = "admin-key-for-deep-bodies"
+  let fake: FakeServer
+  let router: RouterUnderTest
+  const deep = (depth: number) => "[".repeat(depth) + "]".repeat(depth)
+
+  beforeAll(async () => {
+    fake = await h.fake({ name: "alpha" })
+    router = await h.router({
+      config: { providers: { alpha: { endpoint: fake.url, models: ["m1", "e1"] } } },
+      env: { ROUTER_ADMIN_KEY: adminKey }
+    })
+  })
+  afterAll(() => h.closeAll())
+
+  it("answers 400 invalid_json wherever the router must walk the nesting, and stays up", async () => {
+    const cases: Array<[string, string]> = [
+      ["/v1/embeddings", `{"model":"e1","input":${deep(200_000)}}`],
+      ["/v1/chat/completions", `{"model":"m1","messages":${deep(200_000)}}`],
+      ["/v1/chat/completions", `{"model":${deep(200_000)},"messages":[]}`],
+      // A pinned id makes the router rewrite the body (the model name), so it must serialize it.
+      ["/v1/chat/completions", `{"model":"alpha+m1","messages":[{"role":"user","content":"hi"}],"metadata":${deep(200_000)}}`],
+      ["/v1/chat/completions", `{"model":"m1","models":${deep(200_000)},"messages":[{"role":"user","content":"hi"}]}`],
+      ["/v1/chat/completions", `{"model":"m1","provider":{"order":${deep(200_000)}},"messages":[{"role":"user","content":"hi"}]}`]
+    ]
+    for (const [path, body] of cases) {
+      const error = await expectOpenAiError(await postJson(router, path, body), 400)
+      expect(error.code, body.slice(0, 60)).toBe("invalid_json")
+      expect(error.message).toContain("nested too deeply")
+    }
+    expect(fake.requests.filter((r) => r.path !== "/models")).toHaveLength(0)
+    // Still serving, and a deep field it only forwards (never walks) goes through untouched.
+    const res = await postJson(router, "/v1/chat/completions", `{"model":"m1","messages":[{"role":"user","content":"hi"}],"metadata":${deep(100)}}`)
+    expect(res.status).toBe(200)
+    expect(JSON.stringify((fake.requests.at(-1)?.body as { metadata: unknown }).metadata)).toBe(deep(100))
+  })
+
+  it("answers 400 on the admin API too", async () => {
+    const explain = await fetch(`${router.url}/admin/explain`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${adminKey}`, "content-type": "application/json" },
+      body: `{"model":"m1","input":${deep(200_000)}}`
+    })
+    expect((await expectOpenAiError(explain, 400)).code).toBe("invalid_json")
+  })
+})

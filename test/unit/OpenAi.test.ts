@@ -10,6 +10,8 @@ import {
   parseEmbeddingRequest,
   parseJsonBody
 } from "../../src/domain/OpenAi.js"
+import { modelsOf, prefsOf } from "../../src/policy/Preferences.js"
+import { completionAsEvents } from "../../src/router/Router.js"
 
 const left = <A>(e: Either.Either<A, InvalidRequest>): InvalidRequest => {
   if (Either.isRight(e)) throw new Error(`expected a failure, got ${JSON.stringify(e.right)}`)
@@ -174,5 +176,30 @@ describe("OpenAi shortcuts", () => {
     // Token arrays are left to the schema, which accepts them.
     expect(looksLikeEmbeddings({ model: "e", input: [1, 2] })).toBe(false)
     expect(Either.isRight(parseEmbeddingRequest({ model: "e", input: [1, 2] }))).toBe(true)
+  })
+})
+
+describe("values nested deeper than the stack", () => {
+  // JSON.parse builds them without recursing; everything that walks them recursively must not throw.
+  const deep = (): unknown => JSON.parse("[".repeat(200_000) + "]".repeat(200_000))
+  const tooDeep = (r: Either.Either<unknown, InvalidRequest>) => {
+    expect(Either.isLeft(r)).toBe(true)
+    if (Either.isLeft(r)) expect(r.left).toMatchObject({ code: "invalid_json", message: "The request body is nested too deeply to process" })
+  }
+
+  it("are a 400 when validating a chat or embeddings body, not a thrown RangeError", () => {
+    tooDeep(parseEmbeddingRequest({ model: "e", input: deep() }))
+    tooDeep(parseChatRequest({ model: "m", messages: deep() }))
+    tooDeep(parseChatRequest({ model: "m", messages: [{ role: "user", content: "x" }], stream: deep() }))
+  })
+
+  it("are a 400 in OpenRouter's models and provider fields", () => {
+    expect(modelsOf({ models: deep() })).toMatchObject({ code: "invalid_json" })
+    expect(prefsOf({ provider: { order: deep() } })).toMatchObject({ code: "invalid_json" })
+  })
+
+  it("leave an upstream's whole answer as it came when it cannot be re-serialized as a stream", () => {
+    const body = `{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"x","extra":${"[".repeat(200_000)}${"]".repeat(200_000)}}}]}`
+    expect(completionAsEvents(new Uint8Array(Buffer.from(body)), false)).toBeNull()
   })
 })
