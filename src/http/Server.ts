@@ -9,8 +9,22 @@ import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Effect, Layer } from "effect"
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
 import { Settings } from "../config/Settings.js"
-import { FastLane } from "./FastLane.js"
+import { InvalidRequest } from "../domain/Errors.js"
+import { FastLane, requestIdOf, sendError } from "./FastLane.js"
 import * as Routes from "./Routes.js"
+
+/** Whether a request target's path decodes: `%ZZ` or a cut-off `%E0%A4` does not. */
+const wellFormedPath = (url: string): boolean => {
+  const q = url.indexOf("?")
+  const path = q === -1 ? url : url.slice(0, q)
+  if (!path.includes("%")) return true
+  try {
+    decodeURIComponent(path)
+    return true
+  } catch {
+    return false
+  }
+}
 
 /** An `HttpServer` that serves the fast lane first, on the host and port from `Settings`. */
 export const serverLayer = Layer.scoped(
@@ -41,6 +55,11 @@ export const serverLayer = Layer.scoped(
             // `HttpLayerRouter` takes no HEAD routes, and its own GET fallback comes after the `*`
             // routes. Node made the response when it saw HEAD, so it still sends no body.
             if (req.method === "HEAD") req.method = "GET"
+            if (!wellFormedPath(req.url ?? "/")) {
+              // The router below cannot even match such a path and would answer a bare 404.
+              sendError(res, requestIdOf(req), new InvalidRequest({ message: "The request URL is malformed (bad percent-encoding)", param: null, code: "invalid_url" }))
+              return void req.resume()
+            }
             platform(req, res)
           }
           server.on("request", onRequest)

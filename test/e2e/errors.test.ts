@@ -174,6 +174,15 @@ describe("bad requests", () => {
       expect(options.headers.get("allow")).toBe("GET, HEAD")
     })
 
+    it("answers 400 invalid_url to a path whose percent-encoding does not decode", async () => {
+      for (const path of ["/v1/models/%ZZ", "/v1/models/%E0%A4%A", "/%ZZ", "/admin/status%E0"]) {
+        const res = await fetch(`${router.url}${path}`, { headers: { "x-request-id": "bad-url" } })
+        const error = await expectOpenAiError(res, 400)
+        expect(error.code, path).toBe("invalid_url")
+        expect(res.headers.get("x-request-id")).toBe("bad-url")
+      }
+    })
+
     it("answers 404 JSON to unknown paths, with any method", async () => {
       for (const [method, path] of [
         ["GET", "/nope"],
