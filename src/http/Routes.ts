@@ -122,7 +122,18 @@ const RoutingBody = Schema.Struct({
     { exact: true }
   ),
   cost_optimization: Schema.optionalWith(Schema.Boolean, { exact: true }),
-  provider_order: Schema.optionalWith(Schema.Array(ProviderId), { exact: true }),
+  provider_order: Schema.optionalWith(
+    Schema.Array(ProviderId).pipe(Schema.filter((ids) => {
+      // An order names each provider once: a repeat means nothing and costs every request a longer list.
+      const seen = new Set<string>()
+      for (const id of ids) {
+        if (seen.has(id)) return `names '${id}' more than once`
+        seen.add(id)
+      }
+      return true
+    })),
+    { exact: true }
+  ),
   failover: Schema.optionalWith(Schema.Array(FailoverRule), { exact: true })
 })
 

@@ -77,6 +77,16 @@ describe("/admin/routing-config", () => {
     expect(await get()).toEqual({ ...defaults, provider_order: ["alpha"] })
   })
 
+  it("refuses a provider_order that names a provider twice, and changes nothing", async () => {
+    const before = await get()
+    for (const method of ["PUT", "PATCH"]) {
+      const error = await expectOpenAiError(await adminCall(router, method, "/admin/routing-config", { provider_order: ["alpha", "beta", "alpha"] }), 400)
+      expect(error.param).toBe("provider_order")
+      expect(error.message).toContain("'alpha' more than once")
+    }
+    expect(await get()).toEqual(before)
+  })
+
   it("refuses an unknown strategy with a 400 that names it", async () => {
     for (const method of ["PUT", "PATCH"]) {
       const error = await expectOpenAiError(await adminCall(router, method, "/admin/routing-config", { strategy: "fastest" }), 400)
