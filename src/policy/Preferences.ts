@@ -24,7 +24,18 @@ const ProviderField = Schema.Struct({
 })
 
 const decodeProvider = Schema.decodeUnknownEither(ProviderField, { errors: "first", onExcessProperty: "ignore" })
-const decodeModels = Schema.decodeUnknownEither(Schema.Array(Schema.String.pipe(Schema.minLength(1))), { errors: "first" })
+/**
+ * The most ids a `models` fallback list may name. Each is resolved on the request path and noted in
+ * its decision; without a bound, a 2 MB list of unknown ids held the event loop for ~2 s.
+ */
+export const maxFallbackModels = 64
+
+const decodeModels = Schema.decodeUnknownEither(
+  Schema.Array(Schema.String.pipe(Schema.minLength(1))).pipe(
+    Schema.maxItems(maxFallbackModels, { message: () => `lists at most ${maxFallbackModels} models` })
+  ),
+  { errors: "first" }
+)
 
 const invalid = (field: string, error: ParseResult.ParseError): InvalidRequest => {
   const issue = ParseResult.ArrayFormatter.formatErrorSync(error)[0]

@@ -203,3 +203,14 @@ describe("values nested deeper than the stack", () => {
     expect(completionAsEvents(new Uint8Array(Buffer.from(body)), false)).toBeNull()
   })
 })
+
+describe("OpenRouter's models field", () => {
+  it("takes a fallback list of at most 64 ids (each is resolved on the request path)", () => {
+    expect(modelsOf({ models: Array.from({ length: 64 }, (_, i) => `m${i}`) })).toHaveLength(64)
+    expect(modelsOf({ models: Array.from({ length: 65 }, (_, i) => `m${i}`) })).toMatchObject({
+      code: "invalid_value",
+      param: "models",
+      message: "Invalid value for 'models': lists at most 64 models"
+    })
+  })
+})
