@@ -45,7 +45,10 @@ export const timeoutOf = (req: IncomingMessage): number | undefined | InvalidReq
 }
 
 /** Header values must be visible ASCII; model ids from upstream lists are not guaranteed to be. */
-const headerSafe = (s: string) => (/^[\x20-\x7e]*$/.test(s) ? s : encodeURIComponent(s))
+const headerSafe = (s: string) => (/^[\x20-\x7e]*$/.test(s) ? s : encodeURIComponent(s.replace(loneSurrogate, "\ufffd")))
+
+/** What `encodeURIComponent` refuses (it throws): half of a UTF-16 pair with no other half. */
+const loneSurrogate = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g
 
 /** `X-Router-Attempts`: `provider:outcome` for each attempt, in order. */
 const attemptsHeader = (attempts: ReadonlyArray<{ readonly provider: string; readonly outcome: string }>): string => {
