@@ -65,6 +65,15 @@ const json = (status: number, message: string, type: string, param: string | nul
  * always gets the same shape.
  */
 export const passThrough = (status: number, body: Uint8Array, provider: string): string => {
+  try {
+    return wrapped(status, body, provider)
+  } catch {
+    // Only a body nested deeper than `JSON.stringify` can go gets here.
+    return JSON.stringify(errorBody(`Provider '${provider}' answered HTTP ${status}`, "invalid_request_error", null, null))
+  }
+}
+
+const wrapped = (status: number, body: Uint8Array, provider: string): string => {
   const text = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("utf8")
   let parsed: unknown
   try {

@@ -19,7 +19,7 @@ import { type ChatError, type Reply, Router } from "../router/Router.js"
 import { modelFromModels } from "../policy/Preferences.js"
 import { summary } from "../policy/Rank.js"
 import { clientKeyCheck, sessionKeyOf } from "./Auth.js"
-import { errorBody, type HttpError, toErrorResponse } from "./Errors.js"
+import { errorBody, type ErrorResponse, type HttpError, toErrorResponse } from "./Errors.js"
 
 export interface FastLaneService {
   /** Answers the request and returns `true`, or returns `false` for a request it does not serve. */
@@ -70,7 +70,13 @@ export const routerHeaders = (reply: Reply, requestId: string, headers: Outgoing
 /** Writes an OpenAI-shaped error, before any part of an answer has been sent. */
 export const sendError = (res: ServerResponse, requestId: string, error: HttpError) => {
   if (res.headersSent) return
-  const e = toErrorResponse(error)
+  let e: ErrorResponse
+  try {
+    e = toErrorResponse(error)
+  } catch {
+    // Never leave a client without an answer because its error could not be written.
+    return internalError(res, requestId)
+  }
   const attempts = "attempts" in error && Array.isArray(error.attempts) && error.attempts.length > 0
     ? { "x-router-attempts": attemptsHeader(error.attempts) }
     : {}

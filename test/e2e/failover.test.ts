@@ -363,6 +363,22 @@ describe("no failover", () => {
   })
 })
 
+describe("an upstream refusal nested deeper than JSON.stringify can go", () => {
+  it("is returned as an OpenAI-shaped error with its status, not left unanswered", async () => {
+    const depth = 200_000
+    const upstream = await loopbackServer((req, res) => {
+      if (req.method !== "POST") return void res.writeHead(404).end()
+      // FastAPI's validation errors put a structure under `detail`; this one is absurdly deep.
+      res.writeHead(422, { "content-type": "application/json" }).end(`{"detail":${"[".repeat(depth)}${"]".repeat(depth)}}`)
+    })
+    extraClosers.push(upstream.close)
+    const router = await h.router({ config: { providers: { alpha: { endpoint: upstream.url, models: ["m1"] } } } })
+    const res = await postJson(router, "/v1/chat/completions", { model: "m1", messages: [{ role: "user", content: "hi" }] })
+    const error = await expectOpenAiError(res, 422)
+    expect(error.message).toBe("Provider 'alpha' answered HTTP 422")
+  })
+})
+
 describe("when no provider can answer", () => {
   it("answers 502 naming every provider tried", async () => {
     const { router, client } = await pair({ mode: "status", status: 500 }, { mode: "reset" })
