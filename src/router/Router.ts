@@ -472,13 +472,20 @@ export const make = Effect.gen(function* () {
       Effect.suspend(() => {
         const events = framed(writer)
         events.write(first)
-        // Each chunk restarts the idle deadline: a stream that goes silent mid-answer is cut.
+        // Each chunk restarts the idle deadline: a stream that goes silent mid-answer is cut. While
+        // the client is behind, the upstream is paused and its silence is not counted against it.
         const watched: ChunkWriter = {
           write: (chunk) => {
             timer.touch()
-            return events.write(chunk)
+            const more = events.write(chunk)
+            if (!more) timer.hold()
+            return more
           },
-          onDrain: events.onDrain
+          onDrain: (resume) =>
+            events.onDrain(() => {
+              timer.release()
+              resume()
+            })
         }
         return Effect.tap(r.pipe(watched), () => events.flush())
       }).pipe(

@@ -43,6 +43,13 @@ export interface Deadlines {
   readonly firstByte: () => void
   /** Bytes arrived: the idle deadline starts again. */
   readonly touch: () => void
+  /**
+   * The router stopped reading (its client is behind): silence from now on is the client's, not
+   * the upstream's, so the idle deadline waits for `release`. The total deadline still holds.
+   */
+  readonly hold: () => void
+  /** Reading again: the idle deadline starts again. */
+  readonly release: () => void
   readonly cancel: () => void
 }
 
@@ -61,6 +68,7 @@ export const deadlines = (
   let lastTouch = start
   let cancelTimer: () => void = () => {}
   let done = false
+  let held = false
   const arm = (ms: number) => {
     cancelTimer = schedule(Math.max(0, ms), fire)
   }
@@ -68,7 +76,7 @@ export const deadlines = (
     const t = now()
     if (t >= totalAt) return finish("total")
     if (!gotFirstByte) return finish("first_byte")
-    if (limits.idleMs === null) return arm(totalAt - t)
+    if (limits.idleMs === null || held) return arm(totalAt - t)
     const silent = t - lastTouch
     if (silent >= limits.idleMs) return finish("idle")
     arm(Math.min(limits.idleMs - silent, totalAt - t))
@@ -91,6 +99,20 @@ export const deadlines = (
     },
     touch: () => {
       lastTouch = now()
+    },
+    hold: () => {
+      held = true
+    },
+    release: () => {
+      if (!held) return
+      held = false
+      lastTouch = now()
+      // The timer may be armed for the total deadline only (it fired while held): watch for
+      // silence again.
+      if (limits.idleMs !== null && !done) {
+        cancelTimer()
+        arm(Math.min(limits.idleMs, totalAt - lastTouch))
+      }
     },
     cancel: () => {
       if (!done) {

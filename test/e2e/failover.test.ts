@@ -4,7 +4,7 @@
  * the request's own, a stream that already began), and what the client sees when nothing works.
  * Every scenario gets its own fakes and router, so no state leaks between them.
  */
-import type { ServerResponse } from "node:http"
+import { request as httpRequest, type ServerResponse } from "node:http"
 import OpenAI from "openai"
 import { afterAll, describe, expect, it } from "vitest"
 import { chatChunks, type FakeBehaviour } from "../../src/testing/Script.js"
@@ -448,6 +448,43 @@ describe("when no provider can answer", () => {
     // Without stream it is served.
     const ok = await client.chat.completions.create({ model: "batch-only", messages: [{ role: "user", content: "hi" }] })
     expect(ok.choices[0]?.message.content).toBe("Hello from solo!")
+  })
+})
+
+describe("a client that reads a stream slowly", () => {
+  it("is waited for: the upstream's pause is not taken for a stall, and the answer arrives whole", async () => {
+    const piece = "a".repeat(4096)
+    const event = `data: ${JSON.stringify({ id: "c", object: "chat.completion.chunk", choices: [{ index: 0, delta: { content: piece }, finish_reason: null }] })}\n\n`
+    const upstream = await loopbackServer((req, res) => {
+      if (req.method !== "POST") return void res.writeHead(404).end()
+      res.writeHead(200, { "content-type": "text/event-stream" })
+      // 16 MB: more than the sockets and buffers in between hold, so the router must pause it.
+      pump(res, Buffer.from(event), 4000, "data: [DONE]\n\n")
+    })
+    extraClosers.push(upstream.close)
+    const router = await h.router({
+      config: { providers: { alpha: { endpoint: upstream.url, models: ["m1"], timeouts: { connect: 1, first_byte: 2, idle: 0.3, total: 30 } } } }
+    })
+    const requestId = newRequestId("slow-reader")
+    const text = await new Promise<string>((resolve, reject) => {
+      const req = httpRequest(`${router.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-request-id": requestId }
+      }, (res) => {
+        // Not reading for four times the idle limit.
+        res.pause()
+        setTimeout(() => res.resume(), 1200)
+        const chunks: Array<Buffer> = []
+        res.on("data", (c: Buffer) => chunks.push(c))
+        res.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")))
+      })
+      req.on("error", reject)
+      req.end(JSON.stringify({ model: "m1", messages: [{ role: "user", content: "hi" }], stream: true }))
+    })
+    expect(text).not.toContain("stream_interrupted")
+    expect(text.endsWith("data: [DONE]\n\n")).toBe(true)
+    expect(text.split("\n\n").filter((e) => e.startsWith("data: {")).length).toBe(4000)
+    expect(await recordOf(router, requestId)).toMatchObject({ provider: "alpha", outcome: "ok" })
   })
 })
 

@@ -45,6 +45,33 @@ describe("deadlines (one timer for first byte, idle and total)", () => {
       expect([...early.fired, ...late.fired]).toEqual([])
     }))
 
+  it.effect("while held (the client is behind), silence is not idle; released, idle counts again", () =>
+    Effect.gen(function* () {
+      const { d, fired } = yield* watch({ firstByteMs: 1000, idleMs: 200, totalMs: 10_000 })
+      d.firstByte()
+      yield* TestClock.adjust("100 millis")
+      d.hold()
+      // Far past the idle limit, twice over, while held.
+      yield* TestClock.adjust("2000 millis")
+      expect(fired).toEqual([])
+      d.release()
+      yield* TestClock.adjust("199 millis")
+      expect(fired).toEqual([])
+      yield* TestClock.adjust("1 millis")
+      expect(fired).toEqual(["idle"])
+    }))
+
+  it.effect("held, the total deadline still holds", () =>
+    Effect.gen(function* () {
+      const { d, fired } = yield* watch({ firstByteMs: 1000, idleMs: 200, totalMs: 3000 })
+      d.firstByte()
+      d.hold()
+      yield* TestClock.adjust("2999 millis")
+      expect(fired).toEqual([])
+      yield* TestClock.adjust("1 millis")
+      expect(fired).toEqual(["total"])
+    }))
+
   it.effect("a total shorter than the first-byte limit wins", () =>
     Effect.gen(function* () {
       const { fired } = yield* watch({ firstByteMs: 5000, idleMs: null, totalMs: 300 })
