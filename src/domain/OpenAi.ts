@@ -145,28 +145,31 @@ export const looksLikeEmbeddings = (body: unknown): boolean => {
   return true
 }
 
+/** A body's validation: the shortcut, then `Schema.is`, then the full decode only to explain a failure. */
+const parser = <A>(
+  looksLike: (json: unknown) => boolean,
+  is: (json: unknown) => boolean,
+  decode: (json: unknown) => Either.Either<unknown, ParseResult.ParseError>
+) =>
+(json: unknown): Either.Either<A, InvalidRequest> =>
+  orTooDeep(json, (body) =>
+    looksLike(body) || is(body)
+      ? Either.right(body as A)
+      : Either.mapBoth(decode(body), { onLeft: toInvalidRequest, onRight: (decoded) => decoded as A }))
+
 /**
  * Validates a chat completion body; synchronous because it sits on the hot path. The schemas have
- * no transformations, so a valid body is its own decoded value: the shortcut runs first, then the
- * check (`Schema.is`), and the full decode only to explain a failure.
+ * no transformations, so a valid body is its own decoded value.
  */
-export const parseChatRequest = (json: unknown): Either.Either<ChatCompletionRequest, InvalidRequest> => {
-  try {
-    return looksLikeChat(json) || isChat(json)
-      ? Either.right(json as ChatCompletionRequest)
-      : Either.mapLeft(decodeChat(json), toInvalidRequest) as Either.Either<ChatCompletionRequest, InvalidRequest>
-  } catch (e) {
-    if (isTooDeep(e)) return Either.left(nestedTooDeeply())
-    throw e
-  }
-}
+export const parseChatRequest = parser<ChatCompletionRequest>(looksLikeChat, isChat, decodeChat)
 
 /** Validates an embeddings body, the same way. */
-export const parseEmbeddingRequest = (json: unknown): Either.Either<EmbeddingRequest, InvalidRequest> => {
+export const parseEmbeddingRequest = parser<EmbeddingRequest>(looksLikeEmbeddings, isEmbedding, decodeEmbedding)
+
+/** `parse(input)`, or the 400 for an input nested deeper than its walk could go. */
+export const orTooDeep = <I, A>(input: I, parse: (input: I) => Either.Either<A, InvalidRequest>): Either.Either<A, InvalidRequest> => {
   try {
-    return looksLikeEmbeddings(json) || isEmbedding(json)
-      ? Either.right(json as EmbeddingRequest)
-      : Either.mapLeft(decodeEmbedding(json), toInvalidRequest) as Either.Either<EmbeddingRequest, InvalidRequest>
+    return parse(input)
   } catch (e) {
     if (isTooDeep(e)) return Either.left(nestedTooDeeply())
     throw e

@@ -6,7 +6,7 @@
  */
 import { Either, ParseResult, Schema } from "effect"
 import { InvalidRequest } from "../domain/Errors.js"
-import { isTooDeep, nestedTooDeeply } from "../domain/OpenAi.js"
+import { orTooDeep } from "../domain/OpenAi.js"
 import type { Strategy } from "../domain/Routing.js"
 import type { ProviderPrefs } from "./Rank.js"
 
@@ -49,7 +49,7 @@ const sortStrategy: Record<"price" | "throughput" | "latency", Strategy> = { pri
 /** The body's `provider` object as preferences; `null` when absent. */
 export const prefsOf = (body: { readonly provider?: unknown }): ProviderPrefs | null | InvalidRequest => {
   if (body.provider === undefined || body.provider === null) return null
-  const decoded = safely(() => Either.mapLeft(decodeProvider(body.provider), (e) => invalid("provider", e)))
+  const decoded = orTooDeep(body.provider, (v) => Either.mapLeft(decodeProvider(v), (e) => invalid("provider", e)))
   if (Either.isLeft(decoded)) return decoded.left
   const p = decoded.right
   return {
@@ -66,18 +66,8 @@ export const prefsOf = (body: { readonly provider?: unknown }): ProviderPrefs | 
 /** The body's `models` fallback list; `null` when absent. */
 export const modelsOf = (body: { readonly models?: unknown }): ReadonlyArray<string> | null | InvalidRequest => {
   if (body.models === undefined || body.models === null) return null
-  const decoded = safely(() => Either.mapLeft(decodeModels(body.models), (e) => invalid("models", e)))
+  const decoded = orTooDeep(body.models, (v) => Either.mapLeft(decodeModels(v), (e) => invalid("models", e)))
   return Either.isLeft(decoded) ? decoded.left : decoded.right
-}
-
-/** Decoding (or describing why not) a value nested deeper than the stack allows is a 400, not a defect. */
-const safely = <A>(decode: () => Either.Either<A, InvalidRequest>): Either.Either<A, InvalidRequest> => {
-  try {
-    return decode()
-  } catch (e) {
-    if (isTooDeep(e)) return Either.left(nestedTooDeeply())
-    throw e
-  }
 }
 
 /**
