@@ -150,12 +150,13 @@ const parser = <A>(
   looksLike: (json: unknown) => boolean,
   is: (json: unknown) => boolean,
   decode: (json: unknown) => Either.Either<unknown, ParseResult.ParseError>
-) =>
-(json: unknown): Either.Either<A, InvalidRequest> =>
-  orTooDeep(json, (body) =>
+) => {
+  const parse = (body: unknown): Either.Either<A, InvalidRequest> =>
     looksLike(body) || is(body)
       ? Either.right(body as A)
-      : Either.mapBoth(decode(body), { onLeft: toInvalidRequest, onRight: (decoded) => decoded as A }))
+      : Either.mapBoth(decode(body), { onLeft: toInvalidRequest, onRight: (decoded) => decoded as A })
+  return (json: unknown): Either.Either<A, InvalidRequest> => orTooDeep(json, parse)
+}
 
 /**
  * Validates a chat completion body; synchronous because it sits on the hot path. The schemas have
