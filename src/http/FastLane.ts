@@ -69,7 +69,8 @@ export const routerHeaders = (reply: Reply, requestId: string, headers: Outgoing
 
 /** Writes an OpenAI-shaped error, before any part of an answer has been sent. */
 export const sendError = (res: ServerResponse, requestId: string, error: HttpError) => {
-  if (res.headersSent) return
+  // Too late for an error answer: cut the connection rather than leave the client waiting.
+  if (res.headersSent) return void (res.writableEnded || res.destroy())
   let e: ErrorResponse
   try {
     e = toErrorResponse(error)
