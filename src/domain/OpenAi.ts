@@ -110,7 +110,8 @@ const toInvalidRequest = (error: ParseResult.ParseError): InvalidRequest => {
 const isChat = Schema.is(ChatCompletionRequest)
 const isEmbedding = Schema.is(EmbeddingRequest)
 
-const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v)
+/** A JSON object (not an array, not null). */
+export const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v)
 const isOptional = (v: unknown, is: (v: unknown) => boolean) => v === undefined || v === null || is(v)
 const isBoolean = (v: unknown) => typeof v === "boolean"
 

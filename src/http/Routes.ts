@@ -73,13 +73,7 @@ const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
 
 /** Every problem of a body in one message; `param` names the first. */
 const bodyError = (error: ParseResult.ParseError): InvalidRequest => {
-  let issues: ReadonlyArray<ParseResult.ArrayFormatterIssue>
-  try {
-    issues = ParseResult.ArrayFormatter.formatErrorSync(error)
-  } catch (e) {
-    if (isTooDeep(e)) return nestedTooDeeply()
-    throw e
-  }
+  const issues = ParseResult.ArrayFormatter.formatErrorSync(error)
   const lines = issues.map((i) => {
     const at = formatPath(i.path)
     if (i._tag === "Unexpected") return `unknown field '${at}'`
@@ -94,7 +88,11 @@ const bodyError = (error: ParseResult.ParseError): InvalidRequest => {
   })
 }
 
-/** Unknown fields are refused: a misspelt one in a PUT would otherwise reset that field to its default. */
+/**
+ * Unknown fields are refused: a misspelt one in a PUT would otherwise reset that field to its default.
+ * A body nested too deeply to decode, or to describe why not, throws inside `decode` or `bodyError`:
+ * one guard here turns either into the 400.
+ */
 const decodeBody = <A, I>(schema: Schema.Schema<A, I>) => {
   const decode = Schema.decodeUnknown(schema, { errors: "all", onExcessProperty: "error" })
   return (json: unknown) =>

@@ -3,7 +3,7 @@
  * answers, and record what happened. One typed Effect pipeline per request, kept lean (few Effect
  * steps, no per-request spans or logs) because it is the router's hot path.
  */
-import { Cause, Context, Effect, Exit, Fiber, Layer, Option, Random } from "effect"
+import { Cause, Context, Effect, Either, Exit, Fiber, Layer, Option, Random } from "effect"
 import * as ResilienceModule from "../config/Resilience.js"
 import { Resilience } from "../config/Resilience.js"
 import * as HealthModule from "../health/Health.js"
@@ -19,7 +19,7 @@ import {
   UpstreamRejected,
   UpstreamTransportError
 } from "../domain/Errors.js"
-import { type ChatCompletionRequest, type EmbeddingRequest, isTooDeep, nestedTooDeeply } from "../domain/OpenAi.js"
+import { type ChatCompletionRequest, type EmbeddingRequest, isRecord, orTooDeep } from "../domain/OpenAi.js"
 import { type Candidate, pinnedId } from "../domain/Provider.js"
 import { bodyTail, RequestLog, type RequestLogService, type RequestRecord } from "../persistence/RequestLog.js"
 import * as Policy from "../policy/Policy.js"
@@ -194,8 +194,6 @@ export const preamble = (buf: Uint8Array): "commit" | "wait" | { readonly status
   return "wait"
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v)
-
 /**
  * A whole chat completion as the event stream a streaming client expects: one chunk whose delta is
  * each choice's message (tool calls numbered, as deltas are) with its finish reason, then the usage
@@ -208,21 +206,21 @@ export const completionAsEvents = (body: Uint8Array, includeUsage: boolean): Uin
   } catch {
     return null
   }
-  if (!isObject(parsed) || !Array.isArray(parsed.choices)) return null
+  if (!isRecord(parsed) || !Array.isArray(parsed.choices)) return null
   const { choices, usage, object: _object, ...rest } = parsed
   const chunk = { ...rest, object: "chat.completion.chunk" }
   const deltas = choices.map((choice: unknown, i) => {
-    const c = isObject(choice) ? choice : {}
-    const message = isObject(c.message) ? c.message : {}
+    const c = isRecord(choice) ? choice : {}
+    const message = isRecord(c.message) ? c.message : {}
     const delta = Array.isArray(message.tool_calls)
-      ? { ...message, tool_calls: message.tool_calls.map((call: unknown, index) => (isObject(call) ? { index, ...call } : call)) }
+      ? { ...message, tool_calls: message.tool_calls.map((call: unknown, index) => (isRecord(call) ? { index, ...call } : call)) }
       : message
     return { index: typeof c.index === "number" ? c.index : i, delta, logprobs: c.logprobs ?? null, finish_reason: c.finish_reason ?? null }
   })
   let out: string
   try {
     out = `data: ${JSON.stringify({ ...chunk, choices: deltas })}\n\n`
-    if (includeUsage && isObject(usage)) out += `data: ${JSON.stringify({ ...chunk, choices: [], usage })}\n\n`
+    if (includeUsage && isRecord(usage)) out += `data: ${JSON.stringify({ ...chunk, choices: [], usage })}\n\n`
   } catch {
     // Nested deeper than `JSON.stringify` can go: the answer goes as it came.
     return null
@@ -636,12 +634,8 @@ export const make = Effect.gen(function* () {
     // rewrite is kept; the others serialize the same structure.
     const firstRewrite = ranked.find((r) => rewrites(r.candidate.upstreamModel, r.maxTokens))
     if (firstRewrite !== undefined) {
-      try {
-        bodyFor(firstRewrite.candidate.upstreamModel, firstRewrite.maxTokens)
-      } catch (e) {
-        if (isTooDeep(e)) return Effect.fail(nestedTooDeeply())
-        throw e
-      }
+      const rewritten = orTooDeep(firstRewrite, (r) => Either.right(bodyFor(r.candidate.upstreamModel, r.maxTokens)))
+      if (Either.isLeft(rewritten)) return Effect.fail(rewritten.left)
     }
 
     const recordAs = (
@@ -679,7 +673,6 @@ export const make = Effect.gen(function* () {
       return noneLeft(decision.dropped.map((d) => `${pinnedId(d.candidate.provider.id, d.candidate.upstreamModel)}: ${d.reason}`), skipped)
     }
 
-    const includeUsage = (request as { readonly stream_options?: { readonly include_usage?: unknown } | null }).stream_options?.include_usage === true
     const served = (answer: Reply): Effect.Effect<Reply> => {
       // A hedged answer may have been built before its rival's failure was listed.
       const reply: Reply = answer.attempts.length === attempts.length + 1
@@ -689,7 +682,9 @@ export const make = Effect.gen(function* () {
         recordAs(reply.provider, reply.upstreamModel, reply.status, "ok", reply.attempts, { body: bodyTail(reply.body) })
         // A backend that answered a streaming request with a whole answer: the client still gets
         // the stream it asked for, rather than a body its stream parser finds no events in.
-        const events = needs.stream ? completionAsEvents(reply.body, includeUsage) : null
+        const events = needs.stream
+          ? completionAsEvents(reply.body, (request as { readonly stream_options?: { readonly include_usage?: unknown } | null }).stream_options?.include_usage === true)
+          : null
         return Effect.succeed(events === null ? reply : { ...reply, contentType: "text/event-stream; charset=utf-8", body: events })
       }
       // A stream is recorded when it ends, with how it ended.

@@ -255,5 +255,12 @@ describe("bodies nested deeper than a recursive walk can go", () => {
       body: `{"model":"m1","input":${deep(200_000)}}`
     })
     expect((await expectOpenAiError(explain, 400)).code).toBe("invalid_json")
+    // The strategy's error message quotes the value it got, so describing this one recurses too.
+    const routing = await fetch(`${router.url}/admin/routing-config`, {
+      method: "PATCH",
+      headers: { authorization: `Bearer ${adminKey}`, "content-type": "application/json" },
+      body: `{"strategy":${deep(200_000)}}`
+    })
+    expect((await expectOpenAiError(routing, 400)).code).toBe("invalid_json")
   })
 })
