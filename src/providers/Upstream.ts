@@ -35,6 +35,12 @@ export interface UpstreamCall {
    * listeners (the caller's timers) learn that the call is over.
    */
   readonly abort?: AbortSwitch | undefined
+  /**
+   * Called when the request goes out on a connection. Until then it may wait for one (a new
+   * connection, or all of the provider's busy), time that is not the provider's. Implementations
+   * that never wait may leave it uncalled: the caller then counts from when it asked.
+   */
+  readonly onRequestSent?: (() => void) | undefined
   /** Called when the status line and headers arrive: the first byte, for timing. */
   readonly onResponseStart?: (() => void) | undefined
 }
@@ -170,15 +176,18 @@ class Exchange implements Dispatcher.DispatchHandler {
   done = false
   failure: Error | undefined
   onStart: ((error: Error | undefined) => void) | undefined
+  onSent: (() => void) | undefined
   onFirstByte: (() => void) | undefined
   onProgress: (() => void) | undefined
   writer: ChunkWriter | undefined
 
   constructor(readonly providerId: string) {}
 
+  /** Called by undici as the request is written to a connection, not when it is queued for one. */
   onRequestStart(controller: Dispatcher.DispatchController) {
     this.controller = controller
-    if (this.pendingAbort !== undefined) controller.abort(this.pendingAbort)
+    if (this.pendingAbort !== undefined) return controller.abort(this.pendingAbort)
+    this.onSent?.()
   }
 
   onResponseStart(_: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders) {
@@ -331,8 +340,14 @@ interface Target {
   readonly authorization: string | undefined
 }
 
+export interface UpstreamOptions {
+  /** Connections per provider endpoint; more concurrent requests wait for one. Default 256. */
+  readonly connections?: number | undefined
+}
+
 /** The live client: keep-alive undici pools, one per provider endpoint, closed with the layer. */
-export const make = Effect.gen(function* () {
+export const makeWith = (options: UpstreamOptions = {}) => Effect.gen(function* () {
+  const connections = options.connections ?? 256
   const targets = new Map<string, Target>()
   const keyOf = (p: ProviderSpec) => `${p.id}\u0000${p.endpoint}\u0000${p.timeouts.connectMs}`
 
@@ -366,7 +381,7 @@ export const make = Effect.gen(function* () {
       const url = new URL(p.endpoint)
       target = {
         pool: new Pool(url.origin, {
-          connections: 256,
+          connections,
           connectTimeout: p.timeouts.connectMs,
           keepAliveTimeout: 30_000,
           // The router enforces first-byte, idle and total timeouts itself; undici's would race them.
@@ -384,6 +399,7 @@ export const make = Effect.gen(function* () {
 
   /** Starts the call; its outcome arrives through the exchange's callbacks. */
   const start = (call: UpstreamCall, exchange: Exchange): UpstreamTransportError | null => {
+    exchange.onSent = call.onRequestSent
     exchange.onFirstByte = call.onResponseStart
     exchange.abortSwitch = call.abort
     if (call.abort !== undefined) {
@@ -445,5 +461,10 @@ export const make = Effect.gen(function* () {
 const authorizationOf = (p: ProviderSpec) =>
   p.apiKey === null || Redacted.value(p.apiKey) === "" ? undefined : `Bearer ${Redacted.value(p.apiKey)}`
 
+export const make = makeWith()
+
 /** The live upstream client. */
 export const layer = Layer.scoped(Upstream, make)
+
+/** The live upstream client with other options (fewer connections per provider, say). */
+export const layerWith = (options: UpstreamOptions) => Layer.scoped(Upstream, makeWith(options))

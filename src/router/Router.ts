@@ -288,11 +288,12 @@ export const make = Effect.gen(function* () {
       }
       const probe = admission.probe
       const t = c.provider.timeouts
-      const budget = deadlineAt - started
       const controller = new AbortSwitch()
       let expired: string | null = null
       let stalled = false
       let deadlineCut = false
+      // When the request went out on a connection (it may first wait for one), and its first byte.
+      let sentAt = started
       let firstByteAt = started
       // Set once the attempt's ending has been reported to Health.
       let settled = false
@@ -301,23 +302,19 @@ export const make = Effect.gen(function* () {
         settled = true
         health.report(c, verdict, probe, now())
       }
-      const limits = {
-        firstByteMs: Math.min(t.firstByteMs, budget),
-        idleMs: stream ? t.idleMs : null,
-        totalMs: Math.min(t.totalMs, budget)
-      }
+      const limits = { firstByteMs: t.firstByteMs, idleMs: stream ? t.idleMs : null, totalMs: t.totalMs, deadlineAt }
       const timer = deadlines(schedule, now, limits, (which) => {
         expired = which === "idle"
           ? `no data for ${t.idleMs} ms (stalled)`
-          : which === "first_byte" && t.firstByteMs <= budget
+          : which === "first_byte"
           ? `no first byte within ${t.firstByteMs} ms`
-          : t.totalMs <= budget
+          : which === "total"
           ? `no complete answer within ${t.totalMs} ms`
           : `the request deadline passed`
         stalled = which === "idle"
         // Cut short by the request's own deadline (perhaps a caller's x-router-timeout-ms), not by
         // the provider's limits: that says nothing about the provider's health.
-        deadlineCut = which !== "idle" && (which === "first_byte" ? t.firstByteMs > budget : t.totalMs > budget)
+        deadlineCut = which === "deadline"
         controller.abort()
       })
       // However the call ends early (a timeout, a discard, an interrupted read), the timer goes;
@@ -326,6 +323,11 @@ export const make = Effect.gen(function* () {
         timer.cancel()
         if (expired === null) settle({ _tag: "Abandoned" })
       })
+      // Time spent waiting for a connection is not the provider's: its limits and latency count from here.
+      const onSent = () => {
+        sentAt = firstByteAt = now()
+        timer.sent()
+      }
       const onFirstByte = () => {
         firstByteAt = now()
         timer.firstByte()
@@ -351,7 +353,7 @@ export const make = Effect.gen(function* () {
           if (inBand === null) {
             timer.cancel()
             const ended = now()
-            settle({ _tag: "Ok", ttfbMs: firstByteAt - started, totalMs: ended - started })
+            settle({ _tag: "Ok", ttfbMs: firstByteAt - sentAt, totalMs: ended - sentAt })
             return {
               _tag: "Served",
               reply: {
@@ -420,7 +422,7 @@ export const make = Effect.gen(function* () {
             return Effect.succeed({
               _tag: "Served",
               reply: streamReply(c, r, buf, [...attempts, ok], decision, controller, () => expired, timer, (verdict) => {
-                if (verdict._tag === "Ok") settle({ _tag: "Ok", ttfbMs: firstByteAt - started, totalMs: now() - started })
+                if (verdict._tag === "Ok") settle({ _tag: "Ok", ttfbMs: firstByteAt - sentAt, totalMs: now() - sentAt })
                 else settle(verdict)
               })
             })
@@ -436,11 +438,11 @@ export const make = Effect.gen(function* () {
       if (!stream) {
         // Not streamed: one upstream step from request to complete answer. Interrupting it throws
         // the switch (aborting the call and its timer), and nothing follows it that could leak.
-        return upstream.request({ provider: c.provider, method: "POST", path, body, stream, requestId, abort: controller, onResponseStart: onFirstByte }).pipe(
+        return upstream.request({ provider: c.provider, method: "POST", path, body, stream, requestId, abort: controller, onRequestSent: onSent, onResponseStart: onFirstByte }).pipe(
           Effect.match({ onFailure: transportFailed, onSuccess: complete })
         )
       }
-      return upstream.send({ provider: c.provider, method: "POST", path, body, stream, requestId, abort: controller }).pipe(
+      return upstream.send({ provider: c.provider, method: "POST", path, body, stream, requestId, abort: controller, onRequestSent: onSent }).pipe(
         Effect.flatMap(served),
         Effect.catchAll((e) => Effect.succeed(transportFailed(e))),
         Effect.onInterrupt(() => Effect.sync(() => controller.abort()))

@@ -34,11 +34,17 @@ export const scheduler = (clock: Clock.Clock): Schedule => {
 
 /**
  * An attempt's deadlines on one timer: the first byte, silence between chunks once bytes flow
- * (idle), and the whole answer (total). The timer is armed for the nearest deadline and, when it
- * fires, checks which one really passed and re-arms for the next: a fast answer costs one timer,
- * and a stream pays for a timer per idle period, not per chunk.
+ * (idle), the whole answer (total), and the request's own deadline. The timer is armed for the
+ * nearest one and, when it fires, checks which one really passed and re-arms for the next: a fast
+ * answer costs one timer, and a stream pays for a timer per idle period, not per chunk.
  */
 export interface Deadlines {
+  /**
+   * The request went out on a connection: the provider's first-byte and total limits count from
+   * now. Until then it may have waited for one (all of the provider's connections busy), and that
+   * wait is the router's, not the provider's. The request's own deadline does not move.
+   */
+  readonly sent: () => void
   /** The first byte has arrived: the first-byte deadline no longer applies, idle does. */
   readonly firstByte: () => void
   /** Bytes arrived: the idle deadline starts again. */
@@ -53,49 +59,81 @@ export interface Deadlines {
   readonly cancel: () => void
 }
 
-export type Expiry = "first_byte" | "idle" | "total"
+/** Which deadline passed: one of the provider's limits, or the request's own (`deadline`). */
+export type Expiry = "first_byte" | "idle" | "total" | "deadline"
+
+export interface Limits {
+  readonly firstByteMs: number
+  /** `null`: silence after the first byte is bounded by the total only (whole answers). */
+  readonly idleMs: number | null
+  readonly totalMs: number
+  /** When the request's own deadline passes, on `now`'s clock; it cuts every limit short. Default: never. */
+  readonly deadlineAt?: number | undefined
+}
 
 export const deadlines = (
   schedule: Schedule,
   now: () => number,
-  /** `idleMs` null: silence after the first byte is bounded by the total only (whole answers). */
-  limits: { readonly firstByteMs: number; readonly idleMs: number | null; readonly totalMs: number },
+  limits: Limits,
   expire: (which: Expiry) => void
 ): Deadlines => {
-  const start = now()
-  const totalAt = start + limits.totalMs
+  // When the provider's limits started counting: now, or when the request went out (`sent`).
+  let base = now()
+  const deadlineAt = limits.deadlineAt ?? Number.POSITIVE_INFINITY
   let gotFirstByte = false
-  let lastTouch = start
+  let lastTouch = base
   let cancelTimer: () => void = () => {}
+  // When the armed timer fires.
+  let armedFor = Number.POSITIVE_INFINITY
   let done = false
   let held = false
-  const arm = (ms: number) => {
-    cancelTimer = schedule(Math.max(0, ms), fire)
+  /** The earliest moment a deadline may pass, as things stand. */
+  const due = () => {
+    let at = Math.min(base + limits.totalMs, deadlineAt)
+    if (!gotFirstByte) at = Math.min(at, base + limits.firstByteMs)
+    else if (limits.idleMs !== null && !held) at = Math.min(at, lastTouch + limits.idleMs)
+    return at
+  }
+  const arm = (at: number, t: number) => {
+    armedFor = at
+    cancelTimer = schedule(Math.max(0, at - t), fire)
   }
   function fire() {
     const t = now()
-    if (t >= totalAt) return finish("total")
-    if (!gotFirstByte) return finish("first_byte")
-    if (limits.idleMs === null || held) return arm(totalAt - t)
-    const silent = t - lastTouch
-    if (silent >= limits.idleMs) return finish("idle")
-    arm(Math.min(limits.idleMs - silent, totalAt - t))
+    // The provider's limits first: one that passes together with the request's deadline is its own.
+    if (t >= base + limits.totalMs) return finish("total")
+    if (!gotFirstByte && t >= base + limits.firstByteMs) return finish("first_byte")
+    if (t >= deadlineAt) return finish("deadline")
+    if (gotFirstByte && limits.idleMs !== null && !held && t - lastTouch >= limits.idleMs) return finish("idle")
+    // Nothing passed yet (the limits moved on since the timer was armed): wait for the next one.
+    arm(due(), t)
   }
   const finish = (which: Expiry) => {
     done = true
     expire(which)
   }
-  arm(Math.min(limits.firstByteMs, limits.totalMs))
+  /** Re-arms when a deadline now comes before the armed timer (idle watching began or resumed). */
+  const sooner = () => {
+    if (done) return
+    const at = due()
+    if (at < armedFor) {
+      cancelTimer()
+      arm(at, now())
+    }
+  }
+  arm(due(), base)
   return {
+    sent: () => {
+      if (gotFirstByte || done) return
+      // Deadlines only move later here, so the armed timer stays: if it fires early, it re-arms.
+      const t = now()
+      if (t > base) base = lastTouch = t
+    },
     firstByte: () => {
       if (gotFirstByte) return
       gotFirstByte = true
       lastTouch = now()
-      // Watching for silence from now on: re-arm for the idle deadline if it comes first.
-      if (limits.idleMs !== null && limits.idleMs < limits.firstByteMs && !done) {
-        cancelTimer()
-        arm(Math.min(limits.idleMs, totalAt - lastTouch))
-      }
+      sooner()
     },
     touch: () => {
       lastTouch = now()
@@ -107,12 +145,7 @@ export const deadlines = (
       if (!held) return
       held = false
       lastTouch = now()
-      // The timer may be armed for the total deadline only (it fired while held): watch for
-      // silence again.
-      if (limits.idleMs !== null && !done) {
-        cancelTimer()
-        arm(Math.min(limits.idleMs, totalAt - lastTouch))
-      }
+      sooner()
     },
     cancel: () => {
       if (!done) {

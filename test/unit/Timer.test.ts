@@ -1,9 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, TestClock } from "effect"
-import { deadlines, type Expiry, scheduler } from "../../src/router/Timer.js"
+import { deadlines, type Expiry, type Limits, scheduler } from "../../src/router/Timer.js"
 
 /** Deadlines on the test clock, recording what expired. */
-const watch = (limits: { firstByteMs: number; idleMs: number | null; totalMs: number }) =>
+const watch = (limits: Limits) =>
   Effect.map(Effect.clock, (clock) => {
     const fired: Array<Expiry> = []
     const d = deadlines(scheduler(clock), () => clock.unsafeCurrentTimeMillis(), limits, (w) => fired.push(w))
@@ -105,5 +105,75 @@ describe("deadlines (one timer for first byte, idle and total)", () => {
       expect(fired).toEqual([])
       yield* TestClock.adjust("100 millis")
       expect(fired).toEqual(["total"])
+    }))
+
+  it.effect("sent: the first-byte and total limits count from when the request went out", () =>
+    Effect.gen(function* () {
+      const first = yield* watch({ firstByteMs: 100, idleMs: null, totalMs: 1000 })
+      const total = yield* watch({ firstByteMs: 5000, idleMs: null, totalMs: 300 })
+      // Both waited 80 ms for a connection.
+      yield* TestClock.adjust("80 millis")
+      first.d.sent()
+      total.d.sent()
+      // The timers armed at the start fire here and find nothing has passed yet.
+      yield* TestClock.adjust("99 millis")
+      expect(first.fired).toEqual([])
+      yield* TestClock.adjust("1 millis")
+      expect(first.fired).toEqual(["first_byte"])
+      yield* TestClock.adjust("199 millis")
+      expect(total.fired).toEqual([])
+      yield* TestClock.adjust("1 millis")
+      expect(total.fired).toEqual(["total"])
+    }))
+
+  it.effect("sent after the first byte, or twice, changes nothing", () =>
+    Effect.gen(function* () {
+      const { d, fired } = yield* watch({ firstByteMs: 100, idleMs: null, totalMs: 1000 })
+      d.sent()
+      yield* TestClock.adjust("50 millis")
+      d.firstByte()
+      yield* TestClock.adjust("100 millis")
+      d.sent()
+      yield* TestClock.adjust("849 millis")
+      expect(fired).toEqual([])
+      yield* TestClock.adjust("1 millis")
+      expect(fired).toEqual(["total"])
+    }))
+
+  it.effect("the request's deadline cuts every limit short, and does not move when the request goes out", () =>
+    Effect.gen(function* () {
+      const { d, fired } = yield* watch({ firstByteMs: 100, idleMs: null, totalMs: 1000, deadlineAt: 150 })
+      yield* TestClock.adjust("90 millis")
+      d.sent()
+      yield* TestClock.adjust("59 millis")
+      expect(fired).toEqual([])
+      yield* TestClock.adjust("1 millis")
+      expect(fired).toEqual(["deadline"])
+    }))
+
+  it.effect("a provider limit that passes together with the request's deadline is the provider's", () =>
+    Effect.gen(function* () {
+      const first = yield* watch({ firstByteMs: 100, idleMs: null, totalMs: 1000, deadlineAt: 100 })
+      const total = yield* watch({ firstByteMs: 1000, idleMs: 50, totalMs: 300, deadlineAt: 300 })
+      total.d.firstByte()
+      for (let i = 0; i < 6; i++) {
+        yield* TestClock.adjust("49 millis")
+        total.d.touch()
+      }
+      yield* TestClock.adjust("6 millis")
+      expect(first.fired).toEqual(["first_byte"])
+      expect(total.fired).toEqual(["total"])
+    }))
+
+  it.effect("a stream's idle deadline stops at the request's deadline", () =>
+    Effect.gen(function* () {
+      const { d, fired } = yield* watch({ firstByteMs: 1000, idleMs: 200, totalMs: 10_000, deadlineAt: 250 })
+      d.firstByte()
+      yield* TestClock.adjust("100 millis")
+      d.touch()
+      yield* TestClock.adjust("149 millis")
+      expect(fired).toEqual([])
+      yield* TestClock.adjust("1 millis")
+      expect(fired).toEqual(["deadline"])
     }))
 })

@@ -1,0 +1,137 @@
+/**
+ * A request that waits for a connection (every connection to its provider busy) waits in the
+ * router, not at the provider: the provider's first-byte and total limits count from when it goes
+ * out. Counted from when it was asked for, a burst beyond the pool's size timed out in the queue,
+ * and each of those timeouts counted against the provider's health.
+ *
+ * The live `Upstream` with one connection per provider against real loopback servers, and the
+ * router's timers on the `TestClock`.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Fiber, FiberStatus, Option, TestClock } from "effect"
+import { createServer, type ServerResponse } from "node:http"
+import type { AddressInfo, Socket } from "node:net"
+import * as UpstreamLive from "../../src/providers/Upstream.js"
+import * as Router from "../../src/router/Router.js"
+import { chat, routerOver } from "./helpers.js"
+
+const completion = (content: string) =>
+  JSON.stringify({
+    id: "chatcmpl-1",
+    object: "chat.completion",
+    created: 0,
+    model: "m",
+    choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: "stop" }]
+  })
+
+/** A backend that lists its models at once and holds every other request until the test answers it. */
+const heldServer = Effect.acquireRelease(
+  Effect.promise(() =>
+    new Promise<{ url: string; count: () => number; seen: (n: number) => Promise<void>; answer: (i: number) => void; close: () => Promise<void> }>((resolve) => {
+      const held: Array<ServerResponse> = []
+      const waiters: Array<() => void> = []
+      const sockets = new Set<Socket>()
+      const server = createServer((req, res) => {
+        req.resume()
+        req.on("end", () => {
+          if (req.method === "GET") return void res.end(JSON.stringify({ object: "list", data: [{ id: "m", object: "model", created: 0, owned_by: "x" }] }))
+          held.push(res)
+          for (const w of waiters.splice(0)) w()
+        })
+      })
+      server.on("connection", (s) => {
+        sockets.add(s)
+        s.on("close", () => sockets.delete(s))
+      })
+      const seen = (n: number): Promise<void> =>
+        held.length >= n ? Promise.resolve() : new Promise((r) => waiters.push(() => void seen(n).then(r)))
+      server.listen(0, "127.0.0.1", () =>
+        resolve({
+          url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`,
+          count: () => held.length,
+          seen,
+          answer: (i) => {
+            const body = completion(`answer ${i}`)
+            held[i]!.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) })
+            held[i]!.end(body)
+          },
+          close: () =>
+            new Promise<void>((r) => {
+              for (const s of sockets) s.destroy()
+              server.close(() => r())
+            })
+        })
+      )
+    })
+  ),
+  (s) => Effect.promise(s.close)
+)
+
+/** Until the fiber waits on something outside itself: here, the upstream call. */
+const untilSuspended = <A, E>(fiber: Fiber.RuntimeFiber<A, E>): Effect.Effect<void> =>
+  Effect.flatMap(fiber.status, (s) => (FiberStatus.isSuspended(s) ? Effect.void : Effect.zipRight(Effect.yieldNow(), untilSuspended(fiber))))
+
+const pending = <A, E>(fiber: Fiber.Fiber<A, E>) => Effect.map(Fiber.poll(fiber), Option.isNone)
+
+type Held = Effect.Effect.Success<typeof heldServer>
+
+const scenario = (check: (b: Fiber.RuntimeFiber<Router.Reply, Router.ChatError>, server: Held, spare: Held) => Effect.Effect<void, Router.ChatError>) =>
+  Effect.gen(function* () {
+    const server = yield* heldServer
+    const spare = yield* heldServer
+    const config = {
+      providers: {
+        p: { endpoint: server.url, models: ["m"], priority: 1, timeouts: { first_byte: 10 } },
+        q: { endpoint: spare.url, models: ["m"], priority: 2 }
+      }
+    }
+    yield* Effect.gen(function* () {
+      const router = yield* Router.Router
+      const a = yield* Effect.fork(router.chat({ request: chat("m") }))
+      yield* Effect.promise(() => server.seen(1))
+      // The pool's one connection is A's: B waits for it, its timers armed at 0 s.
+      const b = yield* Effect.fork(router.chat({ request: chat("m") }))
+      yield* untilSuspended(b)
+      yield* TestClock.adjust("9 seconds")
+      expect(server.count()).toBe(1)
+      server.answer(0)
+      const first = yield* Fiber.join(a)
+      expect(first.attempts.map((x) => [x.provider, x.outcome])).toEqual([["p", "ok"]])
+      // B goes out at 9 s.
+      yield* Effect.promise(() => server.seen(2))
+      yield* check(b, server, spare)
+    }).pipe(Effect.provide(routerOver(config, UpstreamLive.layerWith({ connections: 1 }))))
+  }).pipe(Effect.scoped)
+
+describe("a request waiting for a connection to its provider", () => {
+  it.effect("gets the provider's whole first-byte limit from when it goes out", () =>
+    scenario((b, server, spare) =>
+      Effect.gen(function* () {
+        // 18 s after B was asked for, 9 s after it went out: inside its 10 s.
+        yield* TestClock.adjust("9 seconds")
+        expect(yield* pending(b)).toBe(true)
+        expect(spare.count()).toBe(0)
+        server.answer(1)
+        const reply = yield* Fiber.join(b)
+        expect(reply.provider).toBe("p")
+        expect(reply.attempts.map((x) => [x.provider, x.outcome, x.durationMs])).toEqual([["p", "ok", 18_000]])
+      })
+    ))
+
+  it.effect("and times out on that limit, counted from when it went out", () =>
+    scenario((b, _server, spare) =>
+      Effect.gen(function* () {
+        yield* TestClock.adjust("9999 millis")
+        expect(yield* pending(b)).toBe(true)
+        expect(spare.count()).toBe(0)
+        yield* TestClock.adjust("1 millis")
+        yield* Effect.promise(() => spare.seen(1))
+        spare.answer(0)
+        const reply = yield* Fiber.join(b)
+        expect(reply.attempts.map((x) => [x.provider, x.outcome, x.detail, x.durationMs])).toEqual([
+          ["p", "timeout", "no first byte within 10000 ms", 19_000],
+          ["q", "ok", "ok", 0]
+        ])
+      })
+    ))
+})
