@@ -8,12 +8,28 @@
  * router's timers on the `TestClock`.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Fiber, FiberStatus, Option, TestClock } from "effect"
+import { Effect, Fiber, FiberStatus, Layer, Option, TestClock } from "effect"
 import { createServer, type ServerResponse } from "node:http"
 import type { AddressInfo, Socket } from "node:net"
+import * as Resilience from "../../src/config/Resilience.js"
+import * as Health from "../../src/health/Health.js"
+import * as Policy from "../../src/policy/Policy.js"
+import * as Providers from "../../src/providers/Providers.js"
 import * as UpstreamLive from "../../src/providers/Upstream.js"
 import * as Router from "../../src/router/Router.js"
-import { chat, routerOver } from "./helpers.js"
+import { chat } from "./helpers.js"
+
+/** The router over the live upstream client with one connection per provider, and its `Health`. */
+const routerLive = (config: unknown) =>
+  Router.layerWithoutDependencies.pipe(
+    Layer.provide(Policy.layer),
+    Layer.provide(Providers.layerStatic(config)),
+    Layer.provideMerge(Health.layer.pipe(Layer.provideMerge(Resilience.layer()))),
+    Layer.provide(UpstreamLive.layerWith({ connections: 1 }))
+  )
+
+const statsOf = (id: string) =>
+  Effect.flatMap(Health.Health, (h) => Effect.map(Effect.clockWith((c) => c.currentTimeMillis), (now) => h.status([id], now)[0]!))
 
 const completion = (content: string) =>
   JSON.stringify({
@@ -27,14 +43,26 @@ const completion = (content: string) =>
 /** A backend that lists its models at once and holds every other request until the test answers it. */
 const heldServer = Effect.acquireRelease(
   Effect.promise(() =>
-    new Promise<{ url: string; count: () => number; seen: (n: number) => Promise<void>; answer: (i: number) => void; close: () => Promise<void> }>((resolve) => {
+    new Promise<{
+      url: string
+      count: () => number
+      /** The `user` field of each request held, in arrival order. */
+      users: () => Array<unknown>
+      seen: (n: number) => Promise<void>
+      answer: (i: number) => void
+      close: () => Promise<void>
+    }>((resolve) => {
       const held: Array<ServerResponse> = []
+      const users: Array<unknown> = []
       const waiters: Array<() => void> = []
       const sockets = new Set<Socket>()
       const server = createServer((req, res) => {
-        req.resume()
+        let raw = ""
+        req.setEncoding("utf8")
+        req.on("data", (c: string) => (raw += c))
         req.on("end", () => {
           if (req.method === "GET") return void res.end(JSON.stringify({ object: "list", data: [{ id: "m", object: "model", created: 0, owned_by: "x" }] }))
+          users.push((JSON.parse(raw) as { user?: unknown }).user)
           held.push(res)
           for (const w of waiters.splice(0)) w()
         })
@@ -49,6 +77,7 @@ const heldServer = Effect.acquireRelease(
         resolve({
           url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`,
           count: () => held.length,
+          users: () => [...users],
           seen,
           answer: (i) => {
             const body = completion(`answer ${i}`)
@@ -75,7 +104,7 @@ const pending = <A, E>(fiber: Fiber.Fiber<A, E>) => Effect.map(Fiber.poll(fiber)
 
 type Held = Effect.Effect.Success<typeof heldServer>
 
-const scenario = (check: (b: Fiber.RuntimeFiber<Router.Reply, Router.ChatError>, server: Held, spare: Held) => Effect.Effect<void, Router.ChatError>) =>
+const scenario = (check: (b: Fiber.RuntimeFiber<Router.Reply, Router.ChatError>, server: Held, spare: Held) => Effect.Effect<void, Router.ChatError, Health.Health>) =>
   Effect.gen(function* () {
     const server = yield* heldServer
     const spare = yield* heldServer
@@ -100,7 +129,7 @@ const scenario = (check: (b: Fiber.RuntimeFiber<Router.Reply, Router.ChatError>,
       // B goes out at 9 s.
       yield* Effect.promise(() => server.seen(2))
       yield* check(b, server, spare)
-    }).pipe(Effect.provide(routerOver(config, UpstreamLive.layerWith({ connections: 1 }))))
+    }).pipe(Effect.provide(routerLive(config)))
   }).pipe(Effect.scoped)
 
 describe("a request waiting for a connection to its provider", () => {
@@ -115,6 +144,8 @@ describe("a request waiting for a connection to its provider", () => {
         const reply = yield* Fiber.join(b)
         expect(reply.provider).toBe("p")
         expect(reply.attempts.map((x) => [x.provider, x.outcome, x.durationMs])).toEqual([["p", "ok", 18_000]])
+        // The provider's latency: A waited 9 s for its answer, and so did B once it went out.
+        expect((yield* statsOf("p")).stats.ewma_ttfb_ms).toBe(9000)
       })
     ))
 
@@ -134,4 +165,32 @@ describe("a request waiting for a connection to its provider", () => {
         ])
       })
     ))
+
+  it.effect("is cut by the request's own deadline without blame, and never goes out", () =>
+    Effect.gen(function* () {
+      const server = yield* heldServer
+      const config = { providers: { p: { endpoint: server.url, models: ["m"], timeouts: { first_byte: 60 } } } }
+      yield* Effect.gen(function* () {
+        const router = yield* Router.Router
+        const a = yield* Effect.fork(router.chat({ request: chat("m", { user: "a" }) }))
+        yield* Effect.promise(() => server.seen(1))
+        const b = yield* Effect.fork(router.chat({ request: chat("m", { user: "b" }), timeoutMs: 5000 }))
+        yield* untilSuspended(b)
+        yield* TestClock.adjust("5 seconds")
+        const failure = yield* Effect.flip(Fiber.join(b))
+        expect(failure._tag).toBe("RequestTimedOut")
+        expect("attempts" in failure && failure.attempts.map((x) => [x.provider, x.outcome, x.detail])).toEqual([["p", "timeout", "the request deadline passed"]])
+        // Not the provider's doing: nothing is held against it.
+        const health = (yield* statsOf("p")).stats
+        expect([health.failures, health.last_error]).toEqual([0, null])
+        server.answer(0)
+        yield* Fiber.join(a)
+        const c = yield* Effect.fork(router.chat({ request: chat("m", { user: "c" }) }))
+        yield* Effect.promise(() => server.seen(2))
+        // The abandoned request left the pool's queue: the next one out is C.
+        expect(server.users()).toEqual(["a", "c"])
+        server.answer(1)
+        expect((yield* Fiber.join(c)).attempts.map((x) => [x.provider, x.outcome])).toEqual([["p", "ok"]])
+      }).pipe(Effect.provide(routerLive(config)))
+    }).pipe(Effect.scoped))
 })
