@@ -219,6 +219,57 @@ describe("chat, embeddings and model resolution", () => {
       expect((lastRequest(alpha).body as { tools: unknown }).tools).toEqual(tools)
     })
 
+    it("carries an agent's tool round trip (as Letta sends it) upstream untouched, both turns", async () => {
+      const system = { role: "system" as const, content: "You are a memory-augmented agent." }
+      const user = { role: "user" as const, content: "What is the weather in Oslo?", name: "human" }
+      const first = await client.chat.completions.create({
+        model: "m1",
+        messages: [system, user],
+        tools,
+        tool_choice: "required",
+        parallel_tool_calls: false,
+        user: "agent-42",
+        temperature: 0.7,
+        max_completion_tokens: 512
+      })
+      const call = first.choices[0]?.message.tool_calls?.[0]
+      if (call?.type !== "function") throw new Error("expected a function call")
+      expect(lastRequest(alpha).body).toEqual({
+        model: "m1",
+        messages: [system, user],
+        tools,
+        tool_choice: "required",
+        parallel_tool_calls: false,
+        user: "agent-42",
+        temperature: 0.7,
+        max_completion_tokens: 512
+      })
+      // The second turn: the assistant's call (content null) and the tool's result go back, streamed.
+      const history: Array<OpenAI.Chat.Completions.ChatCompletionMessageParam> = [
+        system,
+        user,
+        { role: "assistant", content: null, tool_calls: [{ id: call.id, type: "function", function: { name: call.function.name, arguments: call.function.arguments } }] },
+        { role: "tool", tool_call_id: call.id, content: "{\"temperature_c\": 4, \"sky\": \"overcast\"}" }
+      ]
+      const stream = await client.chat.completions.create({
+        model: "m1",
+        messages: history,
+        tools,
+        tool_choice: "none",
+        stream: true,
+        stream_options: { include_usage: true }
+      })
+      let text = ""
+      let usage = 0
+      for await (const chunk of stream) {
+        text += chunk.choices[0]?.delta.content ?? ""
+        usage += chunk.usage?.total_tokens ?? 0
+      }
+      expect(text).toBe("Hello from alpha!")
+      expect(usage).toBeGreaterThan(0)
+      expect(lastRequest(alpha).body).toEqual({ model: "m1", messages: history, tools, tool_choice: "none", stream: true, stream_options: { include_usage: true } })
+    })
+
     it("streams tool calls whose pieces reassemble to the call", async () => {
       const stream = await client.chat.completions.create({
         model: "m1",
