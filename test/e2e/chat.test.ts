@@ -222,7 +222,7 @@ describe("chat, embeddings and model resolution", () => {
     it("carries an agent's tool round trip (as Letta sends it) upstream untouched, both turns", async () => {
       const system = { role: "system" as const, content: "You are a memory-augmented agent." }
       const user = { role: "user" as const, content: "What is the weather in Oslo?", name: "human" }
-      const first = await client.chat.completions.create({
+      const turn1: OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming = {
         model: "m1",
         messages: [system, user],
         tools,
@@ -231,19 +231,11 @@ describe("chat, embeddings and model resolution", () => {
         user: "agent-42",
         temperature: 0.7,
         max_completion_tokens: 512
-      })
+      }
+      const first = await client.chat.completions.create(turn1)
       const call = first.choices[0]?.message.tool_calls?.[0]
       if (call?.type !== "function") throw new Error("expected a function call")
-      expect(lastRequest(alpha).body).toEqual({
-        model: "m1",
-        messages: [system, user],
-        tools,
-        tool_choice: "required",
-        parallel_tool_calls: false,
-        user: "agent-42",
-        temperature: 0.7,
-        max_completion_tokens: 512
-      })
+      expect(lastRequest(alpha).body).toEqual(turn1)
       // The second turn: the assistant's call (content null) and the tool's result go back, streamed.
       const history: Array<OpenAI.Chat.Completions.ChatCompletionMessageParam> = [
         system,
