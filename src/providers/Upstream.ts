@@ -36,10 +36,12 @@ export interface UpstreamCall {
    */
   readonly abort?: AbortSwitch | undefined
   /**
-   * Called when the request goes out on a connection. Until then it may wait for one (a new
-   * connection, or all of the provider's busy), time that is not the provider's. Implementations
-   * that never wait may leave it uncalled: the caller then counts from when it asked.
+   * Called when the request cannot go out at once: it waits for a connection (all of the
+   * provider's are busy, or a new one is being made), time that is not the provider's.
+   * `onRequestSent` follows when it goes out. Implementations that never wait call neither.
    */
+  readonly onRequestWaiting?: (() => void) | undefined
+  /** Called when the request goes out on a connection (after `onRequestWaiting`, if it waited). */
   readonly onRequestSent?: (() => void) | undefined
   /** Called when the status line and headers arrive: the first byte, for timing. */
   readonly onResponseStart?: (() => void) | undefined
@@ -420,6 +422,8 @@ export const makeWith = (options: UpstreamOptions = {}) => Effect.gen(function* 
         headers,
         body: call.body ?? null
       }, exchange)
+      // Undici starts the request inside `dispatch` when a connection is free; otherwise it waits.
+      if (exchange.controller === undefined && exchange.failure === undefined) call.onRequestWaiting?.()
       return null
     } catch (e) {
       return classifyTransportError(call.provider.id, e)

@@ -278,7 +278,9 @@ export const make = Effect.gen(function* () {
     requestId: string | undefined,
     attempts: ReadonlyArray<Attempt>,
     deadlineAt: number,
-    decision: Decision
+    decision: Decision,
+    /** No other candidate follows: waiting for a connection is better than giving up. */
+    last: boolean
   ): Effect.Effect<Outcome> =>
     Effect.suspend(() => {
       const started = now()
@@ -291,7 +293,8 @@ export const make = Effect.gen(function* () {
       const controller = new AbortSwitch()
       let expired: string | null = null
       let stalled = false
-      let deadlineCut = false
+      let busy = false
+      let notTheProvider = false
       // When the request went out on a connection (it may first wait for one), and its first byte.
       let sentAt = started
       let firstByteAt = started
@@ -302,7 +305,15 @@ export const make = Effect.gen(function* () {
         settled = true
         health.report(c, verdict, probe, now())
       }
-      const limits = { firstByteMs: t.firstByteMs, idleMs: stream ? t.idleMs : null, totalMs: t.totalMs, deadlineAt }
+      const limits = {
+        firstByteMs: t.firstByteMs,
+        idleMs: stream ? t.idleMs : null,
+        totalMs: t.totalMs,
+        // A request that waits first_byte for one of the provider's connections moves on, unless
+        // nobody else could take it.
+        queueMs: last ? Number.POSITIVE_INFINITY : t.firstByteMs,
+        deadlineAt
+      }
       const timer = deadlines(schedule, now, limits, (which) => {
         expired = which === "idle"
           ? `no data for ${t.idleMs} ms (stalled)`
@@ -310,11 +321,14 @@ export const make = Effect.gen(function* () {
           ? `no first byte within ${t.firstByteMs} ms`
           : which === "total"
           ? `no complete answer within ${t.totalMs} ms`
+          : which === "queued"
+          ? `no free connection to the provider within ${t.firstByteMs} ms`
           : `the request deadline passed`
         stalled = which === "idle"
-        // Cut short by the request's own deadline (perhaps a caller's x-router-timeout-ms), not by
-        // the provider's limits: that says nothing about the provider's health.
-        deadlineCut = which === "deadline"
+        busy = which === "queued"
+        // Cut short by the request's own deadline (perhaps a caller's x-router-timeout-ms), or
+        // while it still waited for a connection: neither says anything about the provider's health.
+        notTheProvider = which === "deadline" || which === "queued"
         controller.abort()
       })
       // However the call ends early (a timeout, a discard, an interrupted read), the timer goes;
@@ -323,7 +337,9 @@ export const make = Effect.gen(function* () {
         timer.cancel()
         if (expired === null) settle({ _tag: "Abandoned" })
       })
-      // Time spent waiting for a connection is not the provider's: its limits and latency count from here.
+      // Time spent waiting for a connection is not the provider's: its limits and latency count from
+      // when the request goes out.
+      const onWaiting = () => timer.waiting()
       const onSent = () => {
         sentAt = firstByteAt = now()
         timer.sent()
@@ -335,7 +351,7 @@ export const make = Effect.gen(function* () {
       const attempt = (outcome: string, detail: string, status: number | null) => attemptOf(c, outcome, detail, status, started, now())
       const failed = (classified: Classified, detail: string, status: number | null): Outcome => {
         timer.cancel()
-        settle(deadlineCut ? { _tag: "Abandoned" } : { _tag: "Failed", classified, detail })
+        settle(notTheProvider ? { _tag: "Abandoned" } : { _tag: "Failed", classified, detail })
         return { _tag: "Failed", attempt: attempt(classified.outcome, detail, status), classified }
       }
 
@@ -432,17 +448,23 @@ export const make = Effect.gen(function* () {
 
       const transportFailed = (e: UpstreamTransportError): Outcome =>
         expired !== null
-          ? failed(stalled ? { class: "stalled", outcome: "stalled" } : { class: "transient", outcome: "timeout" }, expired, null)
+          ? failed(
+            stalled
+              ? { class: "stalled", outcome: "stalled" }
+              : { class: "transient", outcome: busy ? "busy" : "timeout" },
+            expired,
+            null
+          )
           : failed(classifyTransport(e), e.detail, null)
 
       if (!stream) {
         // Not streamed: one upstream step from request to complete answer. Interrupting it throws
         // the switch (aborting the call and its timer), and nothing follows it that could leak.
-        return upstream.request({ provider: c.provider, method: "POST", path, body, stream, requestId, abort: controller, onRequestSent: onSent, onResponseStart: onFirstByte }).pipe(
+        return upstream.request({ provider: c.provider, method: "POST", path, body, stream, requestId, abort: controller, onRequestWaiting: onWaiting, onRequestSent: onSent, onResponseStart: onFirstByte }).pipe(
           Effect.match({ onFailure: transportFailed, onSuccess: complete })
         )
       }
-      return upstream.send({ provider: c.provider, method: "POST", path, body, stream, requestId, abort: controller, onRequestSent: onSent }).pipe(
+      return upstream.send({ provider: c.provider, method: "POST", path, body, stream, requestId, abort: controller, onRequestWaiting: onWaiting, onRequestSent: onSent }).pipe(
         Effect.flatMap(served),
         Effect.catchAll((e) => Effect.succeed(transportFailed(e))),
         Effect.onInterrupt(() => Effect.sync(() => controller.abort()))
@@ -751,7 +773,7 @@ export const make = Effect.gen(function* () {
 
     const attemptAt = (i: number) => {
       const r = ranked[i]!
-      return tryCandidate(r.candidate, path, bodyFor(r.candidate.upstreamModel, r.maxTokens), needs.stream, requestId, attempts, deadlineAt, decision)
+      return tryCandidate(r.candidate, path, bodyFor(r.candidate.upstreamModel, r.maxTokens), needs.stream, requestId, attempts, deadlineAt, decision, i + 1 >= ranked.length)
     }
     const aliasHedge = resolution.hedgeAfterMs ?? null
 

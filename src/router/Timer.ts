@@ -40,9 +40,14 @@ export const scheduler = (clock: Clock.Clock): Schedule => {
  */
 export interface Deadlines {
   /**
+   * The request waits for a connection (all of the provider's are busy, or a new one is being
+   * made): until `sent`, only the wait's own limit (`queueMs`) and the request's deadline apply.
+   */
+  readonly waiting: () => void
+  /**
    * The request went out on a connection: the provider's first-byte and total limits count from
-   * now. Until then it may have waited for one (all of the provider's connections busy), and that
-   * wait is the router's, not the provider's. The request's own deadline does not move.
+   * now. A wait for a connection before it is the router's, not the provider's. The request's own
+   * deadline does not move.
    */
   readonly sent: () => void
   /** The first byte has arrived: the first-byte deadline no longer applies, idle does. */
@@ -59,14 +64,19 @@ export interface Deadlines {
   readonly cancel: () => void
 }
 
-/** Which deadline passed: one of the provider's limits, or the request's own (`deadline`). */
-export type Expiry = "first_byte" | "idle" | "total" | "deadline"
+/**
+ * Which deadline passed: one of the provider's limits, the wait for a connection (`queued`), or
+ * the request's own (`deadline`).
+ */
+export type Expiry = "first_byte" | "idle" | "total" | "queued" | "deadline"
 
 export interface Limits {
   readonly firstByteMs: number
   /** `null`: silence after the first byte is bounded by the total only (whole answers). */
   readonly idleMs: number | null
   readonly totalMs: number
+  /** How long the request may wait for a connection (see `waiting`). Default: `firstByteMs`. */
+  readonly queueMs?: number | undefined
   /** When the request's own deadline passes, on `now`'s clock; it cuts every limit short. Default: never. */
   readonly deadlineAt?: number | undefined
 }
@@ -77,9 +87,12 @@ export const deadlines = (
   limits: Limits,
   expire: (which: Expiry) => void
 ): Deadlines => {
-  // When the provider's limits started counting: now, or when the request went out (`sent`).
+  // When the provider's limits (or the wait for a connection) started counting: now, or when the
+  // request went out (`sent`).
   let base = now()
   const deadlineAt = limits.deadlineAt ?? Number.POSITIVE_INFINITY
+  const queueMs = limits.queueMs ?? limits.firstByteMs
+  let waits = false
   let gotFirstByte = false
   let lastTouch = base
   let cancelTimer: () => void = () => {}
@@ -89,6 +102,7 @@ export const deadlines = (
   let held = false
   /** The earliest moment a deadline may pass, as things stand. */
   const due = () => {
+    if (waits) return Math.min(base + queueMs, deadlineAt)
     let at = Math.min(base + limits.totalMs, deadlineAt)
     if (!gotFirstByte) at = Math.min(at, base + limits.firstByteMs)
     else if (limits.idleMs !== null && !held) at = Math.min(at, lastTouch + limits.idleMs)
@@ -100,6 +114,11 @@ export const deadlines = (
   }
   function fire() {
     const t = now()
+    if (waits) {
+      if (t >= base + queueMs) return finish("queued")
+      if (t >= deadlineAt) return finish("deadline")
+      return arm(due(), t)
+    }
     // The provider's limits first: one that passes together with the request's deadline is its own.
     if (t >= base + limits.totalMs) return finish("total")
     if (!gotFirstByte && t >= base + limits.firstByteMs) return finish("first_byte")
@@ -123,11 +142,21 @@ export const deadlines = (
   }
   arm(due(), base)
   return {
+    waiting: () => {
+      if (gotFirstByte || done) return
+      waits = true
+      sooner()
+    },
     sent: () => {
       if (gotFirstByte || done) return
-      // Deadlines only move later here, so the armed timer stays: if it fires early, it re-arms.
       const t = now()
       if (t > base) base = lastTouch = t
+      // Without a wait the limits only moved later: the armed timer, if early, re-arms when it
+      // fires. After a wait it may be armed for the request's deadline only.
+      if (waits) {
+        waits = false
+        sooner()
+      }
     },
     firstByte: () => {
       if (gotFirstByte) return

@@ -1,8 +1,10 @@
 /**
  * A request that waits for a connection (every connection to its provider busy) waits in the
  * router, not at the provider: the provider's first-byte and total limits count from when it goes
- * out. Counted from when it was asked for, a burst beyond the pool's size timed out in the queue,
- * and each of those timeouts counted against the provider's health.
+ * out, and a wait as long as first_byte moves it on to the next candidate (outcome `busy`) without
+ * holding it against the provider. The last candidate keeps it waiting, up to the request's
+ * deadline. Counted from when it was asked for, a burst beyond the pool's size timed out in the
+ * queue, and each of those timeouts counted against the provider's health.
  *
  * The live `Upstream` with one connection per provider against real loopback servers, and the
  * router's timers on the `TestClock`.
@@ -49,6 +51,9 @@ const heldServer = Effect.acquireRelease(
       /** The `user` field of each request held, in arrival order. */
       users: () => Array<unknown>
       seen: (n: number) => Promise<void>
+      /** Starts request `i`'s answer as an event stream with one content event, and holds the rest. */
+      startStream: (i: number) => void
+      endStream: (i: number) => void
       answer: (i: number) => void
       close: () => Promise<void>
     }>((resolve) => {
@@ -79,9 +84,14 @@ const heldServer = Effect.acquireRelease(
           count: () => held.length,
           users: () => [...users],
           seen,
+          startStream: (i) => {
+            held[i]!.writeHead(200, { "content-type": "text/event-stream" })
+            held[i]!.write(`data: ${JSON.stringify({ id: "c", object: "chat.completion.chunk", created: 0, model: "m", choices: [{ index: 0, delta: { content: "Hel" }, finish_reason: null }] })}\n\n`)
+          },
+          endStream: (i) => held[i]!.end("data: [DONE]\n\n"),
           answer: (i) => {
             const body = completion(`answer ${i}`)
-            held[i]!.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) })
+            if (!held[i]!.headersSent) held[i]!.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) })
             held[i]!.end(body)
           },
           close: () =>
@@ -191,6 +201,70 @@ describe("a request waiting for a connection to its provider", () => {
         expect(server.users()).toEqual(["a", "c"])
         server.answer(1)
         expect((yield* Fiber.join(c)).attempts.map((x) => [x.provider, x.outcome])).toEqual([["p", "ok"]])
+      }).pipe(Effect.provide(routerLive(config)))
+    }).pipe(Effect.scoped))
+
+  it.effect("moves on to the next candidate after waiting first_byte for a connection, without blame", () =>
+    Effect.gen(function* () {
+      const server = yield* heldServer
+      const spare = yield* heldServer
+      const config = {
+        providers: {
+          p: { endpoint: server.url, models: ["m"], priority: 1, timeouts: { first_byte: 10 } },
+          q: { endpoint: spare.url, models: ["m"], priority: 2 }
+        }
+      }
+      yield* Effect.gen(function* () {
+        const router = yield* Router.Router
+        // A's answer is a stream that has begun (its first byte is in) and holds the connection.
+        const a = yield* Effect.fork(router.chat({ request: chat("m", { user: "a", stream: true }) }))
+        yield* Effect.promise(() => server.seen(1))
+        server.startStream(0)
+        const streaming = yield* Fiber.join(a)
+        expect(streaming._tag).toBe("Stream")
+        const b = yield* Effect.fork(router.chat({ request: chat("m", { user: "b" }) }))
+        yield* untilSuspended(b)
+        yield* TestClock.adjust("9999 millis")
+        expect(spare.count()).toBe(0)
+        yield* TestClock.adjust("1 millis")
+        yield* Effect.promise(() => spare.seen(1))
+        spare.answer(0)
+        const reply = yield* Fiber.join(b)
+        expect(reply.attempts.map((x) => [x.provider, x.outcome, x.detail])).toEqual([
+          ["p", "busy", "no free connection to the provider within 10000 ms"],
+          ["q", "ok", "ok"]
+        ])
+        // Nothing is held against p, and B never went out to it.
+        const health = (yield* statsOf("p")).stats
+        expect([health.failures, health.last_error]).toEqual([0, null])
+        expect(server.users()).toEqual(["a"])
+      }).pipe(Effect.provide(routerLive(config)))
+    }).pipe(Effect.scoped))
+
+  it.effect("waits for a connection past first_byte when no other candidate could take it", () =>
+    Effect.gen(function* () {
+      const server = yield* heldServer
+      const config = { providers: { p: { endpoint: server.url, models: ["m"], timeouts: { first_byte: 10 } } } }
+      yield* Effect.gen(function* () {
+        const router = yield* Router.Router
+        const a = yield* Effect.fork(router.chat({ request: chat("m", { user: "a", stream: true }) }))
+        yield* Effect.promise(() => server.seen(1))
+        server.startStream(0)
+        yield* Fiber.join(a)
+        const b = yield* Effect.fork(router.chat({ request: chat("m", { user: "b" }) }))
+        yield* untilSuspended(b)
+        yield* TestClock.adjust("15 seconds")
+        expect(yield* pending(b)).toBe(true)
+        expect(server.count()).toBe(1)
+        // A's stream ends and frees the connection: B goes out at 15 s, with its whole first_byte.
+        server.endStream(0)
+        yield* Effect.promise(() => server.seen(2))
+        yield* TestClock.adjust("9 seconds")
+        expect(yield* pending(b)).toBe(true)
+        server.answer(1)
+        expect((yield* Fiber.join(b)).attempts.map((x) => [x.provider, x.outcome, x.durationMs])).toEqual([["p", "ok", 24_000]])
+        const health = (yield* statsOf("p")).stats
+        expect([health.failures, health.ewma_ttfb_ms]).toEqual([0, 9000])
       }).pipe(Effect.provide(routerLive(config)))
     }).pipe(Effect.scoped))
 })

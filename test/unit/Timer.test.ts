@@ -176,4 +176,50 @@ describe("deadlines (one timer for first byte, idle and total)", () => {
       yield* TestClock.adjust("1 millis")
       expect(fired).toEqual(["deadline"])
     }))
+
+  it.effect("while the request waits for a connection, the provider's limits do not run; from sent they do", () =>
+    Effect.gen(function* () {
+      const { d, fired } = yield* watch({ firstByteMs: 100, idleMs: null, totalMs: 1000, queueMs: Number.POSITIVE_INFINITY })
+      d.waiting()
+      yield* TestClock.adjust("500 millis")
+      expect(fired).toEqual([])
+      d.sent()
+      yield* TestClock.adjust("99 millis")
+      expect(fired).toEqual([])
+      yield* TestClock.adjust("1 millis")
+      expect(fired).toEqual(["first_byte"])
+    }))
+
+  it.effect("a wait longer than queueMs expires as queued", () =>
+    Effect.gen(function* () {
+      const { d, fired } = yield* watch({ firstByteMs: 100, idleMs: null, totalMs: 1000, queueMs: 300 })
+      d.waiting()
+      yield* TestClock.adjust("299 millis")
+      expect(fired).toEqual([])
+      yield* TestClock.adjust("1 millis")
+      expect(fired).toEqual(["queued"])
+    }))
+
+  it.effect("waiting, the request's deadline still holds", () =>
+    Effect.gen(function* () {
+      const { d, fired } = yield* watch({ firstByteMs: 100, idleMs: null, totalMs: 1000, queueMs: Number.POSITIVE_INFINITY, deadlineAt: 300 })
+      d.waiting()
+      yield* TestClock.adjust("299 millis")
+      expect(fired).toEqual([])
+      yield* TestClock.adjust("1 millis")
+      expect(fired).toEqual(["deadline"])
+    }))
+
+  it.effect("sent after a long wait arms the timer for the first byte again", () =>
+    Effect.gen(function* () {
+      // While waiting, the timer is armed for the request's deadline only.
+      const { d, fired } = yield* watch({ firstByteMs: 100, idleMs: null, totalMs: 1000, queueMs: Number.POSITIVE_INFINITY, deadlineAt: 10_000 })
+      d.waiting()
+      yield* TestClock.adjust("150 millis")
+      d.sent()
+      yield* TestClock.adjust("99 millis")
+      expect(fired).toEqual([])
+      yield* TestClock.adjust("1 millis")
+      expect(fired).toEqual(["first_byte"])
+    }))
 })
