@@ -411,7 +411,10 @@ export const makeWith = (options: UpstreamOptions = {}) => Effect.gen(function* 
     try {
       const target = targetOf(call.provider)
       const headers: Record<string, string> = {
-        accept: call.stream ? "text/event-stream" : "application/json"
+        accept: call.stream ? "text/event-stream" : "application/json",
+        // Bytes are passed on and events read as they come: without this header a server may
+        // compress them (RFC 9110), and nothing here decompresses.
+        "accept-encoding": "identity"
       }
       if (call.body !== undefined) headers["content-type"] = "application/json"
       if (target.authorization !== undefined) headers.authorization = target.authorization

@@ -5,6 +5,7 @@
  * Every scenario gets its own fakes and router, so no state leaks between them.
  */
 import { request as httpRequest, type ServerResponse } from "node:http"
+import { gzipSync } from "node:zlib"
 import OpenAI from "openai"
 import { afterAll, describe, expect, it } from "vitest"
 import { chatChunks, type FakeBehaviour } from "../../src/testing/Script.js"
@@ -272,8 +273,9 @@ describe("failover on answers that are not answers", () => {
   }
 
   it("on a 200 whose body is an HTML page, nothing, a cut-off answer or an event stream to a plain request", async () => {
-    const bodies: Array<[string, string, string]> = [
+    const bodies: Array<[string, string | Buffer, string]> = [
       ["text/html", "<html><body>Welcome to nginx!</body></html>", "Welcome to nginx!"],
+      ["application/octet-stream", gzipSync("{}"), ": 22 bytes that are not text"],
       ["application/json", "", "(empty)"],
       ["application/json", '{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"mess', "chatcmpl-1"],
       ["text/event-stream", `data: ${JSON.stringify({ choices: [{ index: 0, delta: { content: "hi" } }] })}\n\ndata: [DONE]\n\n`, "data:"]
@@ -289,6 +291,34 @@ describe("failover on answers that are not answers", () => {
       expect(first?.detail).toContain("not a JSON object")
       expect(first?.detail).toContain(shown)
     }
+  })
+
+  it("never on a compressed one: the router asks for answers as they are (accept-encoding: identity)", async () => {
+    // Without an Accept-Encoding a server may use any coding (RFC 9110); this one gzips unless told not to.
+    const seen: Array<string | undefined> = []
+    const upstream = await loopbackServer((req, res, raw) => {
+      if (req.method !== "POST") return void res.writeHead(404).end()
+      seen.push(req.headers["accept-encoding"])
+      const stream = (JSON.parse(raw) as { stream?: boolean }).stream === true
+      const body = stream
+        ? chatChunks("m1", "Plain as asked.", {}).join("")
+        : JSON.stringify({ id: "c1", object: "chat.completion", created: 0, model: "m1", choices: [{ index: 0, message: { role: "assistant", content: "Plain as asked." }, finish_reason: "stop" }] })
+      const type = stream ? "text/event-stream" : "application/json"
+      if (req.headers["accept-encoding"] === "identity") return void res.writeHead(200, { "content-type": type }).end(body)
+      res.writeHead(200, { "content-type": type, "content-encoding": "gzip" }).end(gzipSync(body))
+    })
+    extraClosers.push(upstream.close)
+    const router = await h.router({ config: { providers: { alpha: { endpoint: upstream.url, models: ["m1"] } } } })
+    const client = clientOf(router)
+    const { data, response } = await ask(client, newRequestId("identity"))
+    expect(response.headers.get("x-router-attempts")).toBe("alpha:ok")
+    expect(data.choices[0]?.message.content).toBe("Plain as asked.")
+    let text = ""
+    for await (const chunk of await client.chat.completions.create({ model: "m1", messages: [{ role: "user", content: "hi" }], stream: true })) {
+      text += chunk.choices[0]?.delta.content ?? ""
+    }
+    expect(text).toBe("Plain as asked.")
+    expect(seen).toEqual(["identity", "identity"])
   })
 
   it("for embeddings too", async () => {
