@@ -193,6 +193,8 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onResponseStart(_: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders) {
+    // An informational response (103 Early Hints) comes before the real one: undici reports both.
+    if (status < 200) return
     this.status = status
     this.headers = headers
     this.onFirstByte?.()

@@ -119,6 +119,36 @@ describe("chat, embeddings and model resolution", () => {
       expect(lastRequest(alpha).body).toMatchObject({ stream: true, stream_options: { include_usage: true } })
     })
 
+    it("answers through an informational 103 (Early Hints) that comes before the response, plain and streamed", async () => {
+      const upstream = await loopbackServer((req, res, raw) => {
+        if (req.method !== "POST") return void res.writeHead(404).end()
+        const body = JSON.parse(raw) as Record<string, unknown>
+        res.writeEarlyHints({ link: "</hint>; rel=preload" })
+        if (body.stream !== true) {
+          res.writeHead(200, { "content-type": "application/json" })
+          return void res.end(JSON.stringify({ id: "c1", object: "chat.completion", created: 0, model: "m-hints", choices: [{ index: 0, message: { role: "assistant", content: "After a hint." }, finish_reason: "stop" }] }))
+        }
+        res.writeHead(200, { "content-type": "text/event-stream" })
+        res.end(chatChunks("m-hints", "After a hint.", body).join(""))
+      })
+      const hintsRouter = await h.router({ config: { providers: { hints: { endpoint: upstream.url, models: ["m-hints"] } } } })
+      try {
+        const hinted = clientOf(hintsRouter)
+        const { data, response } = await hinted.chat.completions.create({ model: "m-hints", messages: [{ role: "user", content: "hi" }] }).withResponse()
+        expect(response.headers.get("x-router-attempts")).toBe("hints:ok")
+        expect(data.choices[0]?.message.content).toBe("After a hint.")
+        const { data: stream, response: streamed } = await hinted.chat.completions
+          .create({ model: "m-hints", messages: [{ role: "user", content: "hi" }], stream: true })
+          .withResponse()
+        expect(streamed.headers.get("x-router-attempts")).toBe("hints:ok")
+        let text = ""
+        for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? ""
+        expect(text).toBe("After a hint.")
+      } finally {
+        await upstream.close()
+      }
+    })
+
     it("streams from an upstream that ends its SSE lines with a bare \\r, each event split across writes", async () => {
       // SSE allows `\r`, `\n` or `\r\n` line endings; a server using `\r` alone must not look silent.
       const upstream = await loopbackServer((req, res, raw) => {
