@@ -88,8 +88,12 @@ const wrapped = (status: number, body: Uint8Array, provider: string): string => 
     return JSON.stringify({ ...(parsed as object), error: { type: "invalid_request_error", param: null, code: null, ...e } })
   }
   const detail = (parsed as { detail?: unknown } | undefined)?.detail
+  // vLLM's older error body is flat: `{"object":"error","message":…,"type":…,"code":400}`.
+  const flat = (parsed as { message?: unknown } | undefined)?.message
   const message = typeof error === "string"
     ? error
+    : typeof flat === "string"
+    ? flat
     : detail !== undefined
     ? typeof detail === "string" ? detail : JSON.stringify(detail)
     : text.trim() !== ""

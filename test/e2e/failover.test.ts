@@ -391,6 +391,15 @@ describe("no failover", () => {
     expect(body.message).toBe("field 'messages' is malformed")
     expect(requestsTo(beta)).toHaveLength(0)
   })
+
+  it("takes the message of vLLM's flat error body (object: error)", async () => {
+    const flat = { object: "error", message: "This model's maximum number of tool calls is 8", type: "BadRequestError", param: null, code: 400 }
+    const { beta, router } = await pair({ mode: "status", status: 400, body: flat })
+    const res = await postJson(router, "/v1/chat/completions", { model: "m1", messages: [{ role: "user", content: "hi" }] })
+    const body = await expectOpenAiError(res, 400)
+    expect(body.message).toBe("This model's maximum number of tool calls is 8")
+    expect(requestsTo(beta)).toHaveLength(0)
+  })
 })
 
 describe("an upstream refusal nested deeper than JSON.stringify can go", () => {
