@@ -69,7 +69,8 @@ export interface Classified {
 const modelPattern = /\bmodels?\b/i
 
 const creditsPattern = /insufficient[_ ]quota|insufficient[_ ](balance|credits?|funds)|out of credits|credit balance|balance (is )?(too low|exhausted|insufficient)|payment required|billing/i
-const contextPattern = /context[_ ]length[_ ]exceeded|maximum context length|context window|too many tokens|prompt is too long|exceeds? (the )?(model'?s? )?(maximum )?context/i
+const contextPattern =
+  /context[_ ]length[_ ]exceeded|maximum context length|context window|too many tokens|prompt is too long|exceeds? (the )?(model'?s? )?(maximum |available )?context|exceed_context_size|maximum model length|greater than the context length/i
 
 /**
  * `Retry-After` as milliseconds from `now`: delta-seconds or an HTTP date. `undefined` when absent

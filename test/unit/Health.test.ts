@@ -66,7 +66,14 @@ describe("Classify: what a refused answer means", () => {
     for (const body of [
       `{"error":{"message":"This model's maximum context length is 8192 tokens","code":"context_length_exceeded"}}`,
       "prompt is too long: 210000 tokens > 200000 maximum",
-      "input exceeds the model's maximum context"
+      "input exceeds the model's maximum context",
+      // llama.cpp's server
+      `{"error":{"code":400,"message":"request (9137 tokens) exceeds the available context size (8192 tokens), try increasing it","type":"exceed_context_size_error"}}`,
+      // Ollama's
+      `{"error":{"message":"input length exceeds context length","type":"api_error"}}`,
+      // vLLM's newer wording
+      `{"error":{"message":"The decoder prompt (length 9000) is longer than the maximum model length of 8192.","type":"BadRequestError"}}`,
+      "The input (9000 tokens) is greater than the context length"
     ]) {
       expect(classifyRefusal(400, body, undefined), body).toEqual({ class: "context_too_long", outcome: "context_too_long" })
     }
