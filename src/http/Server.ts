@@ -7,9 +7,11 @@ import * as HttpMiddleware from "@effect/platform/HttpMiddleware"
 import * as HttpServer from "@effect/platform/HttpServer"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Effect, Layer } from "effect"
-import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
+import { createServer, type IncomingMessage, type ServerResponse, STATUS_CODES } from "node:http"
+import type { Duplex } from "node:stream"
 import { Settings } from "../config/Settings.js"
 import { InvalidRequest } from "../domain/Errors.js"
+import { errorBody } from "./Errors.js"
 import { FastLane, requestIdOf, sendError } from "./FastLane.js"
 import * as Routes from "./Routes.js"
 
@@ -26,6 +28,30 @@ const wellFormedPath = (url: string): boolean => {
   }
 }
 
+/**
+ * The answer to bytes Node cannot parse as a request (not HTTP, headers over 16 KiB, a broken body
+ * framing, a request not received within Node's time limit): Node's own has no body.
+ */
+export const clientErrorAnswer = (code: string | undefined): string => {
+  const [status, message, errorCode] = code === "HPE_HEADER_OVERFLOW"
+    ? [431, "The request's headers are too large", "headers_too_large"] as const
+    : code === "ERR_HTTP_REQUEST_TIMEOUT"
+    ? [408, "The request was not received in time", "request_timeout"] as const
+    : [400, "The request is not valid HTTP", "invalid_http"] as const
+  const body = JSON.stringify(errorBody(message, "invalid_request_error", null, errorCode))
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`
+}
+
+const onClientError = (error: NodeJS.ErrnoException, socket: Duplex) => {
+  // As Node itself does: no answer once a response on this connection has begun (it would land in
+  // the middle of it), nor to a peer that is gone.
+  const inFlight = (socket as { _httpMessage?: { headersSent?: boolean } | null })._httpMessage
+  if (error.code !== "ECONNRESET" && socket.writable && (inFlight == null || inFlight.headersSent !== true)) {
+    socket.write(clientErrorAnswer(error.code))
+  }
+  socket.destroy()
+}
+
 /** An `HttpServer` that serves the fast lane first, on the host and port from `Settings`. */
 export const serverLayer = Layer.scoped(
   HttpServer.HttpServer,
@@ -33,6 +59,7 @@ export const serverLayer = Layer.scoped(
     const settings = yield* Settings
     const lane = yield* FastLane
     const server = createServer({ keepAliveTimeout: 65_000 })
+    server.on("clientError", onClientError)
     const base = yield* NodeHttpServer.make(() => server, { port: settings.port, host: settings.host })
     // Runs before `NodeHttpServer`'s own close, which waits for every open connection: idle ones
     // go at once, and open streams get `drainMs` to finish before they are cut.

@@ -4,6 +4,7 @@
  */
 import OpenAI from "openai"
 import { request as httpRequest } from "node:http"
+import { connect } from "node:net"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import type { FakeServer } from "../../src/testing/FakeServer.js"
 import type { RouterUnderTest } from "../kit/TestRouter.js"
@@ -203,6 +204,42 @@ describe("bad requests", () => {
       await expectOpenAiError(del, del.status)
       expect(del.status).toBeGreaterThanOrEqual(400)
       expect(del.status).toBeLessThan(500)
+    })
+  })
+
+  describe("bytes that are not an HTTP request", () => {
+    /** Writes `data` on a fresh connection and reads until the router closes it. */
+    const raw = (data: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = connect(router.port, "127.0.0.1", () => socket.write(data))
+        let out = ""
+        socket.setEncoding("utf8")
+        socket.on("data", (d: string) => (out += d))
+        socket.on("close", () => resolve(out))
+        socket.on("error", reject)
+      })
+    const parse = (answer: string) => {
+      const [head = "", body = ""] = answer.split("\r\n\r\n")
+      return { status: Number(head.split(" ")[1]), head: head.toLowerCase(), error: (JSON.parse(body) as { error: Record<string, unknown> }).error }
+    }
+
+    it("answers each in the OpenAI error shape and closes the connection", async () => {
+      const cases: ReadonlyArray<readonly [string, number, string]> = [
+        ["HELLO THERE\r\n\r\n", 400, "invalid_http"],
+        [`GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(20_000)}\r\n\r\n`, 431, "headers_too_large"],
+        ["POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "invalid_http"],
+        ["POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n", 400, "invalid_http"]
+      ]
+      for (const [data, status, code] of cases) {
+        const answer = parse(await raw(data))
+        expect(answer.status, code).toBe(status)
+        expect(answer.head).toContain("content-type: application/json")
+        expect(answer.head).toContain("connection: close")
+        expect(answer.error).toMatchObject({ type: "invalid_request_error", param: null, code })
+        expect(typeof answer.error.message).toBe("string")
+      }
+      // The router still serves.
+      expect((await fetch(`${router.url}/health`)).status).toBe(200)
     })
   })
 })
