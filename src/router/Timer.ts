@@ -161,6 +161,8 @@ export const deadlines = (
     firstByte: () => {
       if (gotFirstByte) return
       gotFirstByte = true
+      // An answer means the request went out, whether or not `sent` said so.
+      waits = false
       lastTouch = now()
       sooner()
     },

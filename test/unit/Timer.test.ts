@@ -222,4 +222,16 @@ describe("deadlines (one timer for first byte, idle and total)", () => {
       yield* TestClock.adjust("1 millis")
       expect(fired).toEqual(["first_byte"])
     }))
+
+  it.effect("a first byte ends the wait even when sent was never called", () =>
+    Effect.gen(function* () {
+      const { d, fired } = yield* watch({ firstByteMs: 100, idleMs: null, totalMs: 1000, queueMs: 200 })
+      d.waiting()
+      yield* TestClock.adjust("50 millis")
+      d.firstByte()
+      yield* TestClock.adjust("949 millis")
+      expect(fired).toEqual([])
+      yield* TestClock.adjust("1 millis")
+      expect(fired).toEqual(["total"])
+    }))
 })
