@@ -38,7 +38,7 @@ import {
   statusOfErrorObject
 } from "./Classify.js"
 import { framed, lastEventEnd, maxHeldBack, normalizeLines } from "./Sse.js"
-import { type Deadlines, deadlines, scheduler } from "./Timer.js"
+import { type Deadlines, deadlines, type Expiry, scheduler } from "./Timer.js"
 
 export interface ChatInput {
   readonly request: ChatCompletionRequest
@@ -296,10 +296,9 @@ export const make = Effect.gen(function* () {
       const probe = admission.probe
       const t = c.provider.timeouts
       const controller = new AbortSwitch()
+      // Which deadline cut the attempt short, if one did, and the attempt's detail saying so.
+      let expiry: Expiry | null = null
       let expired: string | null = null
-      let stalled = false
-      let busy = false
-      let notTheProvider = false
       // When the request went out on a connection (it may first wait for one), and its first byte.
       let sentAt = started
       let firstByteAt = started
@@ -329,11 +328,7 @@ export const make = Effect.gen(function* () {
           : which === "queued"
           ? `no free connection to the provider within ${t.firstByteMs} ms`
           : `the request deadline passed`
-        stalled = which === "idle"
-        busy = which === "queued"
-        // Cut short by the request's own deadline (perhaps a caller's x-router-timeout-ms), or
-        // while it still waited for a connection: neither says anything about the provider's health.
-        notTheProvider = which === "deadline" || which === "queued"
+        expiry = which
         controller.abort()
       })
       // However the call ends early (a timeout, a discard, an interrupted read), the timer goes;
@@ -356,7 +351,9 @@ export const make = Effect.gen(function* () {
       const attempt = (outcome: string, detail: string, status: number | null) => attemptOf(c, outcome, detail, status, started, now())
       const failed = (classified: Classified, detail: string, status: number | null): Outcome => {
         timer.cancel()
-        settle(notTheProvider ? { _tag: "Abandoned" } : { _tag: "Failed", classified, detail })
+        // Cut short by the request's own deadline (perhaps a caller's x-router-timeout-ms), or while
+        // it still waited for a connection: neither says anything about the provider's health.
+        settle(expiry === "deadline" || expiry === "queued" ? { _tag: "Abandoned" } : { _tag: "Failed", classified, detail })
         return { _tag: "Failed", attempt: attempt(classified.outcome, detail, status), classified }
       }
 
@@ -454,9 +451,9 @@ export const make = Effect.gen(function* () {
       const transportFailed = (e: UpstreamTransportError): Outcome =>
         expired !== null
           ? failed(
-            stalled
+            expiry === "idle"
               ? { class: "stalled", outcome: "stalled" }
-              : { class: "transient", outcome: busy ? "busy" : "timeout" },
+              : { class: "transient", outcome: expiry === "queued" ? "busy" : "timeout" },
             expired,
             null
           )
