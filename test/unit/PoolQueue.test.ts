@@ -114,16 +114,22 @@ const pending = <A, E>(fiber: Fiber.Fiber<A, E>) => Effect.map(Fiber.poll(fiber)
 
 type Held = Effect.Effect.Success<typeof heldServer>
 
+/** Providers p (first_byte 10 s), tried first, and q, each a held server. */
+const pair = Effect.gen(function* () {
+  const server = yield* heldServer
+  const spare = yield* heldServer
+  const config = {
+    providers: {
+      p: { endpoint: server.url, models: ["m"], priority: 1, timeouts: { first_byte: 10 } },
+      q: { endpoint: spare.url, models: ["m"], priority: 2 }
+    }
+  }
+  return { server, spare, config }
+})
+
 const scenario = (check: (b: Fiber.RuntimeFiber<Router.Reply, Router.ChatError>, server: Held, spare: Held) => Effect.Effect<void, Router.ChatError, Health.Health>) =>
   Effect.gen(function* () {
-    const server = yield* heldServer
-    const spare = yield* heldServer
-    const config = {
-      providers: {
-        p: { endpoint: server.url, models: ["m"], priority: 1, timeouts: { first_byte: 10 } },
-        q: { endpoint: spare.url, models: ["m"], priority: 2 }
-      }
-    }
+    const { server, spare, config } = yield* pair
     yield* Effect.gen(function* () {
       const router = yield* Router.Router
       const a = yield* Effect.fork(router.chat({ request: chat("m") }))
@@ -206,14 +212,7 @@ describe("a request waiting for a connection to its provider", () => {
 
   it.effect("moves on to the next candidate after waiting first_byte for a connection, without blame", () =>
     Effect.gen(function* () {
-      const server = yield* heldServer
-      const spare = yield* heldServer
-      const config = {
-        providers: {
-          p: { endpoint: server.url, models: ["m"], priority: 1, timeouts: { first_byte: 10 } },
-          q: { endpoint: spare.url, models: ["m"], priority: 2 }
-        }
-      }
+      const { server, spare, config } = yield* pair
       yield* Effect.gen(function* () {
         const router = yield* Router.Router
         // A's answer is a stream that has begun (its first byte is in) and holds the connection.
