@@ -87,6 +87,12 @@ const hasImagePart = (content: unknown): boolean => {
 
 const positiveInt = (v: unknown): number | null => (typeof v === "number" && Number.isInteger(v) && v > 0 ? v : null)
 
+/** OpenAI's older function calling (`functions`), which some agent frameworks still send. */
+const legacyFunctions = (request: ChatCompletionRequest): boolean => {
+  const functions = (request as { readonly functions?: unknown }).functions
+  return Array.isArray(functions) && functions.length > 0
+}
+
 export const needsOfChat = (request: ChatCompletionRequest): Needs => {
   let vision = false
   for (const m of request.messages) {
@@ -99,7 +105,7 @@ export const needsOfChat = (request: ChatCompletionRequest): Needs => {
   return {
     endpoint: "chat",
     stream: request.stream === true,
-    tools: request.tools !== undefined && request.tools !== null && request.tools.length > 0,
+    tools: (request.tools !== undefined && request.tools !== null && request.tools.length > 0) || legacyFunctions(request),
     vision,
     jsonSchema: format?.type === "json_schema",
     promptTokens: lazy(() => estimateChatTokens(request)),

@@ -456,6 +456,12 @@ describe("Rank.needsOfChat", () => {
     expect(needsOfChat(chat("m", { tools: null })).tools).toBe(false)
   })
 
+  it("needs tools for OpenAI's older function calling (a non-empty functions list) too", () => {
+    expect(needsOfChat(chat("m", { functions: [{ name: "f", parameters: { type: "object" } }], function_call: "auto" })).tools).toBe(true)
+    expect(needsOfChat(chat("m", { functions: [] })).tools).toBe(false)
+    expect(needsOfChat(chat("m", { functions: null })).tools).toBe(false)
+  })
+
   it("needs vision for an image part in any message", () => {
     for (const type of ["image_url", "input_image", "image"]) {
       const req = chat("m", {
