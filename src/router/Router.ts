@@ -807,7 +807,9 @@ export const make = Effect.gen(function* () {
           }
         }
         return onOutcome(outcome, () => {
-          const transient = outcome._tag === "Failed" && (outcome.classified.class === "transient" || outcome.classified.class === "stalled")
+          // A provider that was busy (no free connection) is not asked again at once: the next one is.
+          const transient = outcome._tag === "Failed" && outcome.classified.outcome !== "busy" &&
+            (outcome.classified.class === "transient" || outcome.classified.class === "stalled")
           if (transient && retry < resilience.retries && now() + resilience.retryBackoffMs * 2 ** retry * 1.5 < deadlineAt) {
             return Effect.zipRight(backoff(retry), next(i, retry + 1))
           }

@@ -22,11 +22,11 @@ import * as Router from "../../src/router/Router.js"
 import { chat } from "./helpers.js"
 
 /** The router over the live upstream client with one connection per provider, and its `Health`. */
-const routerLive = (config: unknown) =>
+const routerLive = (config: unknown, resilience: Partial<Resilience.ResilienceSettings> = {}) =>
   Router.layerWithoutDependencies.pipe(
     Layer.provide(Policy.layer),
     Layer.provide(Providers.layerStatic(config)),
-    Layer.provideMerge(Health.layer.pipe(Layer.provideMerge(Resilience.layer()))),
+    Layer.provideMerge(Health.layer.pipe(Layer.provideMerge(Resilience.layer({ ...Resilience.defaults, ...resilience })))),
     Layer.provide(UpstreamLive.layerWith({ connections: 1 }))
   )
 
@@ -210,7 +210,7 @@ describe("a request waiting for a connection to its provider", () => {
       }).pipe(Effect.provide(routerLive(config)))
     }).pipe(Effect.scoped))
 
-  it.effect("moves on to the next candidate after waiting first_byte for a connection, without blame", () =>
+  it.effect("moves on to the next candidate after waiting first_byte for a connection, without blame, and not retried", () =>
     Effect.gen(function* () {
       const { server, spare, config } = yield* pair
       yield* Effect.gen(function* () {
@@ -233,11 +233,12 @@ describe("a request waiting for a connection to its provider", () => {
           ["p", "busy", "no free connection to the provider within 10000 ms"],
           ["q", "ok", "ok"]
         ])
-        // Nothing is held against p, and B never went out to it.
+        // Retries are for failures: a provider that was busy is not asked again at once. Nothing is
+        // held against p, and B never went out to it.
         const health = (yield* statsOf("p")).stats
         expect([health.failures, health.last_error]).toEqual([0, null])
         expect(server.users()).toEqual(["a"])
-      }).pipe(Effect.provide(routerLive(config)))
+      }).pipe(Effect.provide(routerLive(config, { retries: 2 })))
     }).pipe(Effect.scoped))
 
   it.effect("waits for a connection past first_byte when no other candidate could take it", () =>
