@@ -472,8 +472,8 @@ const authorizationOf = (p: ProviderSpec) =>
 
 export const make = makeWith()
 
-/** The live upstream client. */
-export const layer = Layer.scoped(Upstream, make)
-
 /** The live upstream client with other options (fewer connections per provider, say). */
 export const layerWith = (options: UpstreamOptions) => Layer.scoped(Upstream, makeWith(options))
+
+/** The live upstream client. */
+export const layer = layerWith({})

@@ -20,7 +20,7 @@ import {
   UpstreamTransportError
 } from "../domain/Errors.js"
 import { type ChatCompletionRequest, type EmbeddingRequest, isRecord, orTooDeep } from "../domain/OpenAi.js"
-import { type Candidate, pinnedId } from "../domain/Provider.js"
+import { type Candidate, pinnedId, type Timeouts } from "../domain/Provider.js"
 import { bodyTail, RequestLog, type RequestLogService, type RequestRecord } from "../persistence/RequestLog.js"
 import * as Policy from "../policy/Policy.js"
 import { modelsOf, prefsOf } from "../policy/Preferences.js"
@@ -228,6 +228,22 @@ export const completionAsEvents = (body: Uint8Array, includeUsage: boolean): Uin
   return new Uint8Array(Buffer.from(`${out}data: [DONE]\n\n`))
 }
 
+/** An attempt's detail when a deadline cut it short. */
+const expiryDetail = (which: Expiry, t: Timeouts): string => {
+  switch (which) {
+    case "idle":
+      return `no data for ${t.idleMs} ms (stalled)`
+    case "first_byte":
+      return `no first byte within ${t.firstByteMs} ms`
+    case "total":
+      return `no complete answer within ${t.totalMs} ms`
+    case "queued":
+      return `no free connection to the provider within ${t.firstByteMs} ms`
+    case "deadline":
+      return `the request deadline passed`
+  }
+}
+
 const statusDetail = (status: number, body: Uint8Array) => `HTTP ${status}${body.byteLength > 0 ? `: ${snippet(body)}` : ""}`
 
 const snippet = (body: Uint8Array): string => {
@@ -296,9 +312,9 @@ export const make = Effect.gen(function* () {
       const probe = admission.probe
       const t = c.provider.timeouts
       const controller = new AbortSwitch()
-      // Which deadline cut the attempt short, if one did, and the attempt's detail saying so.
+      // Which deadline cut the attempt short, if one did.
       let expiry: Expiry | null = null
-      let expired: string | null = null
+      const expired = () => (expiry === null ? null : expiryDetail(expiry, t))
       // When the request went out on a connection (it may first wait for one), and its first byte.
       let sentAt = started
       let firstByteAt = started
@@ -319,15 +335,6 @@ export const make = Effect.gen(function* () {
         deadlineAt
       }
       const timer = deadlines(schedule, now, limits, (which) => {
-        expired = which === "idle"
-          ? `no data for ${t.idleMs} ms (stalled)`
-          : which === "first_byte"
-          ? `no first byte within ${t.firstByteMs} ms`
-          : which === "total"
-          ? `no complete answer within ${t.totalMs} ms`
-          : which === "queued"
-          ? `no free connection to the provider within ${t.firstByteMs} ms`
-          : `the request deadline passed`
         expiry = which
         controller.abort()
       })
@@ -335,7 +342,7 @@ export const make = Effect.gen(function* () {
       // and if nothing else settled it, the client left: that says nothing about the provider.
       controller.onAbort(() => {
         timer.cancel()
-        if (expired === null) settle({ _tag: "Abandoned" })
+        if (expiry === null) settle({ _tag: "Abandoned" })
       })
       // Time spent waiting for a connection is not the provider's: its limits and latency count from
       // when the request goes out.
@@ -439,7 +446,7 @@ export const make = Effect.gen(function* () {
             const ok = attempt("ok", "ok", r.status)
             return Effect.succeed({
               _tag: "Served",
-              reply: streamReply(c, r, buf, [...attempts, ok], decision, controller, () => expired, timer, (verdict) => {
+              reply: streamReply(c, r, buf, [...attempts, ok], decision, controller, expired, timer, (verdict) => {
                 if (verdict._tag === "Ok") settle({ _tag: "Ok", ttfbMs: firstByteAt - sentAt, totalMs: now() - sentAt })
                 else settle(verdict)
               })
@@ -449,12 +456,12 @@ export const make = Effect.gen(function* () {
       }
 
       const transportFailed = (e: UpstreamTransportError): Outcome =>
-        expired !== null
+        expiry !== null
           ? failed(
             expiry === "idle"
               ? { class: "stalled", outcome: "stalled" }
               : { class: "transient", outcome: expiry === "queued" ? "busy" : "timeout" },
-            expired,
+            expiryDetail(expiry, t),
             null
           )
           : failed(classifyTransport(e), e.detail, null)
