@@ -8,7 +8,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
 import type { FakeServer } from "../../src/testing/FakeServer.js"
 import { chatChunks, embedding } from "../../src/testing/Script.js"
 import type { RouterUnderTest } from "../kit/TestRouter.js"
-import { clientOf, harness, lastRequest, loopbackServer, newRequestId, recordOf, requestsTo } from "./helpers.js"
+import { clientOf, harness, lastRequest, loopbackServer, newRequestId, recordOf, requestsTo, streamedText } from "./helpers.js"
 
 const tools: Array<OpenAI.Chat.Completions.ChatCompletionTool> = [
   {
@@ -141,9 +141,7 @@ describe("chat, embeddings and model resolution", () => {
           .create({ model: "m-hints", messages: [{ role: "user", content: "hi" }], stream: true })
           .withResponse()
         expect(streamed.headers.get("x-router-attempts")).toBe("hints:ok")
-        let text = ""
-        for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? ""
-        expect(text).toBe("After a hint.")
+        expect(await streamedText(stream)).toBe("After a hint.")
       } finally {
         await upstream.close()
       }
@@ -171,9 +169,7 @@ describe("chat, embeddings and model resolution", () => {
           .create({ model: "m-cr", messages: [{ role: "user", content: "hi" }], stream: true })
           .withResponse()
         expect(response.headers.get("x-router-attempts")).toBe("cr:ok")
-        let text = ""
-        for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? ""
-        expect(text).toBe("Carriage returns only.")
+        expect(await streamedText(stream)).toBe("Carriage returns only.")
       } finally {
         await upstream.close()
       }

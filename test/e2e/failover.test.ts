@@ -20,7 +20,8 @@ import {
   newRequestId,
   postJson,
   recordOf,
-  requestsTo
+  requestsTo,
+  streamedText
 } from "./helpers.js"
 
 const h = harness()
@@ -216,9 +217,7 @@ describe("failover to the next provider", () => {
       .withResponse()
     expect(response.headers.get("x-router-provider")).toBe("beta")
     expect(response.headers.get("x-router-attempts")).toBe("alpha:timeout,beta:ok")
-    let text = ""
-    for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? ""
-    expect(text).toBe("Hello from beta!")
+    expect(await streamedText(stream)).toBe("Hello from beta!")
     expect((await alpha.waitForAbort()).path).toBe("/chat/completions")
     expect(requestsTo(beta)).toHaveLength(1)
     const record = await recordOf(router, requestId)
@@ -232,9 +231,7 @@ describe("failover to the next provider", () => {
       .create({ model: "m1", messages: [{ role: "user", content: "hello" }], stream: true })
       .withResponse()
     expect(response.headers.get("x-router-attempts")).toBe("alpha:server_error,beta:ok")
-    let text = ""
-    for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? ""
-    expect(text).toBe("Hello from beta!")
+    expect(await streamedText(stream)).toBe("Hello from beta!")
   })
 })
 
@@ -313,11 +310,7 @@ describe("failover on answers that are not answers", () => {
     const { data, response } = await ask(client, newRequestId("identity"))
     expect(response.headers.get("x-router-attempts")).toBe("alpha:ok")
     expect(data.choices[0]?.message.content).toBe("Plain as asked.")
-    let text = ""
-    for await (const chunk of await client.chat.completions.create({ model: "m1", messages: [{ role: "user", content: "hi" }], stream: true })) {
-      text += chunk.choices[0]?.delta.content ?? ""
-    }
-    expect(text).toBe("Plain as asked.")
+    expect(await streamedText(await client.chat.completions.create({ model: "m1", messages: [{ role: "user", content: "hi" }], stream: true }))).toBe("Plain as asked.")
     expect(seen).toEqual(["identity", "identity"])
   })
 
@@ -337,9 +330,7 @@ describe("failover on answers that are not answers", () => {
       .create({ model: "m1", messages: [{ role: "user", content: "hello" }], stream: true })
       .withResponse()
     expect(response.headers.get("x-router-attempts")).toBe("alpha:bad_response,beta:ok")
-    let text = ""
-    for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? ""
-    expect(text).toBe("Hello from beta!")
+    expect(await streamedText(stream)).toBe("Hello from beta!")
   })
 
   it("on an answer larger than the router holds in memory (256 MiB), cut off rather than buffered", async () => {
@@ -651,9 +642,7 @@ describe("hedging through the server", () => {
   it("streams too: the hedge's events reach the client whole", async () => {
     const { alpha, client } = await hedgedPair()
     const stream = await client.chat.completions.create({ model: "m1", messages: [{ role: "user", content: "hello" }], stream: true })
-    let text = ""
-    for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? ""
-    expect(text).toBe("Hello from beta!")
+    expect(await streamedText(stream)).toBe("Hello from beta!")
     expect((await alpha.waitForAbort()).aborted).toBe(true)
   })
 })

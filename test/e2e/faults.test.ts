@@ -6,7 +6,7 @@
 import OpenAI from "openai"
 import { afterAll, describe, expect, it } from "vitest"
 import type { FakeBehaviour } from "../../src/testing/Script.js"
-import { clientOf, harness, postJson, requestsTo } from "./helpers.js"
+import { clientOf, harness, postJson, requestsTo, streamedText } from "./helpers.js"
 
 const h = harness()
 afterAll(() => h.closeAll())
@@ -27,12 +27,7 @@ const pair = async (alpha: FakeBehaviour, alphaTimeouts: Record<string, number> 
 
 const ask = (client: OpenAI, stream: boolean) =>
   stream
-    ? (async () => {
-      const s = await client.chat.completions.create({ model: "m1", messages: [{ role: "user", content: "hi" }], stream: true })
-      let text = ""
-      for await (const chunk of s) text += chunk.choices[0]?.delta.content ?? ""
-      return text
-    })()
+    ? client.chat.completions.create({ model: "m1", messages: [{ role: "user", content: "hi" }], stream: true }).then(streamedText)
     : client.chat.completions.create({ model: "m1", messages: [{ role: "user", content: "hi" }] }).then((r) => r.choices[0]?.message.content)
 
 describe("fault modes through the real server", () => {

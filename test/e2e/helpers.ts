@@ -46,6 +46,13 @@ export const harness = (): Harness => {
 }
 
 /** The official client, with its own retries off so every failover seen is the router's. */
+/** The text of a streamed chat answer, its content deltas joined in order. */
+export const streamedText = async (stream: AsyncIterable<OpenAI.Chat.Completions.ChatCompletionChunk>): Promise<string> => {
+  let text = ""
+  for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? ""
+  return text
+}
+
 export const clientOf = (router: RouterUnderTest, apiKey = "unused-client-key") =>
   new OpenAI({ baseURL: router.baseURL, apiKey, maxRetries: 0, timeout: 15_000 })
 
