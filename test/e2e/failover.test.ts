@@ -646,3 +646,42 @@ describe("hedging through the server", () => {
     expect((await alpha.waitForAbort()).aborted).toBe(true)
   })
 })
+
+describe("a provider that closes kept-alive connections", () => {
+  it("a request that meets a connection the server has just closed is answered, not failed: the only provider is not blamed", async () => {
+    // Like uvicorn (vLLM) closing an idle connection as the next request arrives on it: here any
+    // request on a connection that has served one before finds it closed, deterministically.
+    const perSocket = new WeakMap<object, number>()
+    let lost = 0
+    let answered = 0
+    const upstream = await loopbackServer((req, res, raw) => {
+      const n = (perSocket.get(req.socket) ?? 0) + 1
+      perSocket.set(req.socket, n)
+      // Health checks (GET /models) get a 404, which they count as healthy.
+      if (req.method !== "POST") return void res.writeHead(404).end()
+      if (n > 1) {
+        lost++
+        return void req.socket.destroy()
+      }
+      const body = JSON.parse(raw) as { model: string }
+      res.writeHead(200, { "content-type": "application/json" })
+      res.end(JSON.stringify({
+        id: "c1",
+        object: "chat.completion",
+        created: 1,
+        model: body.model,
+        choices: [{ index: 0, message: { role: "assistant", content: `answer ${++answered}` }, finish_reason: "stop" }]
+      }))
+    })
+    extraClosers.push(upstream.close)
+    const router = await h.router({ config: { providers: { only: { endpoint: upstream.url, models: ["m1"] } } } })
+    const client = clientOf(router)
+    for (let i = 1; i <= 3; i++) {
+      const { data, response } = await client.chat.completions.create({ model: "m1", messages: [{ role: "user", content: "hi" }] }).withResponse()
+      expect(data.choices[0]?.message.content).toBe(`answer ${i}`)
+      expect(response.headers.get("x-router-attempts")).toBe("only:ok")
+    }
+    // The second and third requests each went out on a connection that had served before.
+    expect(lost).toBe(2)
+  })
+})

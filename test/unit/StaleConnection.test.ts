@@ -1,0 +1,216 @@
+/**
+ * The live `Upstream` against a server that closes kept-alive connections on its own clock (as
+ * uvicorn does after 5 s): a request that goes out on a connection the server has just closed is
+ * lost before the server reads it, and is sent again on another connection instead of failing.
+ * A connection that dies on its first request is a real failure, and is never sent again.
+ *
+ * The race is made deterministic: the server here closes a connection when a request arrives on it
+ * that its policy refuses, exactly what the client sees when its request crosses the server's close.
+ */
+import { afterAll, describe, expect, it } from "@effect/vitest"
+import { Effect, Either } from "effect"
+import { createServer, type Server, type Socket } from "node:net"
+import type { ProviderSpec } from "../../src/domain/Provider.js"
+import * as UpstreamLive from "../../src/providers/Upstream.js"
+import { providerSpec } from "./helpers.js"
+
+const answer = JSON.stringify({
+  id: "c1",
+  object: "chat.completion",
+  created: 1,
+  model: "m",
+  choices: [{ index: 0, message: { role: "assistant", content: "hi" }, finish_reason: "stop" }]
+})
+const events = `data: ${JSON.stringify({ id: "c1", object: "chat.completion.chunk", created: 1, model: "m", choices: [{ index: 0, delta: { content: "hi" }, finish_reason: null }] })}\n\ndata: [DONE]\n\n`
+
+/**
+ * What the server does with the n-th request on a connection (1-based), the k-th request overall:
+ * answer it, close the connection without a word, or close it in the middle of a status line.
+ */
+type Policy = (onConnection: number, overall: number) => "answer" | "close" | "partial"
+
+interface RawServer {
+  readonly url: string
+  /** Requests received, answered or not. */
+  readonly received: () => number
+  readonly connections: () => number
+  readonly close: () => Promise<void>
+}
+
+/** A minimal HTTP/1.1 keep-alive server on a raw socket: no Keep-Alive header, no idle timer. */
+const rawServer = (policy: Policy): Promise<RawServer> => {
+  let received = 0
+  let connections = 0
+  const sockets = new Set<Socket>()
+  const server: Server = createServer((socket) => {
+    connections++
+    sockets.add(socket)
+    socket.on("close", () => sockets.delete(socket))
+    socket.on("error", () => {})
+    let onConnection = 0
+    let buffered = ""
+    socket.on("data", (d) => {
+      buffered += d.toString("latin1")
+      for (;;) {
+        const end = buffered.indexOf("\r\n\r\n")
+        if (end === -1) return
+        const length = Number(/content-length:\s*(\d+)/i.exec(buffered.slice(0, end))?.[1] ?? 0)
+        if (buffered.length < end + 4 + length) return
+        const head = buffered.slice(0, end)
+        buffered = buffered.slice(end + 4 + length)
+        received++
+        onConnection++
+        const action = policy(onConnection, received)
+        if (action === "close") return void socket.destroy()
+        if (action === "partial") return void socket.end("HTTP/1.1 2")
+        const streamed = /^accept: text\/event-stream/im.test(head)
+        const body = streamed ? events : answer
+        socket.write(`HTTP/1.1 200 OK\r\ncontent-type: ${streamed ? "text/event-stream" : "application/json"}\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
+      }
+    })
+  })
+  return new Promise((resolve) => {
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number }
+      resolve({
+        url: `http://127.0.0.1:${port}/v1`,
+        received: () => received,
+        connections: () => connections,
+        close: () =>
+          new Promise((done) => {
+            for (const s of sockets) s.destroy()
+            server.close(() => done())
+          })
+      })
+    })
+  })
+}
+
+const servers: Array<RawServer> = []
+afterAll(async () => {
+  for (const s of servers) await s.close()
+})
+const serve = async (policy: Policy) => {
+  const s = await rawServer(policy)
+  servers.push(s)
+  return s
+}
+
+const body = JSON.stringify({ model: "m", messages: [{ role: "user", content: "hi" }] })
+const spec = (url: string): ProviderSpec => providerSpec("p", { endpoint: url })
+
+const ask = (provider: ProviderSpec) =>
+  Effect.flatMap(UpstreamLive.Upstream, (u) =>
+    Effect.map(u.request({ provider, method: "POST", path: "/chat/completions", body }), (r) => ({
+      status: r.status,
+      text: Buffer.from(r.body).toString("utf8")
+    })))
+
+const askStreamed = (provider: ProviderSpec) =>
+  Effect.flatMap(UpstreamLive.Upstream, (u) =>
+    Effect.flatMap(u.send({ provider, method: "POST", path: "/chat/completions", body, stream: true }), (r) =>
+      Effect.map(r.body, (bytes) => ({ status: r.status, text: Buffer.from(bytes).toString("utf8") }))))
+
+/**
+ * Lets undici mark the connection free again (it does so in a microtask after an answer ends), as
+ * it is by the time a router's next request arrives; asked at once, the pool would open another.
+ */
+const settle = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+
+/** The server answers one request per connection and closes a connection asked a second time. */
+const onePerConnection: Policy = (onConnection) => (onConnection === 1 ? "answer" : "close")
+
+describe("a kept-alive connection the server has closed", () => {
+  it.live("a request lost on it is sent again on a new connection, and answered", () =>
+    Effect.gen(function* () {
+      const server = yield* Effect.promise(() => serve(onePerConnection))
+      const p = spec(server.url)
+      for (let i = 0; i < 3; i++) {
+        yield* settle
+        const r = yield* ask(p)
+        expect(r.status).toBe(200)
+        expect(r.text).toBe(answer)
+      }
+      // Requests 2 and 3 each met the closed connection first: 5 received, 3 connections.
+      expect(server.received()).toBe(5)
+      expect(server.connections()).toBe(3)
+    }).pipe(Effect.provide(UpstreamLive.layer)))
+
+  it.live("a streamed request is sent again the same way", () =>
+    Effect.gen(function* () {
+      const server = yield* Effect.promise(() => serve(onePerConnection))
+      const p = spec(server.url)
+      expect((yield* askStreamed(p)).text).toBe(events)
+      yield* settle
+      expect((yield* askStreamed(p)).text).toBe(events)
+      expect(server.received()).toBe(3)
+    }).pipe(Effect.provide(UpstreamLive.layer)))
+
+  it.live("the caller hears of the new send: its limits count from when the request went out again", () =>
+    Effect.gen(function* () {
+      const server = yield* Effect.promise(() => serve(onePerConnection))
+      const p = spec(server.url)
+      yield* ask(p)
+      yield* settle
+      let sent = 0
+      const u = yield* UpstreamLive.Upstream
+      const r = yield* u.request({ provider: p, method: "POST", path: "/chat/completions", body, onRequestSent: () => sent++ })
+      expect(r.status).toBe(200)
+      expect(sent).toBe(2)
+    }).pipe(Effect.provide(UpstreamLive.layer)))
+})
+
+describe("a connection that dies on its own first request", () => {
+  it.live("is a failure, and the request is not sent again", () =>
+    Effect.gen(function* () {
+      const server = yield* Effect.promise(() => serve(() => "close"))
+      const result = yield* Effect.either(ask(spec(server.url)))
+      expect(Either.isLeft(result) && result.left.reason).toBe("reset")
+      expect(server.received()).toBe(1)
+    }).pipe(Effect.provide(UpstreamLive.layer)))
+
+  it.live("after a stale connection, a fresh one that dies too ends the call: one new send, not more", () =>
+    Effect.gen(function* () {
+      // Answers the very first request, then closes every connection that asks anything.
+      const server = yield* Effect.promise(() => serve((_, overall) => (overall === 1 ? "answer" : "close")))
+      const p = spec(server.url)
+      expect((yield* ask(p)).status).toBe(200)
+      yield* settle
+      const result = yield* Effect.either(ask(p))
+      expect(Either.isLeft(result) && result.left.reason).toBe("reset")
+      // The first request, the one lost on the stale connection, and one on a new connection.
+      expect(server.received()).toBe(3)
+    }).pipe(Effect.provide(UpstreamLive.layer)))
+})
+
+describe("a call that meets a closed connection twice", () => {
+  it.live("ends: the request is sent again once, not more", () =>
+    Effect.gen(function* () {
+      // After the first request, every connection starts an answer and closes mid-status-line,
+      // which looks stale each time (bytes were read, no answer began).
+      const server = yield* Effect.promise(() => serve((_, overall) => (overall === 1 ? "answer" : "partial")))
+      const p = spec(server.url)
+      expect((yield* ask(p)).status).toBe(200)
+      yield* settle
+      const result = yield* Effect.either(ask(p))
+      expect(Either.isLeft(result) && result.left.reason).toBe("reset")
+      expect(server.received()).toBe(3)
+    }).pipe(Effect.provide(UpstreamLive.layer)))
+})
+
+describe("isStaleConnection", () => {
+  const socketError = (message: string, bytesRead: number) =>
+    Object.assign(new Error(message), { code: "UND_ERR_SOCKET", socket: { bytesRead, bytesWritten: 10 } })
+
+  it("is a close before any answer on a connection that had carried one", () => {
+    expect(UpstreamLive.isStaleConnection(socketError("other side closed", 293))).toBe(true)
+    expect(UpstreamLive.isStaleConnection(socketError("closed", 293))).toBe(true)
+  })
+
+  it("is not a close on a new connection, a malformed answer, or another error", () => {
+    expect(UpstreamLive.isStaleConnection(socketError("other side closed", 0))).toBe(false)
+    expect(UpstreamLive.isStaleConnection(socketError("bad response", 293))).toBe(false)
+    expect(UpstreamLive.isStaleConnection(Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" }))).toBe(false)
+    expect(UpstreamLive.isStaleConnection(undefined)).toBe(false)
+  })
+})
