@@ -138,3 +138,18 @@ export type RouterError =
   | AllCandidatesFailed
   | RequestTimedOut
   | UpstreamRejected
+
+/**
+ * An upstream body as it may be quoted in an error message, a record or a header: its first `max`
+ * bytes as text, or, when they are not text (an image, compressed bytes), a description of them,
+ * so that a client's message never carries raw binary.
+ */
+export const quotable = (body: Uint8Array, max: number): string => {
+  let text = Buffer.from(body.buffer, body.byteOffset, Math.min(body.byteLength, max)).toString("utf8")
+  // A cut in the middle of a character decodes as U+FFFD; that is the cut, not the body.
+  if (body.byteLength > max) text = text.replace(/\ufffd{1,3}$/, "")
+  return notText.test(text) ? `${body.byteLength} bytes that are not text` : text
+}
+
+/** Control characters other than whitespace, or bytes that do not decode as UTF-8. */
+const notText = /[\u0000-\u0008\u000e-\u001f\u007f\ufffd]/

@@ -3,6 +3,7 @@
  * its HTTP status. One exhaustive switch, so a new error class cannot reach a client unmapped.
  */
 import { Schema } from "effect"
+import { quotable } from "../domain/Errors.js"
 import type {
   AllCandidatesFailed,
   InvalidRequest,
@@ -97,7 +98,7 @@ const wrapped = (status: number, body: Uint8Array, provider: string): string => 
     : detail !== undefined
     ? typeof detail === "string" ? detail : JSON.stringify(detail)
     : text.trim() !== ""
-    ? text.trim().slice(0, 2000)
+    ? quotable(body, 2000).trim()
     : `Provider '${provider}' answered HTTP ${status}`
   return JSON.stringify(errorBody(message, "invalid_request_error", null, null))
 }

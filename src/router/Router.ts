@@ -14,6 +14,7 @@ import {
   InvalidRequest,
   ModelNotFound,
   NoCandidates,
+  quotable,
   RequestTimedOut,
   StreamInterrupted,
   UpstreamRejected,
@@ -246,15 +247,8 @@ const expiryDetail = (which: Expiry, t: Timeouts): string => {
 
 const statusDetail = (status: number, body: Uint8Array) => `HTTP ${status}${body.byteLength > 0 ? `: ${snippet(body)}` : ""}`
 
-const snippet = (body: Uint8Array): string => {
-  const text = Buffer.from(body.buffer, body.byteOffset, Math.min(body.byteLength, 300)).toString("utf8")
-  // Quoted in error messages and headers: bytes that are not text are described, not shown.
-  if (notText.test(text)) return `${body.byteLength} bytes that are not text`
-  return text.replace(/\s+/g, " ").trim()
-}
-
-/** Control characters other than whitespace, or bytes that do not decode as UTF-8. */
-const notText = /[\u0000-\u0008\u000e-\u001f\u007f\ufffd]/
+/** Quoted in error messages and headers: bytes that are not text are described, not shown. */
+const snippet = (body: Uint8Array): string => quotable(body, 300).replace(/\s+/g, " ").trim()
 
 /** Error bodies are classified on their first few KiB (enough for any provider's message). */
 const none: ReadonlyArray<string> = []

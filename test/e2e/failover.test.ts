@@ -393,6 +393,35 @@ describe("no failover", () => {
   })
 })
 
+describe("an upstream refusal whose body is not text", () => {
+  it("reaches the client described, not as raw bytes in its message", async () => {
+    const bytes = gzipSync(JSON.stringify({ error: { message: "bad request" } }))
+    const upstream = await loopbackServer((req, res) => {
+      if (req.method !== "POST") return void res.writeHead(404).end()
+      res.writeHead(400, { "content-type": "application/octet-stream" }).end(bytes)
+    })
+    extraClosers.push(upstream.close)
+    const router = await h.router({ config: { providers: { alpha: { endpoint: upstream.url, models: ["m1"] } } } })
+    const res = await postJson(router, "/v1/chat/completions", { model: "m1", messages: [{ role: "user", content: "hi" }] })
+    const error = await expectOpenAiError(res, 400)
+    expect(error.message).toBe(`${bytes.byteLength} bytes that are not text`)
+  })
+
+  it("a long text body cut in the middle of a character is still quoted as text", async () => {
+    const text = "é".repeat(1500)
+    const upstream = await loopbackServer((req, res) => {
+      if (req.method !== "POST") return void res.writeHead(404).end()
+      res.writeHead(400, { "content-type": "text/plain; charset=utf-8" }).end(`x${text}`)
+    })
+    extraClosers.push(upstream.close)
+    const router = await h.router({ config: { providers: { alpha: { endpoint: upstream.url, models: ["m1"] } } } })
+    const res = await postJson(router, "/v1/chat/completions", { model: "m1", messages: [{ role: "user", content: "hi" }] })
+    const error = await expectOpenAiError(res, 400)
+    // 2,000 bytes: the "x" and 999 whole characters, the half of the next one dropped.
+    expect(error.message).toBe(`x${"é".repeat(999)}`)
+  })
+})
+
 describe("an upstream refusal nested deeper than JSON.stringify can go", () => {
   it("is returned as an OpenAI-shaped error with its status, not left unanswered", async () => {
     const depth = 200_000
