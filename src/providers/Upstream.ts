@@ -9,7 +9,7 @@
  */
 import { Context, Effect, Layer, Redacted } from "effect"
 import type { IncomingHttpHeaders } from "node:http"
-import { type Dispatcher, Pool } from "undici"
+import { buildConnector, type Dispatcher, Pool } from "undici"
 import { UpstreamTransportError } from "../domain/Errors.js"
 import type { ProviderSpec } from "../domain/Provider.js"
 
@@ -163,9 +163,31 @@ export const classifyTransportError = (provider: string, e: unknown): UpstreamTr
  */
 export const isStaleConnection = (e: unknown): boolean => {
   const err = e as { code?: unknown; message?: unknown; socket?: { bytesRead?: unknown } }
-  return err?.code === "UND_ERR_SOCKET" &&
-    (err.message === "other side closed" || err.message === "closed") &&
-    typeof err.socket?.bytesRead === "number" && err.socket.bytesRead > 0
+  const closed = err?.code === "UND_ERR_SOCKET"
+    ? err.message === "other side closed" || err.message === "closed"
+    // A server that closes with our request unread in its buffer resets instead (see `connectorFor`).
+    : err?.code === "ECONNRESET" || err?.code === "EPIPE"
+  return closed && typeof err.socket?.bytesRead === "number" && err.socket.bytesRead > 0
+}
+
+/**
+ * Undici's connector, with one addition: a socket error (a reset) is given the socket's byte
+ * counts, as undici's own socket errors carry them, so that `isStaleConnection` can tell whether
+ * the connection had carried answers before. Per connection, not per request.
+ */
+const connectorFor = (connectMs: number): buildConnector.connector => {
+  const connect = buildConnector({ timeout: connectMs })
+  return (options, callback) =>
+    connect(options, (...args) => {
+      // A failed connect calls back with the error alone: no socket, not even `null`.
+      const socket = args[1]
+      if (socket != null) {
+        socket.on("error", (e: Error & { socket?: unknown }) => {
+          if (e.socket === undefined) e.socket = { bytesRead: socket.bytesRead, bytesWritten: socket.bytesWritten }
+        })
+      }
+      callback(...args)
+    })
 }
 
 /**
@@ -369,6 +391,17 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
 }
 
+/**
+ * How long an idle connection is kept for the next request, when the server does not say (a
+ * Keep-Alive header's timeout, which undici follows, wins). Plain HTTP is typically a server on the
+ * same machine or network (vLLM, llama.cpp, Ollama): a new connection costs next to nothing there,
+ * and servers such as uvicorn (so vLLM) close idle ones after 5 s without saying so, so the router
+ * lets go first, at 4 s, rather than write a request onto a connection the server is closing. Over
+ * HTTPS a new connection costs a TLS handshake, and hosted APIs keep idle connections for a minute
+ * or more: 30 s.
+ */
+export const keepAliveMs = (url: URL): number => (url.protocol === "https:" ? 30_000 : 4_000)
+
 interface Target {
   readonly pool: Pool
   /** Set when a changed endpoint or key replaced this pool. */
@@ -419,8 +452,8 @@ export const makeWith = (options: UpstreamOptions = {}) => Effect.gen(function* 
       target = {
         pool: new Pool(url.origin, {
           connections,
-          connectTimeout: p.timeouts.connectMs,
-          keepAliveTimeout: 30_000,
+          connect: connectorFor(p.timeouts.connectMs),
+          keepAliveTimeout: keepAliveMs(url),
           // The router enforces first-byte, idle and total timeouts itself; undici's would race them.
           headersTimeout: 0,
           bodyTimeout: 0

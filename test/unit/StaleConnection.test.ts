@@ -25,9 +25,10 @@ const events = `data: ${JSON.stringify({ id: "c1", object: "chat.completion.chun
 
 /**
  * What the server does with the n-th request on a connection (1-based), the k-th request overall:
- * answer it, close the connection without a word, or close it in the middle of a status line.
+ * answer it, close the connection without a word (FIN), reset it (RST, what a server closing with
+ * the request unread in its buffer sends), or close it in the middle of a status line.
  */
-type Policy = (onConnection: number, overall: number) => "answer" | "close" | "partial"
+type Policy = (onConnection: number, overall: number) => "answer" | "close" | "reset" | "partial"
 
 interface RawServer {
   readonly url: string
@@ -62,6 +63,7 @@ const rawServer = (policy: Policy): Promise<RawServer> => {
         onConnection++
         const action = policy(onConnection, received)
         if (action === "close") return void socket.destroy()
+        if (action === "reset") return void socket.resetAndDestroy()
         if (action === "partial") return void socket.end("HTTP/1.1 2")
         const streamed = /^accept: text\/event-stream/im.test(head)
         const body = streamed ? events : answer
@@ -160,6 +162,27 @@ describe("a kept-alive connection the server has closed", () => {
     }).pipe(Effect.provide(UpstreamLive.layer)))
 })
 
+describe("a kept-alive connection the server resets", () => {
+  it.live("a request lost on it is sent again too, and answered", () =>
+    Effect.gen(function* () {
+      const server = yield* Effect.promise(() => serve((onConnection) => (onConnection === 1 ? "answer" : "reset")))
+      const p = spec(server.url)
+      for (let i = 0; i < 3; i++) {
+        yield* settle
+        expect((yield* ask(p)).text).toBe(answer)
+      }
+      expect(server.received()).toBe(5)
+    }).pipe(Effect.provide(UpstreamLive.layer)))
+
+  it.live("a reset on a connection's first request is a failure, not sent again", () =>
+    Effect.gen(function* () {
+      const server = yield* Effect.promise(() => serve(() => "reset"))
+      const result = yield* Effect.either(ask(spec(server.url)))
+      expect(Either.isLeft(result) && result.left.reason).toBe("reset")
+      expect(server.received()).toBe(1)
+    }).pipe(Effect.provide(UpstreamLive.layer)))
+})
+
 describe("a connection that dies on its own first request", () => {
   it.live("is a failure, and the request is not sent again", () =>
     Effect.gen(function* () {
@@ -198,6 +221,20 @@ describe("a call that meets a closed connection twice", () => {
     }).pipe(Effect.provide(UpstreamLive.layer)))
 })
 
+describe("the connector the pools use", () => {
+  it.live("a connection refused (nothing listening) is a connect failure, and the next call still works", () =>
+    Effect.gen(function* () {
+      // A port that was just free: nothing listens there.
+      const gone = yield* Effect.promise(() => serve(() => "answer"))
+      const url = gone.url
+      yield* Effect.promise(() => gone.close())
+      const refused = yield* Effect.either(ask(spec(url)))
+      expect(Either.isLeft(refused) && refused.left.reason).toBe("connect")
+      const server = yield* Effect.promise(() => serve(() => "answer"))
+      expect((yield* ask(providerSpec("q", { endpoint: server.url }))).text).toBe(answer)
+    }).pipe(Effect.provide(UpstreamLive.layer)))
+})
+
 describe("isStaleConnection", () => {
   const socketError = (message: string, bytesRead: number) =>
     Object.assign(new Error(message), { code: "UND_ERR_SOCKET", socket: { bytesRead, bytesWritten: 10 } })
@@ -205,12 +242,24 @@ describe("isStaleConnection", () => {
   it("is a close before any answer on a connection that had carried one", () => {
     expect(UpstreamLive.isStaleConnection(socketError("other side closed", 293))).toBe(true)
     expect(UpstreamLive.isStaleConnection(socketError("closed", 293))).toBe(true)
+    const reset = Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET", socket: { bytesRead: 293, bytesWritten: 10 } })
+    expect(UpstreamLive.isStaleConnection(reset)).toBe(true)
   })
 
   it("is not a close on a new connection, a malformed answer, or another error", () => {
     expect(UpstreamLive.isStaleConnection(socketError("other side closed", 0))).toBe(false)
     expect(UpstreamLive.isStaleConnection(socketError("bad response", 293))).toBe(false)
+    // A reset that says nothing of its socket, or of one that never read anything.
     expect(UpstreamLive.isStaleConnection(Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" }))).toBe(false)
+    expect(UpstreamLive.isStaleConnection(Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET", socket: { bytesRead: 0 } }))).toBe(false)
     expect(UpstreamLive.isStaleConnection(undefined)).toBe(false)
+  })
+})
+
+describe("keepAliveMs", () => {
+  it("lets go of an idle plain-HTTP connection before uvicorn's 5 s, and keeps an HTTPS one 30 s", () => {
+    expect(UpstreamLive.keepAliveMs(new URL("http://127.0.0.1:8000/v1"))).toBe(4_000)
+    expect(UpstreamLive.keepAliveMs(new URL("http://gpu-box.lan:11434/v1"))).toBe(4_000)
+    expect(UpstreamLive.keepAliveMs(new URL("https://api.venice.ai/api/v1"))).toBe(30_000)
   })
 })
