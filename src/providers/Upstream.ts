@@ -118,6 +118,13 @@ const codeOf = (e: unknown): string => {
   return String(err?.code ?? err?.cause?.code ?? "")
 }
 
+/**
+ * Errors of the TLS layer: Node's own (`ERR_TLS_…`, `ERR_SSL_…`, `EPROTO`) and OpenSSL's
+ * certificate verdicts, which come as bare codes (`DEPTH_ZERO_SELF_SIGNED_CERT`,
+ * `UNABLE_TO_VERIFY_LEAF_SIGNATURE`, `CERT_HAS_EXPIRED`, `HOSTNAME_MISMATCH`, …).
+ */
+const tlsCode = /^EPROTO$|TLS|SSL|CERT|SIGNATURE|CRL|^INVALID_CA$|^INVALID_PURPOSE$|^PATH_LENGTH_EXCEEDED$|^HOSTNAME_MISMATCH$/
+
 /** Turns a Node or undici error into the router's transport error classes. */
 export const classifyTransportError = (provider: string, e: unknown): UpstreamTransportError => {
   const code = codeOf(e)
@@ -148,9 +155,7 @@ export const classifyTransportError = (provider: string, e: unknown): UpstreamTr
     case "UND_ERR_RES_EXCEEDED_MAX_SIZE":
       return make("protocol", message)
   }
-  if (code.startsWith("ERR_TLS") || code.startsWith("CERT_") || code.includes("SSL") || code === "EPROTO") {
-    return make("connect", `TLS error (${code})`)
-  }
+  if (tlsCode.test(code)) return make("connect", `TLS error: ${message} (${code})`)
   return make("protocol", message)
 }
 

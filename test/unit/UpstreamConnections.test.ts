@@ -1,14 +1,20 @@
 /**
- * The live `Upstream` against a server that closes kept-alive connections on its own clock (as
- * uvicorn does after 5 s): a request that goes out on a connection the server has just closed is
- * lost before the server reads it, and is sent again on another connection instead of failing.
- * A connection that dies on its first request is a real failure, and is never sent again.
+ * The live `Upstream`'s connections, against real loopback servers.
  *
- * The race is made deterministic: the server here closes a connection when a request arrives on it
- * that its policy refuses, exactly what the client sees when its request crosses the server's close.
+ * Most of it: a server that closes kept-alive connections on its own clock (as uvicorn does after
+ * 5 s). A request that goes out on a connection the server has just closed is lost before the
+ * server reads it, and is sent again on another connection instead of failing. A connection that
+ * dies on its first request is a real failure, and is never sent again. The race is made
+ * deterministic: the server here drops a connection when a request arrives on it that its policy
+ * refuses, exactly what the client sees when its request crosses the server's close.
+ *
+ * Also: the connector the pools use (a refused connection, an untrusted certificate) and how long
+ * idle connections are kept.
  */
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Either } from "effect"
+import { readFileSync } from "node:fs"
+import { createServer as createHttpsServer } from "node:https"
 import { createServer, type Server, type Socket } from "node:net"
 import type { ProviderSpec } from "../../src/domain/Provider.js"
 import * as UpstreamLive from "../../src/providers/Upstream.js"
@@ -209,6 +215,24 @@ describe("the connector the pools use", () => {
       const server = yield* Effect.promise(() => serve(() => "answer"))
       expect((yield* ask(providerSpec("q", { endpoint: server.url }))).text).toBe(answer)
     }).pipe(Effect.provide(UpstreamLive.layer)))
+})
+
+describe("an HTTPS endpoint whose certificate nothing trusts", () => {
+  it.live("is a connect failure that says why (a TLS error), not a protocol error", () =>
+    Effect.gen(function* () {
+      const fixtures = new URL("../fixtures/", import.meta.url)
+      const server = createHttpsServer({ key: readFileSync(new URL("self-signed.key", fixtures)), cert: readFileSync(new URL("self-signed.pem", fixtures)) }, (_, res) => {
+        res.writeHead(200, { "content-type": "application/json" }).end(answer)
+      })
+      yield* Effect.acquireRelease(
+        Effect.promise(() => new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))),
+        () => Effect.promise(() => new Promise<void>((resolve) => server.close(() => resolve())))
+      )
+      const { port } = server.address() as { port: number }
+      const result = yield* Effect.either(ask(spec(`https://127.0.0.1:${port}/v1`)))
+      expect(Either.isLeft(result) && result.left.reason).toBe("connect")
+      expect(Either.isLeft(result) && result.left.detail).toBe("TLS error: self-signed certificate (DEPTH_ZERO_SELF_SIGNED_CERT)")
+    }).pipe(Effect.scoped, Effect.provide(UpstreamLive.layer)))
 })
 
 describe("isStaleConnection", () => {
