@@ -10,14 +10,20 @@ const watch = (limits: Limits) =>
     return { d, fired }
   })
 
+/** Nothing has expired until 1 ms before `ms` from now; at `ms`, `which` has, and only it. */
+const expiresIn = (fired: ReadonlyArray<Expiry>, ms: number, which: Expiry) =>
+  Effect.gen(function* () {
+    yield* TestClock.adjust(ms - 1)
+    expect(fired).toEqual([])
+    yield* TestClock.adjust(1)
+    expect(fired).toEqual([which])
+  })
+
 describe("deadlines (one timer for first byte, idle and total)", () => {
   it.effect("expires on the first byte when none came", () =>
     Effect.gen(function* () {
       const { fired } = yield* watch({ firstByteMs: 100, idleMs: null, totalMs: 1000 })
-      yield* TestClock.adjust("99 millis")
-      expect(fired).toEqual([])
-      yield* TestClock.adjust("1 millis")
-      expect(fired).toEqual(["first_byte"])
+      yield* expiresIn(fired, 100, "first_byte")
       yield* TestClock.adjust("1 hour")
       expect(fired).toEqual(["first_byte"])
     }))
@@ -27,10 +33,7 @@ describe("deadlines (one timer for first byte, idle and total)", () => {
       const { d, fired } = yield* watch({ firstByteMs: 100, idleMs: null, totalMs: 1000 })
       yield* TestClock.adjust("50 millis")
       d.firstByte()
-      yield* TestClock.adjust("949 millis")
-      expect(fired).toEqual([])
-      yield* TestClock.adjust("1 millis")
-      expect(fired).toEqual(["total"])
+      yield* expiresIn(fired, 950, "total")
     }))
 
   it.effect("cancel stops every deadline, before or after the first byte", () =>
@@ -55,10 +58,7 @@ describe("deadlines (one timer for first byte, idle and total)", () => {
       yield* TestClock.adjust("2000 millis")
       expect(fired).toEqual([])
       d.release()
-      yield* TestClock.adjust("199 millis")
-      expect(fired).toEqual([])
-      yield* TestClock.adjust("1 millis")
-      expect(fired).toEqual(["idle"])
+      yield* expiresIn(fired, 200, "idle")
     }))
 
   it.effect("held, the total deadline still holds", () =>
@@ -66,10 +66,7 @@ describe("deadlines (one timer for first byte, idle and total)", () => {
       const { d, fired } = yield* watch({ firstByteMs: 1000, idleMs: 200, totalMs: 3000 })
       d.firstByte()
       d.hold()
-      yield* TestClock.adjust("2999 millis")
-      expect(fired).toEqual([])
-      yield* TestClock.adjust("1 millis")
-      expect(fired).toEqual(["total"])
+      yield* expiresIn(fired, 3000, "total")
     }))
 
   it.effect("a total shorter than the first-byte limit wins", () =>
@@ -88,10 +85,7 @@ describe("deadlines (one timer for first byte, idle and total)", () => {
       d.touch()
       yield* TestClock.adjust("150 millis")
       d.touch()
-      yield* TestClock.adjust("199 millis")
-      expect(fired).toEqual([])
-      yield* TestClock.adjust("1 millis")
-      expect(fired).toEqual(["idle"])
+      yield* expiresIn(fired, 200, "idle")
     }))
 
   it.effect("a steady trickle is never idle, and the total still applies", () =>
@@ -116,14 +110,8 @@ describe("deadlines (one timer for first byte, idle and total)", () => {
       first.d.sent()
       total.d.sent()
       // The timers armed at the start fire here and find nothing has passed yet.
-      yield* TestClock.adjust("99 millis")
-      expect(first.fired).toEqual([])
-      yield* TestClock.adjust("1 millis")
-      expect(first.fired).toEqual(["first_byte"])
-      yield* TestClock.adjust("199 millis")
-      expect(total.fired).toEqual([])
-      yield* TestClock.adjust("1 millis")
-      expect(total.fired).toEqual(["total"])
+      yield* expiresIn(first.fired, 100, "first_byte")
+      yield* expiresIn(total.fired, 200, "total")
     }))
 
   it.effect("sent after the first byte, or twice, changes nothing", () =>
@@ -134,10 +122,7 @@ describe("deadlines (one timer for first byte, idle and total)", () => {
       d.firstByte()
       yield* TestClock.adjust("100 millis")
       d.sent()
-      yield* TestClock.adjust("849 millis")
-      expect(fired).toEqual([])
-      yield* TestClock.adjust("1 millis")
-      expect(fired).toEqual(["total"])
+      yield* expiresIn(fired, 850, "total")
     }))
 
   it.effect("the request's deadline cuts every limit short, and does not move when the request goes out", () =>
@@ -145,10 +130,7 @@ describe("deadlines (one timer for first byte, idle and total)", () => {
       const { d, fired } = yield* watch({ firstByteMs: 100, idleMs: null, totalMs: 1000, deadlineAt: 150 })
       yield* TestClock.adjust("90 millis")
       d.sent()
-      yield* TestClock.adjust("59 millis")
-      expect(fired).toEqual([])
-      yield* TestClock.adjust("1 millis")
-      expect(fired).toEqual(["deadline"])
+      yield* expiresIn(fired, 60, "deadline")
     }))
 
   it.effect("a provider limit that passes together with the request's deadline is the provider's", () =>
@@ -171,10 +153,7 @@ describe("deadlines (one timer for first byte, idle and total)", () => {
       d.firstByte()
       yield* TestClock.adjust("100 millis")
       d.touch()
-      yield* TestClock.adjust("149 millis")
-      expect(fired).toEqual([])
-      yield* TestClock.adjust("1 millis")
-      expect(fired).toEqual(["deadline"])
+      yield* expiresIn(fired, 150, "deadline")
     }))
 
   it.effect("while the request waits for a connection, the provider's limits do not run; from sent they do", () =>
@@ -184,30 +163,21 @@ describe("deadlines (one timer for first byte, idle and total)", () => {
       yield* TestClock.adjust("500 millis")
       expect(fired).toEqual([])
       d.sent()
-      yield* TestClock.adjust("99 millis")
-      expect(fired).toEqual([])
-      yield* TestClock.adjust("1 millis")
-      expect(fired).toEqual(["first_byte"])
+      yield* expiresIn(fired, 100, "first_byte")
     }))
 
   it.effect("a wait longer than queueMs expires as queued", () =>
     Effect.gen(function* () {
       const { d, fired } = yield* watch({ firstByteMs: 100, idleMs: null, totalMs: 1000, queueMs: 300 })
       d.waiting()
-      yield* TestClock.adjust("299 millis")
-      expect(fired).toEqual([])
-      yield* TestClock.adjust("1 millis")
-      expect(fired).toEqual(["queued"])
+      yield* expiresIn(fired, 300, "queued")
     }))
 
   it.effect("waiting, the request's deadline still holds", () =>
     Effect.gen(function* () {
       const { d, fired } = yield* watch({ firstByteMs: 100, idleMs: null, totalMs: 1000, queueMs: Number.POSITIVE_INFINITY, deadlineAt: 300 })
       d.waiting()
-      yield* TestClock.adjust("299 millis")
-      expect(fired).toEqual([])
-      yield* TestClock.adjust("1 millis")
-      expect(fired).toEqual(["deadline"])
+      yield* expiresIn(fired, 300, "deadline")
     }))
 
   it.effect("sent after a long wait arms the timer for the first byte again", () =>
@@ -217,10 +187,7 @@ describe("deadlines (one timer for first byte, idle and total)", () => {
       d.waiting()
       yield* TestClock.adjust("150 millis")
       d.sent()
-      yield* TestClock.adjust("99 millis")
-      expect(fired).toEqual([])
-      yield* TestClock.adjust("1 millis")
-      expect(fired).toEqual(["first_byte"])
+      yield* expiresIn(fired, 100, "first_byte")
     }))
 
   it.effect("a first byte ends the wait even when sent was never called", () =>
@@ -229,9 +196,6 @@ describe("deadlines (one timer for first byte, idle and total)", () => {
       d.waiting()
       yield* TestClock.adjust("50 millis")
       d.firstByte()
-      yield* TestClock.adjust("949 millis")
-      expect(fired).toEqual([])
-      yield* TestClock.adjust("1 millis")
-      expect(fired).toEqual(["total"])
+      yield* expiresIn(fired, 950, "total")
     }))
 })
