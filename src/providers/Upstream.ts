@@ -38,8 +38,8 @@ export interface UpstreamCall {
   /**
    * Called when the request cannot go out at once: it waits for a connection (all of the
    * provider's are busy, a new one is being made, or an idle one is checked first), time that is
-   * not the provider's.
-   * `onRequestSent` follows when it goes out. Implementations that never wait call neither.
+   * not the provider's. `onRequestSent` follows when it goes out. Implementations that never wait
+   * call neither.
    */
   readonly onRequestWaiting?: (() => void) | undefined
   /** Called when the request goes out on a connection (after `onRequestWaiting`, if it waited). */
@@ -497,7 +497,7 @@ export const makeWith = (options: UpstreamOptions = {}) => Effect.gen(function* 
       const options: Dispatcher.DispatchOptions = { method: call.method, path: target.basePath + call.path, headers, body: call.body ?? null }
       exchange.resend = () => {
         // Aborted (a timeout, the client left) between the lost send and now: nothing to send.
-        if (exchange.failure !== undefined || exchange.pendingAbort !== undefined) return
+        if (exchange.failure !== undefined) return
         try {
           dispatch(call, target, options, exchange)
         } catch (e) {
