@@ -27,7 +27,7 @@ import * as Policy from "../policy/Policy.js"
 import { modelsOf, prefsOf } from "../policy/Preferences.js"
 import { type Decision, type Needs, needsOfChat, needsOfEmbeddings, summary } from "../policy/Rank.js"
 import { Providers, type Resolution } from "../providers/Providers.js"
-import { AbortSwitch, type ChunkWriter, Upstream, type UpstreamComplete, type UpstreamResponse } from "../providers/Upstream.js"
+import { AbortSwitch, type ChunkWriter, maxBufferedBytes, Upstream, type UpstreamComplete, type UpstreamResponse } from "../providers/Upstream.js"
 import {
   actionOfStatus,
   type Classified,
@@ -38,7 +38,7 @@ import {
   parseRetryAfter,
   statusOfErrorObject
 } from "./Classify.js"
-import { framed, lastEventEnd, maxHeldBack, normalizeLines } from "./Sse.js"
+import { framed, HeldStart, lastEventEnd, maxHeldBack, normalizeLines } from "./Sse.js"
 import { type Deadlines, deadlines, type Expiry, scheduler } from "./Timer.js"
 
 export interface ChatInput {
@@ -153,10 +153,34 @@ const contentTypeOf = (r: { readonly headers: UpstreamResponse["headers"] }): st
 }
 
 /**
- * Reads the complete events at the start of a stream: `commit` once one carries content, a
- * tool-call delta, a finish, `[DONE]`, or is not a chat chunk at all; `wait` while there are only
- * role-only preambles, empty deltas, usage-only chunks or comments; or the error an event carries
- * (as a status and an error body), which then counts as that HTTP error.
+ * Whether a delta says anything beyond its role. Any field counts, not a list of known ones:
+ * backends stream `content`, `reasoning` (OpenRouter, Ollama, vLLM), `reasoning_content`,
+ * `tool_calls`, `function_call`, `audio`, `refusal`, images and whatever comes next, and holding
+ * one back would delay (and past the limit, discard) an answer that is under way. Empty values
+ * (`""`, `null`, `[]`, `{}`) are what a role-only preamble carries.
+ */
+export const carries = (delta: unknown): boolean => {
+  if (typeof delta !== "object" || delta === null) return false
+  for (const key in delta) {
+    if (key === "role") continue
+    const v = (delta as Record<string, unknown>)[key]
+    if (v === null || v === undefined || v === "") continue
+    if (typeof v === "object" && (Array.isArray(v) ? v.length === 0 : isEmptyObject(v))) continue
+    return true
+  }
+  return false
+}
+
+const isEmptyObject = (o: object): boolean => {
+  for (const _ in o) return false
+  return true
+}
+
+/**
+ * Reads the complete events at the start of a stream: `commit` once a delta carries anything but
+ * its role (see `carries`), or an event has a finish, is `[DONE]`, or is not a chat chunk at all;
+ * `wait` while there are only role-only preambles, empty deltas, usage-only chunks or comments; or
+ * the error an event carries (as a status and an error body), which then counts as that HTTP error.
  */
 export const preamble = (buf: Uint8Array): "commit" | "wait" | { readonly status: number; readonly body: Uint8Array } => {
   const end = lastEventEnd(buf)
@@ -170,7 +194,7 @@ export const preamble = (buf: Uint8Array): "commit" | "wait" | { readonly status
       .join("\n")
     if (data === "") continue
     if (data.trim() === "[DONE]") return "commit"
-    let parsed: { error?: unknown; choices?: ReadonlyArray<{ delta?: Record<string, unknown>; finish_reason?: unknown }> }
+    let parsed: { error?: unknown; choices?: unknown }
     try {
       parsed = JSON.parse(data)
     } catch {
@@ -181,15 +205,10 @@ export const preamble = (buf: Uint8Array): "commit" | "wait" | { readonly status
     }
     // An event of a shape this router does not know is passed on, not held.
     if (!Array.isArray(parsed.choices)) return "commit"
-    for (const choice of parsed.choices) {
-      const delta = choice.delta ?? {}
-      if (
-        (typeof delta.content === "string" && delta.content !== "") ||
-        (Array.isArray(delta.tool_calls) && delta.tool_calls.length > 0) ||
-        (typeof delta.reasoning_content === "string" && delta.reasoning_content !== "") ||
-        (typeof delta.refusal === "string" && delta.refusal !== "") ||
-        (choice.finish_reason !== undefined && choice.finish_reason !== null)
-      ) return "commit"
+    for (const choice of parsed.choices as ReadonlyArray<unknown>) {
+      if (!isRecord(choice)) return "commit"
+      if (choice.finish_reason !== undefined && choice.finish_reason !== null) return "commit"
+      if (carries(choice.delta)) return "commit"
     }
   }
   return "wait"
@@ -404,30 +423,39 @@ export const make = Effect.gen(function* () {
           onFirstByte()
           return Effect.map(r.body, (bytes) => complete({ status: r.status, headers: r.headers, body: bytes }))
         }
-        // The commit point: the first event carrying content, a tool-call delta or a finish. Until
+        // The commit point: the first event whose delta carries anything but a role, or a finish. Until
         // then nothing reaches the client (a role-only preamble is held back), so a backend that
         // accepts the stream and then stalls, drops the connection or sends an error event can
         // still be skipped invisibly.
         let sawEvent = false
-        const commit = (held: Uint8Array | null): Effect.Effect<Outcome, UpstreamTransportError> =>
+        const held = new HeldStart()
+        const commit = (): Effect.Effect<Outcome, UpstreamTransportError> =>
           Effect.flatMap(r.next, (chunk): Effect.Effect<Outcome, UpstreamTransportError> => {
             if (chunk === null) {
               const outcome = failed({ class: "transient", outcome: "empty_stream" }, "stream ended before any content", r.status)
               controller.abort()
               return Effect.succeed(outcome)
             }
-            const buf = held === null ? chunk : Buffer.concat([held, chunk])
+            const events = held.add(chunk)
             // For a stream the first byte is its first whole event; silence after it is `idle`.
-            if (!sawEvent && lastEventEnd(buf) !== -1) {
+            if (!sawEvent && events !== null) {
               sawEvent = true
               onFirstByte()
             } else timer.touch()
-            const verdict = preamble(buf)
+            if (events === null) {
+              // One event still arriving may be large (an image, a whole answer in one chunk): it is
+              // held like a whole answer, up to the same bound.
+              if (held.size <= maxBufferedBytes) return commit()
+              const outcome = failed({ class: "transient", outcome: "protocol_error" }, `stream event larger than ${maxBufferedBytes / 1024 / 1024} MiB`, r.status)
+              controller.abort()
+              return Effect.succeed(outcome)
+            }
+            const verdict = preamble(events)
             if (verdict === "wait") {
-              if (buf.byteLength <= maxHeldBack) return commit(buf)
+              if (held.judged <= maxHeldBack) return commit()
               // Held back only so far: a start that never commits is a broken stream, not one to
               // buffer without end.
-              const outcome = failed({ class: "transient", outcome: "bad_response" }, `stream sent ${maxHeldBack / 1024 / 1024} MiB without any content`, r.status)
+              const outcome = failed({ class: "transient", outcome: "bad_response" }, `stream sent ${maxHeldBack / 1024 / 1024} MiB of events without any content`, r.status)
               controller.abort()
               return Effect.succeed(outcome)
             }
@@ -440,13 +468,13 @@ export const make = Effect.gen(function* () {
             const ok = attempt("ok", "ok", r.status)
             return Effect.succeed({
               _tag: "Served",
-              reply: streamReply(c, r, buf, [...attempts, ok], decision, controller, expired, timer, (verdict) => {
+              reply: streamReply(c, r, held.bytes(), [...attempts, ok], decision, controller, expired, timer, (verdict) => {
                 if (verdict._tag === "Ok") settle({ _tag: "Ok", ttfbMs: firstByteAt - sentAt, totalMs: now() - sentAt })
                 else settle(verdict)
               })
             })
           })
-        return commit(null)
+        return commit()
       }
 
       const transportFailed = (e: UpstreamTransportError): Outcome =>

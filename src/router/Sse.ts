@@ -33,6 +33,50 @@ export const lastEventEnd = (buf: Uint8Array): number => {
   return -1
 }
 
+/**
+ * The start of a stream, held until its commit point: the chunks as they came (joined once, when
+ * they are passed on) and the whole events not judged yet. Each chunk is looked at once, so a long
+ * preamble, or one large first event arriving in many chunks, costs time in proportion to its size.
+ */
+export class HeldStart {
+  private readonly chunks: Array<Uint8Array> = []
+  /** Bytes held. */
+  size = 0
+  /** Bytes of whole events handed out for judging. */
+  judged = 0
+  /** What follows the last whole event handed out: an event still arriving. */
+  private rest: Array<Uint8Array> = []
+  private restSize = 0
+  /** The last bytes seen, for a boundary split across chunks. */
+  private tail: Uint8Array = new Uint8Array(0)
+
+  /** Holds a chunk; returns the whole events it completed, or null when it completed none. */
+  add(chunk: Uint8Array): Uint8Array | null {
+    this.chunks.push(chunk)
+    this.size += chunk.byteLength
+    this.rest.push(chunk)
+    this.restSize += chunk.byteLength
+    const tail = this.tail
+    const window = tail.byteLength === 0 ? chunk : Buffer.concat([tail, chunk])
+    this.tail = Buffer.from(window.subarray(Math.max(0, window.byteLength - 3)))
+    const end = lastEventEnd(window)
+    // A boundary inside the tail alone was found with the chunk before.
+    if (end === -1 || end < tail.byteLength) return null
+    const whole = this.restSize - (window.byteLength - end)
+    if (whole <= 0) return null
+    const all = this.rest.length === 1 ? this.rest[0]! : Buffer.concat(this.rest, this.restSize)
+    this.restSize -= whole
+    this.rest = this.restSize === 0 ? [] : [all.subarray(whole)]
+    this.judged += whole
+    return all.subarray(0, whole)
+  }
+
+  /** Everything held, in one piece. */
+  bytes(): Uint8Array {
+    return this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.size)
+  }
+}
+
 /** An event stream's text with every line ending made `\n`, for reading its events. */
 export const normalizeLines = (text: string): string => (text.includes("\r") ? text.replace(/\r\n?/g, "\n") : text)
 

@@ -4,7 +4,7 @@
  * held back, and any failure before it moves to the next candidate without the client seeing it.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, TestClock } from "effect"
+import { Effect, Fiber, TestClock } from "effect"
 import { completionAsEvents, preamble } from "../../src/router/Router.js"
 import * as Router from "../../src/router/Router.js"
 import { chat, chunkedUpstream, collector, dataLines, joinNow, routerOver, routerWith } from "./helpers.js"
@@ -31,6 +31,17 @@ describe("preamble (what the first events of a stream say)", () => {
     expect(preamble(bytes("data: {\"n\":1}\n\n"))).toBe("commit")
   })
 
+  it("commits on any delta field besides the role (reasoning, a legacy function call, audio, …), not on empty ones", () => {
+    expect(preamble(bytes(chunk({ reasoning: "thinking" })))).toBe("commit")
+    expect(preamble(bytes(chunk({ function_call: { name: "f", arguments: "" } })))).toBe("commit")
+    expect(preamble(bytes(chunk({ audio: { id: "a1", data: "UklGR" } })))).toBe("commit")
+    expect(preamble(bytes(chunk({ images: [{ type: "image_url" }] })))).toBe("commit")
+    expect(preamble(bytes(chunk({ role: "assistant", content: null, refusal: null, tool_calls: [], reasoning: "" })))).toBe("wait")
+    expect(preamble(bytes(chunk({ role: "assistant", function_call: {} })))).toBe("wait")
+    // A choice of a shape the router does not know is passed on, like any unknown event.
+    expect(preamble(bytes(`data: ${JSON.stringify({ choices: [null] })}\n\n`))).toBe("commit")
+  })
+
   it("reads events the same with \\r\\n or bare \\r line endings", () => {
     const cr = (s: string) => s.replace(/\n/g, "\r")
     const crlf = (s: string) => s.replace(/\n/g, "\r\n")
@@ -53,9 +64,54 @@ describe("preamble (what the first events of a stream say)", () => {
   })
 })
 
+/** A first event of 3 MiB (a whole answer, or an image, in one event). */
+const big = chunk({ content: "x".repeat(3 * 1024 * 1024) })
+const pieces = (text: string, size: number) => Array.from({ length: Math.ceil(text.length / size) }, (_, i) => text.slice(i * size, i * size + size))
+
 const two = { providers: { a: { endpoint: "http://127.0.0.1:1/v1", models: ["m"], priority: 1, timeouts: { first_byte: 2, idle: 3 } }, b: { endpoint: "http://127.0.0.1:2/v1", models: ["m"], priority: 2 } } }
 
 describe("the commit point, through the router", () => {
+  it.effect("a stream that starts with reasoning is passed on from its first reasoning event, not held until content", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      // Nothing follows the reasoning: held back, it would wait for the idle limit, then fail over to b.
+      const reply = yield* joinNow(yield* Effect.fork(router.chat({ request: chat("m", { stream: true }) })))
+      expect(reply.provider).toBe("a")
+      expect(reply.attempts.map((a) => `${a.provider}:${a.outcome}`)).toEqual(["a:ok"])
+      if (reply._tag !== "Stream") throw new Error("expected a stream")
+      const out = collector()
+      const piping = yield* Effect.fork(reply.pipe(out.writer))
+      yield* Effect.yieldNow()
+      expect(out.text()).toContain("\"reasoning\":\"Let me think.\"")
+      yield* Fiber.interrupt(piping)
+    }).pipe(Effect.provide(routerOver(two, chunkedUpstream({
+      a: { chunks: [chunk({ role: "assistant", content: "" }), chunk({ reasoning: "Let me think." })], then: "hang" }
+    })))))
+
+  it.effect("a first event larger than 1 MiB, arriving in many chunks, is passed on whole", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const reply = yield* router.chat({ request: chat("m", { stream: true }) })
+      expect(reply.attempts.map((a) => `${a.provider}:${a.outcome}`)).toEqual(["a:ok"])
+      if (reply._tag !== "Stream") throw new Error("expected a stream")
+      const out = collector()
+      yield* reply.pipe(out.writer)
+      expect(out.text()).toBe(big + chunk({}, "stop") + "data: [DONE]\n\n")
+    }).pipe(Effect.provide(routerOver(two, chunkedUpstream({
+      a: { chunks: [...pieces(big, 64 * 1024), chunk({}, "stop"), "data: [DONE]\n\n"], then: "end" }
+    })))))
+
+  it.effect("more than 1 MiB of whole events without content fails over as a bad response", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const reply = yield* router.chat({ request: chat("m", { stream: true }) })
+      expect(reply.provider).toBe("b")
+      expect(reply.attempts.map((a) => `${a.provider}:${a.outcome}`)).toEqual(["a:bad_response", "b:ok"])
+      expect(reply.attempts[0]!.detail).toBe("stream sent 1 MiB of events without any content")
+    }).pipe(Effect.provide(routerOver(two, chunkedUpstream({
+      a: { chunks: Array.from({ length: 1100 }, () => chunk({ role: "assistant", content: "", padding: null }) + ": " + "x".repeat(1000) + "\n\n"), then: "hang" }
+    })))))
+
   it.effect("a role-only preamble followed by silence fails over on idle, and the client never sees the preamble", () =>
     Effect.gen(function* () {
       const router = yield* Router.Router

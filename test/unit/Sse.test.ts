@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { FastCheck as fc } from "effect"
-import { framed, lastEventEnd, normalizeLines } from "../../src/router/Sse.js"
+import { framed, HeldStart, lastEventEnd, normalizeLines } from "../../src/router/Sse.js"
 import { collector } from "./helpers.js"
 
 const bytes = (s: string) => new Uint8Array(Buffer.from(s))
@@ -99,6 +99,31 @@ describe("Sse.framed over every line-ending style", () => {
     )
   })
 
+  it("HeldStart hands out each whole event once, at a legal boundary, however the bytes are split", () => {
+    fc.assert(
+      fc.property(stream, fc.array(fc.nat(), { maxLength: 6 }), (text, cuts) => {
+        const at = [...new Set(cuts.map((c) => c % (text.length + 1)))].sort((a, b) => a - b)
+        const pieces = [0, ...at, text.length].slice(1).map((end, i, ends) => text.slice(i === 0 ? 0 : ends[i - 1], end))
+        const legal = boundaries(text)
+        const held = new HeldStart()
+        let judged = ""
+        for (const p of pieces) {
+          if (p.length === 0) continue
+          const events = held.add(bytes(p))
+          if (events !== null) {
+            expect(events.byteLength).toBeGreaterThan(0)
+            judged += Buffer.from(events).toString("latin1")
+            expect(legal.has(judged.length)).toBe(true)
+          }
+          expect(held.judged).toBe(judged.length)
+        }
+        expect(judged).toBe(text)
+        expect(Buffer.from(held.bytes()).toString("latin1")).toBe(text)
+      }),
+      { numRuns: 500 }
+    )
+  })
+
   it("reads the same events whatever the line endings", () => {
     expect(normalizeLines("data: a\r\rdata: b\r\n\r\ndata: c\n\n")).toBe("data: a\n\ndata: b\n\ndata: c\n\n")
     expect(normalizeLines("data: a\n\n")).toBe("data: a\n\n")
@@ -185,5 +210,28 @@ describe("Sse.framed", () => {
     expect(out.chunks).toEqual([])
     w.write(bytes(half))
     expect(out.text()).toBe(half + half)
+  })
+})
+
+describe("Sse.HeldStart", () => {
+  it("holds an event still arriving, then hands it out whole when its blank line comes", () => {
+    const held = new HeldStart()
+    expect(held.add(bytes("data: {\"a\""))).toBeNull()
+    expect(held.add(bytes(":1}\n"))).toBeNull()
+    const events = held.add(bytes("\ndata: {\"b"))
+    expect(Buffer.from(events!).toString()).toBe("data: {\"a\":1}\n\n")
+    expect(held.judged).toBe(15)
+    expect(held.add(bytes("\":2}\n\n"))).not.toBeNull()
+    expect(Buffer.from(held.bytes()).toString()).toBe("data: {\"a\":1}\n\ndata: {\"b\":2}\n\n")
+  })
+
+  it("hands out what comes before a boundary whose second half begins the next chunk", () => {
+    const held = new HeldStart()
+    expect(held.add(bytes("data: a\n\r"))).toBeNull()
+    expect(Buffer.from(held.add(bytes("\n"))!).toString()).toBe("data: a\n\r\n")
+    // A bare \r after \n is a boundary too, known once the byte after it is not \n.
+    const other = new HeldStart()
+    expect(other.add(bytes("data: a\n\r"))).toBeNull()
+    expect(Buffer.from(other.add(bytes("data: b"))!).toString()).toBe("data: a\n\r")
   })
 })
