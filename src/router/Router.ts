@@ -38,7 +38,7 @@ import {
   parseRetryAfter,
   statusOfErrorObject
 } from "./Classify.js"
-import { framed, HeldStart, lastEventEnd, maxHeldBack, normalizeLines } from "./Sse.js"
+import { framed, HeldStart, lastEventEnd, maxHeldBack, normalizeLines, scanEvents } from "./Sse.js"
 import { type Deadlines, deadlines, type Expiry, scheduler } from "./Timer.js"
 
 export interface ChatInput {
@@ -151,6 +151,13 @@ const contentTypeOf = (r: { readonly headers: UpstreamResponse["headers"] }): st
   const ct = r.headers["content-type"]
   return typeof ct === "string" ? ct : "application/json"
 }
+
+/** A stream that failed after its commit point: as transient, for the provider's health. */
+const interrupted: Classified = { class: "transient", outcome: "stream_interrupted" }
+const doneEvent = new Uint8Array(Buffer.from("data: [DONE]\n\n"))
+const blankLines = new Uint8Array(Buffer.from("\n\n"))
+/** Whether bytes end on an event's closing blank line. */
+const endsEvent = (bytes: Uint8Array) => lastEventEnd(bytes) === bytes.byteLength
 
 /**
  * Whether a delta says anything beyond its role. Any field counts, not a list of known ones:
@@ -429,6 +436,11 @@ export const make = Effect.gen(function* () {
         // still be skipped invisibly.
         let sawEvent = false
         const held = new HeldStart()
+        const noContent = () => {
+          const outcome = failed({ class: "transient", outcome: "bad_response" }, `stream sent ${maxHeldBack / 1024 / 1024} MiB without any content`, r.status)
+          controller.abort()
+          return outcome
+        }
         const commit = (): Effect.Effect<Outcome, UpstreamTransportError> =>
           Effect.flatMap(r.next, (chunk): Effect.Effect<Outcome, UpstreamTransportError> => {
             if (chunk === null) {
@@ -443,8 +455,11 @@ export const make = Effect.gen(function* () {
               onFirstByte()
             } else timer.touch()
             if (events === null) {
-              // One event still arriving may be large (an image, a whole answer in one chunk): it is
-              // held like a whole answer, up to the same bound.
+              // One event still arriving may be large (an image, a whole answer in one event): it is
+              // held like a whole answer, up to the same bound. Bytes that begin like no event are
+              // not a stream at all.
+              if (held.size - held.judged <= maxHeldBack) return commit()
+              if (!held.arrivingLooksLikeEvent()) return Effect.succeed(noContent())
               if (held.size <= maxBufferedBytes) return commit()
               const outcome = failed({ class: "transient", outcome: "protocol_error" }, `stream event larger than ${maxBufferedBytes / 1024 / 1024} MiB`, r.status)
               controller.abort()
@@ -452,12 +467,9 @@ export const make = Effect.gen(function* () {
             }
             const verdict = preamble(events)
             if (verdict === "wait") {
-              if (held.judged <= maxHeldBack) return commit()
               // Held back only so far: a start that never commits is a broken stream, not one to
               // buffer without end.
-              const outcome = failed({ class: "transient", outcome: "bad_response" }, `stream sent ${maxHeldBack / 1024 / 1024} MiB of events without any content`, r.status)
-              controller.abort()
-              return Effect.succeed(outcome)
+              return held.judged <= maxHeldBack ? commit() : Effect.succeed(noContent())
             }
             if (verdict !== "commit") {
               // Settled as that error first, so the abort is not taken for a client leaving.
@@ -523,7 +535,30 @@ export const make = Effect.gen(function* () {
     discard: Effect.sync(() => controller.abort()),
     pipe: (writer) =>
       Effect.suspend(() => {
-        const events = framed(writer)
+        // How the answer ends, read from the events as they pass: whole (`[DONE]`, or a choice's
+        // finish), or cut by an upstream's error event, whose message becomes the interruption's.
+        let finished = false
+        let done = false
+        let cut: string | null = null
+        const client: ChunkWriter = {
+          write: (chunk) => {
+            if (cut !== null) return true
+            const seen = scanEvents(chunk)
+            if (seen === null) return writer.write(chunk)
+            if (seen.error !== null) {
+              cut = `error event: ${seen.error.message}`
+              // Reported first, so the abort is not taken for a client leaving.
+              settle({ _tag: "Failed", classified: interrupted, detail: cut })
+              controller.abort()
+              return seen.error.at > 0 ? writer.write(chunk.subarray(0, seen.error.at)) : true
+            }
+            finished ||= seen.finished
+            done ||= seen.done
+            return writer.write(chunk)
+          },
+          onDrain: writer.onDrain
+        }
+        const events = framed(client)
         events.write(first)
         // Each chunk restarts the idle deadline: a stream that goes silent mid-answer is cut. While
         // the client is behind, the upstream is paused and its silence is not counted against it.
@@ -540,7 +575,29 @@ export const make = Effect.gen(function* () {
               resume()
             })
         }
-        return Effect.tap(r.pipe(watched), () => events.flush())
+        const cutShort = (detail: string) => Effect.fail(new UpstreamTransportError({ provider: c.provider.id, reason: "protocol", detail }))
+        // A whole answer ends with `[DONE]` for the client, whether or not the upstream sent one.
+        const whole = Effect.sync(() => {
+          if (!done) writer.write(doneEvent)
+        })
+        return Effect.matchEffect(r.pipe(watched), {
+          // A connection lost once the answer is whole loses nothing.
+          onFailure: (e) => (cut !== null ? cutShort(cut) : finished ? whole : Effect.fail(e)),
+          onSuccess: () => {
+            // An event without its closing blank line is passed on if it ends the answer (or says
+            // why not); a part of an answer that stops short of its end is not.
+            const tail = events.pending()
+            if (tail !== null) {
+              const seen = scanEvents(tail)
+              if (finished || seen !== null) {
+                events.flush()
+                if (!endsEvent(tail)) writer.write(blankLines)
+              }
+            }
+            if (cut !== null) return cutShort(cut)
+            return finished ? whole : cutShort("stream ended before the answer finished (no finish_reason or [DONE])")
+          }
+        })
       }).pipe(
         Effect.mapError((e) => new StreamInterrupted({ provider: c.provider.id, detail: expired() ?? e.detail })),
         Effect.onExit((exit) =>
@@ -550,7 +607,7 @@ export const make = Effect.gen(function* () {
             else if (Cause.isInterruptedOnly(exit.cause)) settle({ _tag: "Abandoned" })
             else {
               const detail = Option.getOrElse(Option.map(Cause.failureOption(exit.cause), (e) => e.detail), () => "stream failed")
-              settle({ _tag: "Failed", classified: { class: "transient", outcome: "stream_interrupted" }, detail })
+              settle({ _tag: "Failed", classified: interrupted, detail })
             }
             if (exit._tag === "Failure") controller.abort()
           })

@@ -71,6 +71,15 @@ export class HeldStart {
     return all.subarray(0, whole)
   }
 
+  /**
+   * Whether the event still arriving begins like one (a field: `data:`, `event:`, `id:`, `retry:`,
+   * or a `:` comment). A large event is held to its end; bytes that begin like none are not SSE.
+   */
+  arrivingLooksLikeEvent(): boolean {
+    const start = Buffer.concat(this.rest.slice(0, 8).map((c) => c.subarray(0, 8))).toString("latin1", 0, 8)
+    return /^(data|event|id|retry)?:/.test(start.replace(/^[\r\n]+/, ""))
+  }
+
   /** Everything held, in one piece. */
   bytes(): Uint8Array {
     return this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.size)
@@ -83,6 +92,8 @@ export const normalizeLines = (text: string): string => (text.includes("\r") ? t
 export interface FramedWriter extends ChunkWriter {
   /** Forwards whatever is held back (at a clean end of the body). */
   readonly flush: () => void
+  /** What is held back: the start of an event whose blank line has not come. */
+  readonly pending: () => Uint8Array | null
 }
 
 export const framed = (writer: ChunkWriter): FramedWriter => {
@@ -105,6 +116,86 @@ export const framed = (writer: ChunkWriter): FramedWriter => {
         writer.write(held)
         held = null
       }
+    },
+    pending: () => held
+  }
+}
+
+/** What whole events say about how their stream ends. */
+export interface EventsSeen {
+  /** `[DONE]` or a choice's `finish_reason`: the answer is whole, whatever happens to the connection next. */
+  readonly finished: boolean
+  readonly done: boolean
+  /** An error event: where it begins (only what precedes it is passed on) and what it says. */
+  readonly error: { readonly at: number; readonly message: string } | null
+}
+
+const DONE = Buffer.from("[DONE]")
+const FINISH = Buffer.from('"finish_reason"')
+const ERROR = Buffer.from('"error"')
+
+/**
+ * Reads whole events (as `framed` passes them on) for the end of an answer: `[DONE]`, a finish, or
+ * an error event. `null` for the common chunk that has none. Byte searches, not a parse of every
+ * event: a key's quotes appear unescaped only as a key, never inside a string, so only an event
+ * that names `"error":` as a key is parsed.
+ */
+export const scanEvents = (chunk: Uint8Array): EventsSeen | null => {
+  const buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+  const error = errorEvent(buf)
+  const before = error === null ? buf : buf.subarray(0, error.at)
+  const done = hasDone(before)
+  const finished = done || hasFinish(before)
+  return finished || error !== null ? { finished, done, error } : null
+}
+
+/** The offset just past a `"key"` followed by `:` (blanks allowed), or -1. */
+const keyAt = (buf: Buffer, key: Buffer, from: number): number => {
+  for (let i = buf.indexOf(key, from); i !== -1; i = buf.indexOf(key, i + 1)) {
+    let j = i + key.length
+    while (buf[j] === 0x20) j++
+    if (buf[j] === 0x3a) return j + 1
+  }
+  return -1
+}
+
+const isLineStart = (buf: Buffer, i: number) => i === 0 || buf[i - 1] === LF || buf[i - 1] === CR
+
+const hasDone = (buf: Buffer): boolean => {
+  for (let i = buf.indexOf(DONE); i !== -1; i = buf.indexOf(DONE, i + 1)) {
+    const j = buf[i - 1] === 0x20 ? i - 1 : i
+    if (j >= 5 && buf.toString("latin1", j - 5, j) === "data:" && isLineStart(buf, j - 5)) return true
+  }
+  return false
+}
+
+/** A `"finish_reason"` whose value is a string (not `null`). */
+const hasFinish = (buf: Buffer): boolean => {
+  for (let at = keyAt(buf, FINISH, 0); at !== -1; at = keyAt(buf, FINISH, at)) {
+    while (buf[at] === 0x20) at++
+    if (buf[at] === 0x22) return true
+  }
+  return false
+}
+
+const errorEvent = (buf: Buffer): EventsSeen["error"] => {
+  for (let at = keyAt(buf, ERROR, 0); at !== -1; at = keyAt(buf, ERROR, at)) {
+    const start = Math.max(0, lastEventEnd(buf.subarray(0, at)))
+    const event = normalizeLines(buf.toString("utf8", start)).split("\n\n")[0]!
+    const data = event.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(l.startsWith("data: ") ? 6 : 5)).join("\n")
+    try {
+      const parsed = JSON.parse(data) as { error?: unknown; choices?: unknown }
+      if (parsed.error !== undefined && parsed.error !== null && parsed.choices === undefined) {
+        return { at: start, message: errorMessage(parsed.error) }
+      }
+    } catch {
+      // Not an event of JSON: not an error event either.
     }
   }
+  return null
+}
+
+const errorMessage = (error: unknown): string => {
+  const m = typeof error === "string" ? error : typeof error === "object" && error !== null && typeof (error as { message?: unknown }).message === "string" ? (error as { message: string }).message : JSON.stringify(error)
+  return m.length > 500 ? `${m.slice(0, 500)}…` : m
 }

@@ -107,7 +107,7 @@ describe("the commit point, through the router", () => {
       const reply = yield* router.chat({ request: chat("m", { stream: true }) })
       expect(reply.provider).toBe("b")
       expect(reply.attempts.map((a) => `${a.provider}:${a.outcome}`)).toEqual(["a:bad_response", "b:ok"])
-      expect(reply.attempts[0]!.detail).toBe("stream sent 1 MiB of events without any content")
+      expect(reply.attempts[0]!.detail).toBe("stream sent 1 MiB without any content")
     }).pipe(Effect.provide(routerOver(two, chunkedUpstream({
       a: { chunks: Array.from({ length: 1100 }, () => chunk({ role: "assistant", content: "", padding: null }) + ": " + "x".repeat(1000) + "\n\n"), then: "hang" }
     })))))

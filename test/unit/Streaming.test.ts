@@ -1,9 +1,10 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, TestClock } from "effect"
 import type { AllCandidatesFailed, StreamInterrupted } from "../../src/domain/Errors.js"
+import * as Health from "../../src/health/Health.js"
 import * as Router from "../../src/router/Router.js"
 import { FakeUpstream } from "../../src/testing/FakeUpstream.js"
-import { chat, chunkedUpstream, collector, dataLines, endpoint, failureOf, joinNow, type Recorded, routerOver, routerRecording, routerWith } from "./helpers.js"
+import { chat, chunkedUpstream, collector, dataLines, endpoint, failureOf, joinNow, type Recorded, routerOver, routerOverWithHealth, routerRecording, routerWith } from "./helpers.js"
 
 const two = {
   providers: {
@@ -18,6 +19,12 @@ const streamOf = (reply: Router.Reply): Router.StreamReply => {
   if (reply._tag !== "Stream") throw new Error(`expected a Stream reply, got ${reply._tag}`)
   return reply
 }
+
+/** A chat chunk, as an event. */
+const event = (delta: Record<string, unknown>, finish: string | null = null) =>
+  `data: ${JSON.stringify({ id: "c", object: "chat.completion.chunk", choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`
+
+const tricky = event({ content: "data: [DONE]\n\n\"finish_reason\":\"stop\", {\"error\": 1}" })
 
 const contentOf = (events: ReadonlyArray<string>) =>
   events.filter((e) => e !== "[DONE]").map((e) => JSON.parse(e).choices[0]?.delta?.content ?? "").join("")
@@ -116,13 +123,87 @@ describe("streaming replies", () => {
       a: { chunks: ["data: {\"n\":1}\n\ndata: {\"n\"", ":2}\n\ndata: {\"n\":3}\n\n", "data: {\"n\":4"], then: "reset" }
     })))))
 
-  it.effect("a clean end forwards the held-back tail", () =>
+  describe("how an answer ends", () => {
+    const role = event({ role: "assistant", content: "" })
+    const words = event({ content: "The answer is" })
+    const stop = event({}, "stop")
+    const done = "data: [DONE]\n\n"
+    const health = (id: string) => Effect.flatMap(Health.Health, (h) => Effect.map(Effect.clockWith((c) => c.currentTimeMillis), (now) => h.status([id], now)[0]!.stats))
+
+    it.effect("a connection lost after [DONE] loses nothing: no error event, and the provider is not blamed", () =>
+      Effect.gen(function* () {
+        const router = yield* Router.Router
+        const out = collector()
+        yield* streamOf(yield* router.chat({ request: chat("m", { stream: true }) })).pipe(out.writer)
+        expect(out.text()).toBe(role + words + stop + done)
+        const stats = yield* health("a")
+        expect([stats.successes, stats.failures]).toEqual([1, 0])
+      }).pipe(Effect.provide(routerOverWithHealth(two, chunkedUpstream({ a: { chunks: [role, words, stop, done], then: "reset" } })))))
+
+    for (const then of ["end", "reset"] as const) {
+      it.effect(`a finished answer whose [DONE] never comes (then: ${then}) gets one`, () =>
+        Effect.gen(function* () {
+          const router = yield* Router.Router
+          const out = collector()
+          yield* streamOf(yield* router.chat({ request: chat("m", { stream: true }) })).pipe(out.writer)
+          expect(out.text()).toBe(role + words + stop + done)
+        }).pipe(Effect.provide(routerOver(two, chunkedUpstream({ a: { chunks: [role, words, stop], then } })))))
+    }
+
+    it.effect("a clean end before the answer finished is an interruption, not a silent truncation", () =>
+      Effect.gen(function* () {
+        const router = yield* Router.Router
+        const out = collector()
+        const error = yield* failureOf(streamOf(yield* router.chat({ request: chat("m", { stream: true }) })).pipe(out.writer))
+        expect(error._tag).toBe("StreamInterrupted")
+        expect(error.detail).toBe("stream ended before the answer finished (no finish_reason or [DONE])")
+        // The unfinished event at the end is not passed on either.
+        expect(out.text()).toBe(role + words)
+        const stats = yield* health("a")
+        expect([stats.successes, stats.failures]).toEqual([0, 1])
+      }).pipe(Effect.provide(routerOverWithHealth(two, chunkedUpstream({ a: { chunks: [role, words, "data: {\"choices\":[{\"delta\":{\"content\":\" 4"], then: "end" } })))))
+
+    it.effect("an error event after the commit point ends the stream as interrupted: not passed on, nothing after it, held against the provider", () =>
+      Effect.gen(function* () {
+        const router = yield* Router.Router
+        const out = collector()
+        const error = yield* failureOf(streamOf(yield* router.chat({ request: chat("m", { stream: true }) })).pipe(out.writer))
+        expect(error._tag).toBe("StreamInterrupted")
+        expect(error.detail).toBe("error event: upstream crashed mid-generation")
+        expect(out.text()).toBe(role + words)
+        const stats = yield* health("a")
+        expect([stats.successes, stats.failures]).toEqual([0, 1])
+      }).pipe(Effect.provide(routerOverWithHealth(two, chunkedUpstream({
+        a: { chunks: [role, words + `data: ${JSON.stringify({ error: { message: "upstream crashed mid-generation", code: 500 } })}\n\n`, stop, done], then: "end" }
+      })))))
+
+    it.effect("an Ollama-style error event (a string) is read the same way", () =>
+      Effect.gen(function* () {
+        const router = yield* Router.Router
+        const error = yield* failureOf(streamOf(yield* router.chat({ request: chat("m", { stream: true }) })).pipe(collector().writer))
+        expect(error.detail).toBe("error event: model runner has unexpectedly stopped")
+      }).pipe(Effect.provide(routerOver(two, chunkedUpstream({
+        a: { chunks: [role, words, `data: {"error": "model runner has unexpectedly stopped"}\n\n`], then: "end" }
+      })))))
+
+    it.effect("content that merely mentions [DONE], finish_reason or error is content", () =>
+      Effect.gen(function* () {
+        const router = yield* Router.Router
+        const out = collector()
+        const error = yield* failureOf(streamOf(yield* router.chat({ request: chat("m", { stream: true }) })).pipe(out.writer))
+        expect(error.detail).toBe("stream ended before the answer finished (no finish_reason or [DONE])")
+        expect(out.text()).toBe(role + tricky)
+      }).pipe(Effect.provide(routerOver(two, chunkedUpstream({ a: { chunks: [role, tricky], then: "end" } })))))
+  })
+
+  // Closed with a blank line: at the end of a stream, SSE clients discard an event left open.
+  it.effect("a clean end forwards the held-back tail, closing its event", () =>
     Effect.gen(function* () {
       const router = yield* Router.Router
       const reply = streamOf(yield* router.chat({ request: chat("m", { stream: true }) }))
       const out = collector()
       yield* reply.pipe(out.writer)
-      expect(out.text()).toBe("data: {\"n\":1}\r\n\r\ndata: [DONE]")
+      expect(out.text()).toBe("data: {\"n\":1}\r\n\r\ndata: [DONE]\n\n")
     }).pipe(Effect.provide(routerOver(two, chunkedUpstream({
       a: { chunks: ["data: {\"n\":1}\r\n", "\r\ndata: [DO", "NE]"], then: "end" }
     })))))

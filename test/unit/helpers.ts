@@ -8,6 +8,9 @@ import { discoveryRequestId } from "../../src/domain/Capabilities.js"
 import { UpstreamTransportError } from "../../src/domain/Errors.js"
 import type { ChatCompletionRequest } from "../../src/domain/OpenAi.js"
 import { defaultTimeouts, type ProviderSpec } from "../../src/domain/Provider.js"
+import * as Resilience from "../../src/config/Resilience.js"
+import * as Health from "../../src/health/Health.js"
+import * as Policy from "../../src/policy/Policy.js"
 import * as Providers from "../../src/providers/Providers.js"
 import {
   type ChunkWriter,
@@ -51,6 +54,15 @@ export const routerWith = (config: unknown, scripts: Readonly<Record<string, Fak
 /** A router over `config` and any `Upstream` layer. */
 export const routerOver = <E>(config: unknown, upstream: Layer.Layer<Upstream, E>) =>
   Router.layer.pipe(Layer.provide(Providers.layerStatic(config)), Layer.provideMerge(upstream))
+
+/** `routerOver`, also giving the test the `Health` the router reports to. */
+export const routerOverWithHealth = <E>(config: unknown, upstream: Layer.Layer<Upstream, E>) =>
+  Router.layerWithoutDependencies.pipe(
+    Layer.provide(Policy.layer),
+    Layer.provide(Providers.layerStatic(config)),
+    Layer.provideMerge(Health.layer.pipe(Layer.provideMerge(Resilience.layer()))),
+    Layer.provideMerge(upstream)
+  )
 
 export const chat = (model: string, extra: Record<string, unknown> = {}): ChatCompletionRequest => ({
   model,
