@@ -147,9 +147,10 @@ type Outcome =
   /** Not tried: its circuit is open, it is rate limited or out of credits. */
   | { readonly _tag: "Skipped"; readonly attempt: Attempt }
 
+/** An answer's content type; of two (a misconfigured proxy adding its own), the last, as browsers read it. */
 const contentTypeOf = (r: { readonly headers: UpstreamResponse["headers"] }): string => {
   const ct = r.headers["content-type"]
-  return typeof ct === "string" ? ct : "application/json"
+  return typeof ct === "string" ? ct : Array.isArray(ct) && ct.length > 0 ? ct[ct.length - 1]! : "application/json"
 }
 
 /** A stream that failed after its commit point: as transient, for the provider's health. */
@@ -426,8 +427,10 @@ export const make = Effect.gen(function* () {
 
       const served = (r: UpstreamResponse): Effect.Effect<Outcome, UpstreamTransportError> => {
         if (actionOfStatus(r.status) !== "ok" || !contentTypeOf(r).includes("text/event-stream")) {
-          // An error status, or a plain answer to a stream request: read whole, like any answer.
+          // An error status, or a plain answer to a stream request: read whole, like any answer,
+          // under the same deadlines (idle is about the gaps between events, and here are none).
           onFirstByte()
+          timer.hold()
           return Effect.map(r.body, (bytes) => complete({ status: r.status, headers: r.headers, body: bytes }))
         }
         // The commit point: the first event whose delta carries anything but a role, or a finish. Until

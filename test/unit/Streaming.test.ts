@@ -4,6 +4,7 @@ import type { AllCandidatesFailed, StreamInterrupted } from "../../src/domain/Er
 import * as Health from "../../src/health/Health.js"
 import * as Router from "../../src/router/Router.js"
 import { FakeUpstream } from "../../src/testing/FakeUpstream.js"
+import * as Script from "../../src/testing/Script.js"
 import { chat, chunkedUpstream, collector, dataLines, endpoint, failureOf, joinNow, type Recorded, routerOver, routerOverWithHealth, routerRecording, routerWith } from "./helpers.js"
 
 const two = {
@@ -25,6 +26,11 @@ const event = (delta: Record<string, unknown>, finish: string | null = null) =>
   `data: ${JSON.stringify({ id: "c", object: "chat.completion.chunk", choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`
 
 const tricky = event({ content: "data: [DONE]\n\n\"finish_reason\":\"stop\", {\"error\": 1}" })
+
+/** Idle shorter than the gaps between the pieces of a slow answer. */
+const slowIdle = { providers: { ...two.providers, a: { ...two.providers.a, timeouts: { first_byte: 2, idle: 3 } } } }
+
+const pieces = (text: string, n: number) => Array.from({ length: n }, (_, i) => text.slice(Math.floor((i * text.length) / n), Math.floor(((i + 1) * text.length) / n)))
 
 const contentOf = (events: ReadonlyArray<string>) =>
   events.filter((e) => e !== "[DONE]").map((e) => JSON.parse(e).choices[0]?.delta?.content ?? "").join("")
@@ -108,6 +114,26 @@ describe("streaming replies", () => {
       expect(reply.provider).toBe("b")
       expect(reply.attempts.map((a) => `${a.provider}:${a.outcome}`)).toEqual(["a:server_error", "b:ok"])
     }).pipe(Effect.provide(routerWith(two, { a: { behaviour: { mode: "status", status: 500 } }, b: { behaviour: { mode: "status", status: 200, body: { ok: true } } } }))))
+
+  it.effect("a plain answer to a stream request, arriving slowly, is read whole under total, not cut as idle", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const routing = yield* Effect.fork(router.chat({ request: chat("m", { stream: true }) }))
+      for (let i = 0; i < 3; i++) yield* TestClock.adjust("2 seconds")
+      const reply = yield* joinNow(routing)
+      expect(reply.attempts.map((a) => `${a.provider}:${a.outcome}`)).toEqual(["a:ok"])
+    }).pipe(Effect.provide(routerOver(slowIdle, chunkedUpstream({
+      a: { headers: { "content-type": "application/json" }, chunks: pieces(JSON.stringify(Script.chatCompletion("m", "Hi", {})), 4), gapMs: 2000, then: "end" }
+    })))))
+
+  it.effect("of two content types (a proxy adding its own), the last says what the answer is", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const reply = streamOf(yield* router.chat({ request: chat("m", { stream: true }) }))
+      expect(reply.attempts.map((a) => `${a.provider}:${a.outcome}`)).toEqual(["a:ok"])
+    }).pipe(Effect.provide(routerOver(two, chunkedUpstream({
+      a: { headers: { "content-type": ["text/plain", "text/event-stream"] }, chunks: [event({ content: "Hi" }, "stop"), "data: [DONE]\n\n"], then: "end" }
+    })))))
 
   it.effect("events split across chunks are written whole; a partial event before a reset is never written", () =>
     Effect.gen(function* () {

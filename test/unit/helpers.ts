@@ -132,6 +132,10 @@ export interface ChunkScript {
   readonly chunks: ReadonlyArray<string>
   /** After the chunks: end cleanly, reset the connection, or go silent until aborted. */
   readonly then: "end" | "reset" | "hang"
+  /** The answer's headers (by default `content-type: text/event-stream`). */
+  readonly headers?: Readonly<Record<string, string | ReadonlyArray<string>>>
+  /** Each chunk after the first comes this long (on the test clock) after the one before. */
+  readonly gapMs?: number
 }
 
 /**
@@ -161,8 +165,9 @@ export const chunkedUpstream = (scripts: Readonly<Record<string, ChunkScript>>) 
             if (call.abort?.aborted) return fail("aborted", "request aborted")
             const c = script.chunks[next]
             if (c !== undefined) {
-              next++
-              return Effect.succeed(new Uint8Array(Buffer.from(c)))
+              const bytes = Effect.succeed(new Uint8Array(Buffer.from(c)))
+              const gap = next++ > 0 ? script.gapMs ?? 0 : 0
+              return gap === 0 ? bytes : Effect.raceFirst(Effect.zipRight(Effect.sleep(gap), bytes), silent)
             }
             switch (script.then) {
               case "end":
@@ -175,7 +180,7 @@ export const chunkedUpstream = (scripts: Readonly<Record<string, ChunkScript>>) 
           })
           return {
             status: 200,
-            headers: { "content-type": "text/event-stream" },
+            headers: script.headers ?? { "content-type": "text/event-stream" },
             body: Effect.gen(function* () {
               const all: Array<Uint8Array> = []
               for (;;) {
