@@ -34,6 +34,16 @@ export class ModelNotFound extends Schema.TaggedError<ModelNotFound>()("ModelNot
   }
 }
 
+/**
+ * What a client retrying the same request may expect (`Retry-After`, `x-should-retry`): in how
+ * many ms the first candidate can be tried again, when none can be now and that is known; or
+ * `final` when none ever can until the configuration changes.
+ */
+const Retry = {
+  retryAfterMs: Schema.optional(Schema.Number),
+  final: Schema.optional(Schema.Boolean)
+}
+
 /** The model is known but no configured provider can serve this request. */
 export class NoCandidates extends Schema.TaggedError<NoCandidates>()("NoCandidates", {
   model: Schema.String,
@@ -41,7 +51,8 @@ export class NoCandidates extends Schema.TaggedError<NoCandidates>()("NoCandidat
   /** The candidates skipped (circuit open, rate limited, …), when that is why none was tried. */
   attempts: Schema.optionalWith(Schema.Array(Schema.suspend(() => Attempt)), { default: () => [] }),
   /** The routing decision in short (`X-Router-Decision`), when routing got that far. */
-  decision: Schema.optional(Schema.String)
+  decision: Schema.optional(Schema.String),
+  ...Retry
 }) {
   get message() {
     const why = this.reasons.length > 0 ? `: ${this.reasons.join("; ")}` : ""
@@ -65,7 +76,8 @@ export class AllCandidatesFailed extends Schema.TaggedError<AllCandidatesFailed>
   model: Schema.String,
   attempts: Schema.Array(Attempt),
   /** The routing decision in short (`X-Router-Decision`), when routing got that far. */
-  decision: Schema.optional(Schema.String)
+  decision: Schema.optional(Schema.String),
+  ...Retry
 }) {
   get message() {
     const tried = this.attempts.map((a) => `${a.provider}+${a.upstreamModel} (${a.detail})`).join(", ")

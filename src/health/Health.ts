@@ -177,21 +177,24 @@ export const make = (settings: ResilienceSettings): HealthService => {
   const blocked = (b: Breaker.BreakerState, now: number): string | null =>
     b._tag === "Open" ? (b.until > now ? `circuit open until ${iso(b.until)}` : null) : b._tag === "HalfOpen" && b.probing ? "circuit half-open, probe under way" : null
 
+  const openUntil = (b: Breaker.BreakerState): number | undefined => (b._tag === "Open" ? b.until : undefined)
+
   const peek = (c: Candidate, now: number): Unavailable | null => {
     const e = entries.get(c.provider.id)
     if (e === undefined) return null
     const limited = e.rateLimits.get(c.upstreamModel)
-    if (limited !== undefined && limited > now) return { outcome: "rate_limited", reason: `rate limited until ${iso(limited)}` }
+    if (limited !== undefined && limited > now) return { outcome: "rate_limited", reason: `rate limited until ${iso(limited)}`, until: limited }
     const provider = blocked(e.breaker, now)
     if (provider !== null) {
       const b = e.breaker as { readonly reason: string }
-      return { outcome: b.reason.startsWith("misconfigured") ? "misconfigured" : "circuit_open", reason: provider }
+      return { outcome: b.reason.startsWith("misconfigured") ? "misconfigured" : "circuit_open", reason: provider, until: openUntil(e.breaker) }
     }
     const m = e.models.get(c.upstreamModel)
     if (m === undefined || blocked(m, now) === null) return null
     return {
       outcome: "circuit_open",
-      reason: m._tag === "Open" ? `circuit open for ${c.upstreamModel} until ${iso(m.until)}` : `circuit half-open for ${c.upstreamModel}, probe under way`
+      reason: m._tag === "Open" ? `circuit open for ${c.upstreamModel} until ${iso(m.until)}` : `circuit half-open for ${c.upstreamModel}, probe under way`,
+      until: openUntil(m)
     }
   }
 

@@ -103,6 +103,18 @@ const wrapped = (status: number, body: Uint8Array, provider: string): string => 
   return JSON.stringify(errorBody(message, "invalid_request_error", null, null))
 }
 
+/**
+ * What the official clients read before retrying a 5xx: `x-should-retry: false` when the same
+ * request cannot succeed, else `retry-after` (and the finer `retry-after-ms`) when the router knows
+ * when it might. Without them a client retries at once and meets the same answer.
+ */
+const retryHeaders = (e: { readonly retryAfterMs?: number | undefined; readonly final?: boolean | undefined }): Record<string, string> | undefined =>
+  e.final === true
+    ? { "x-should-retry": "false" }
+    : e.retryAfterMs !== undefined
+    ? { "retry-after": String(Math.max(1, Math.ceil(e.retryAfterMs / 1000))), "retry-after-ms": String(Math.max(1, Math.ceil(e.retryAfterMs))) }
+    : undefined
+
 export const toErrorResponse = (e: HttpError): ErrorResponse => {
   switch (e._tag) {
     case "InvalidRequest":
@@ -114,9 +126,9 @@ export const toErrorResponse = (e: HttpError): ErrorResponse => {
     case "ModelNotFound":
       return json(404, e.message, "invalid_request_error", "model", "model_not_found")
     case "NoCandidates":
-      return json(503, e.message, "upstream_error", "model", "no_available_provider")
+      return json(503, e.message, "upstream_error", "model", "no_available_provider", retryHeaders(e))
     case "AllCandidatesFailed":
-      return json(502, e.message, "upstream_error", null, "all_providers_failed")
+      return json(502, e.message, "upstream_error", null, "all_providers_failed", retryHeaders(e))
     case "RequestTimedOut":
       return json(504, e.message, "upstream_error", null, "request_timeout")
     case "UpstreamRejected":

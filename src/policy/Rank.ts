@@ -161,6 +161,8 @@ export interface ProviderPrefs {
 export interface Unavailable {
   readonly outcome: "circuit_open" | "misconfigured" | "rate_limited" | "out_of_credits"
   readonly reason: string
+  /** When it may be tried again, when known (a half-open circuit's probe under way has no time). */
+  readonly until?: number | undefined
 }
 
 export interface ProviderStats {

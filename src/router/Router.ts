@@ -689,6 +689,23 @@ export const make = Effect.gen(function* () {
     Effect.flatMap(Random.next, (r) => Effect.sleep(Math.round(resilience.retryBackoffMs * 2 ** retry * (0.5 + r))))
 
   /**
+   * In how many ms the first of these candidates can be tried again, when none can be now (a rate
+   * limit, an open circuit, credits run out); `undefined` when one can, or when nobody knows. What
+   * a client retrying the same request should wait (`Retry-After`) rather than meet the same answer.
+   */
+  const freeAgainIn = (candidates: ReadonlyArray<Candidate>, at: number): number | undefined => {
+    let soonest = Number.POSITIVE_INFINITY
+    for (const c of candidates) {
+      const blocked = health.peek(c, at)
+      // A half-open circuit's probe is under way: its answer decides within moments.
+      const until = blocked !== null ? blocked.until ?? at + 1000 : health.outOfCreditsUntil(c.provider.id, at)
+      if (until === null) return undefined
+      soonest = Math.min(soonest, until)
+    }
+    return soonest === Number.POSITIVE_INFINITY ? undefined : Math.max(0, soonest - at)
+  }
+
+  /**
    * Tries the ranked candidates in order; the first to answer wins. A transient failure is retried
    * on the same provider (with backoff, while the deadline allows) before the next is tried.
    * Written as a loop of `flatMap`s rather than `Effect.gen`: on this path the generator measured
@@ -778,9 +795,15 @@ export const make = Effect.gen(function* () {
         decision
       })
 
+    // The candidates health or credits ruled out for now: they come back by themselves.
+    const resting = decision.dropped.filter((d) => d.outcome !== undefined).map((d) => d.candidate)
     /** 503: nothing can be tried, for `reasons` (every candidate dropped, or skipped by health). */
     const noneLeft = (reasons: ReadonlyArray<string>, attempts: ReadonlyArray<Attempt>): Effect.Effect<never, NoCandidates> => {
-      const failure = new NoCandidates({ model: request.model, reasons, attempts, decision: summary(decision) })
+      // Dropped by the request's own needs alone (tools, context, price, …), it never can be served.
+      const retry = ranked.length === 0 && resting.length === 0
+        ? { final: true }
+        : { retryAfterMs: freeAgainIn([...ranked.map((r) => r.candidate), ...resting], now()) }
+      const failure = new NoCandidates({ model: request.model, reasons, attempts, decision: summary(decision), ...retry })
       recordAs(null, null, 503, "no_candidates", attempts, { error: failure.message })
       return Effect.fail(failure)
     }
@@ -837,7 +860,8 @@ export const make = Effect.gen(function* () {
       }
       // Nothing was even tried: every candidate's health ruled it out for now.
       if (tried === 0) return noneLeft(attempts.map((a) => `${a.provider}+${a.upstreamModel}: ${a.detail}`), attempts)
-      const failure = new AllCandidatesFailed({ model: request.model, attempts, decision: summary(decision) })
+      const retryAfterMs = freeAgainIn([...ranked.map((r) => r.candidate), ...resting], now())
+      const failure = new AllCandidatesFailed({ model: request.model, attempts, decision: summary(decision), retryAfterMs })
       recordAs(null, null, 502, "all_failed", attempts, { error: failure.message })
       return Effect.fail(failure)
     }

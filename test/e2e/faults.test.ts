@@ -30,6 +30,51 @@ const ask = (client: OpenAI, stream: boolean) =>
     ? client.chat.completions.create({ model: "m1", messages: [{ role: "user", content: "hi" }], stream: true }).then(streamedText)
     : client.chat.completions.create({ model: "m1", messages: [{ role: "user", content: "hi" }] }).then((r) => r.choices[0]?.message.content)
 
+describe("what the official client does with the router's 5xx", () => {
+  /** A client that retries as the openai client does by default, counting what it sends. */
+  const retrying = (router: { readonly baseURL: string }) => {
+    let sent = 0
+    const client = new OpenAI({
+      baseURL: router.baseURL,
+      apiKey: "unused",
+      maxRetries: 2,
+      fetch: (url, init) => {
+        sent++
+        return fetch(url, init)
+      }
+    })
+    return { client, sent: () => sent }
+  }
+
+  it("a request no provider can ever serve as it is is not retried (x-should-retry: false)", async () => {
+    const a = await h.fake({ name: "alpha" })
+    const router = await h.router({ config: { providers: { alpha: { endpoint: a.url, models: ["m1"], supports_tools: false } } } })
+    const { client, sent } = retrying(router)
+    const error = await client.chat.completions
+      .create({ model: "m1", messages: [{ role: "user", content: "hi" }], tools: [{ type: "function", function: { name: "f", parameters: {} } }] })
+      .catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(OpenAI.APIError)
+    const e = error as InstanceType<typeof OpenAI.APIError>
+    expect(e.status).toBe(503)
+    expect(e.headers?.get("x-should-retry")).toBe("false")
+    expect(sent()).toBe(1)
+  })
+
+  it("a rate-limited provider's Retry-After reaches the client, on the 502 and on the 503 after it", async () => {
+    const a = await h.fake({ name: "alpha", behaviour: { mode: "status", status: 429, retryAfter: 30 } })
+    const router = await h.router({ config: { providers: { alpha: { endpoint: a.url, models: ["m1"] } } } })
+    const body = { model: "m1", messages: [{ role: "user", content: "hi" }] }
+    const first = await postJson(router, "/v1/chat/completions", body)
+    expect(first.status).toBe(502)
+    expect(first.headers.get("retry-after")).toBe("30")
+    const second = await postJson(router, "/v1/chat/completions", body)
+    expect(second.status).toBe(503)
+    expect(Number(second.headers.get("retry-after"))).toBeGreaterThanOrEqual(29)
+    expect(Number(second.headers.get("retry-after"))).toBeLessThanOrEqual(30)
+    expect(requestsTo(a)).toHaveLength(1)
+  })
+})
+
 describe("fault modes through the real server", () => {
   for (const stream of [false, true]) {
     const kind = stream ? "streamed" : "plain"

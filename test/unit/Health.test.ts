@@ -474,7 +474,7 @@ describe("Health: statistics", () => {
 describe("Health: what the policy reads (peek, stats)", () => {
   it("peek says why a candidate would be skipped, and changes nothing: the half-open probe is still free", () => {
     const h = withOpenCircuit()
-    expect(h.peek(candidate("a"), T0 + 1)).toEqual({ outcome: "circuit_open", reason: `circuit open until ${iso(T0 + 10_000)}` })
+    expect(h.peek(candidate("a"), T0 + 1)).toEqual({ outcome: "circuit_open", reason: `circuit open until ${iso(T0 + 10_000)}`, until: T0 + 10_000 })
     // After the cooldown peek lets it through, as often as asked, and admit still gets the probe.
     expect(h.peek(candidate("a"), T0 + 10_000)).toBeNull()
     expect(h.peek(candidate("a"), T0 + 10_000)).toBeNull()
@@ -486,10 +486,10 @@ describe("Health: what the policy reads (peek, stats)", () => {
   it("peek names a rate limit per model and a misconfigured provider", () => {
     const h = Health.make(settings)
     h.report(candidate("a", "m1"), refused(429, T0, "", "30"), false, T0)
-    expect(h.peek(candidate("a", "m1"), T0 + 1)).toEqual({ outcome: "rate_limited", reason: `rate limited until ${iso(T0 + 30_000)}` })
+    expect(h.peek(candidate("a", "m1"), T0 + 1)).toEqual({ outcome: "rate_limited", reason: `rate limited until ${iso(T0 + 30_000)}`, until: T0 + 30_000 })
     expect(h.peek(candidate("a", "m2"), T0 + 1)).toBeNull()
     h.report(candidate("b"), refused(401, T0), false, T0)
-    expect(h.peek(candidate("b"), T0 + 1)).toMatchObject({ outcome: "misconfigured", reason: `circuit open until ${iso(T0 + 600_000)}` })
+    expect(h.peek(candidate("b"), T0 + 1)).toMatchObject({ outcome: "misconfigured", reason: `circuit open until ${iso(T0 + 600_000)}`, until: T0 + 600_000 })
   })
 
   it("the success rate counts the last five minutes, from three requests on; rate limits and credits do not count", () => {

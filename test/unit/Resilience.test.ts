@@ -323,6 +323,45 @@ describe("rate-limit windows", () => {
     }))))
 })
 
+describe("what a client retrying should wait (Retry-After, x-should-retry)", () => {
+  it.effect("every candidate rate limited: the 502, then the 503, say when the first frees up", () =>
+    Effect.gen(function* () {
+      const failed = (yield* failureOf(ask())) as AllCandidatesFailed
+      expect(failed._tag).toBe("AllCandidatesFailed")
+      expect(failed.retryAfterMs).toBe(3_000)
+      yield* TestClock.adjust("1 second")
+      const none = (yield* failureOf(ask())) as NoCandidates
+      expect(none._tag).toBe("NoCandidates")
+      expect([none.retryAfterMs, none.final]).toEqual([2_000, undefined])
+    }).pipe(Effect.provide(routerWith({}, pair, { a: { behaviour: status(429) }, b: { behaviour: status(429) } }, { a: { "retry-after": "5" }, b: { "retry-after": "3" } }))))
+
+  it.effect("a candidate that could be tried again at once (a 500): no wait to suggest", () =>
+    Effect.gen(function* () {
+      const failed = (yield* failureOf(ask())) as AllCandidatesFailed
+      expect(failed.retryAfterMs).toBeUndefined()
+    }).pipe(Effect.provide(routerWith({}, pair, { a: { behaviour: status(429) }, b: { behaviour: status(500) } }, { a: { "retry-after": "5" } }))))
+
+  it.effect("an open circuit frees up when it half-opens", () =>
+    Effect.gen(function* () {
+      yield* failureOf(ask("m2"))
+      const none = (yield* failureOf(ask("m2"))) as NoCandidates
+      expect(none._tag).toBe("NoCandidates")
+      expect(none.retryAfterMs).toBe(7_000)
+    }).pipe(Effect.provide(routerWith({ breaker: { consecutiveFailures: 1, cooldownMs: 7_000 } }, pair, { a: { behaviour: status(500) } }))))
+
+  it.effect("nothing can ever serve the request as it is (tools to providers without them): final", () =>
+    Effect.gen(function* () {
+      const none = (yield* failureOf(ask("m", { request: chat("m", { tools: [{ type: "function", function: { name: "f" } }] }) }))) as NoCandidates
+      expect(none._tag).toBe("NoCandidates")
+      expect([none.final, none.retryAfterMs]).toEqual([true, undefined])
+    }).pipe(Effect.provide(routerWith({}, {
+      providers: {
+        a: { endpoint: endpoint("a"), models: ["m"], supports_tools: false },
+        b: { endpoint: endpoint("b"), models: ["m"], supports_tools: false }
+      }
+    }))))
+})
+
 describe("retries on the same provider", () => {
   const retrying = { retries: 2, retryBackoffMs: 100 }
   /** Jitter pinned: 0.5 makes each delay exactly `retry_backoff × 2^n`. */
