@@ -104,9 +104,10 @@ const internalError = (res: ServerResponse, requestId: string) => {
 /**
  * Collects the request body with plain stream callbacks, before any fiber exists: the upload is
  * I/O at the edge, and starting the workflow only once the body is complete keeps one async step
- * (and the fiber's lifetime) off the hot path. More than `limit` bytes fail at once.
+ * (and the fiber's lifetime) off the hot path. More than `limit` bytes fail at once, and the
+ * request is left as it is (not destroyed), so the 413 can still be written on its connection.
  */
-const collectBody = (req: IncomingMessage, limit: number, done: (error: PayloadTooLarge | null, body: Buffer) => void) => {
+export const collectBody = (req: IncomingMessage, limit: number, done: (error: PayloadTooLarge | null, body: Buffer) => void) => {
   const declared = Number(req.headers["content-length"])
   if (declared > limit) return done(new PayloadTooLarge({ limit }), Buffer.alloc(0))
   const chunks: Array<Buffer> = []

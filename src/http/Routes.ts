@@ -2,12 +2,11 @@
  * The routes served through @effect/platform's `HttpLayerRouter`: health, the model list, and the
  * closed-by-default admin surface. The two hot endpoints live in `FastLane.ts`.
  */
-import * as HttpIncomingMessage from "@effect/platform/HttpIncomingMessage"
 import * as HttpLayerRouter from "@effect/platform/HttpLayerRouter"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
-import { Clock, Effect, Either, Option, ParseResult, Schedule, Schema } from "effect"
+import { Clock, Effect, Either, ParseResult, Schedule, Schema } from "effect"
 import { Strategy } from "../config/ConfigFile.js"
 import { RouterConfig } from "../config/RouterConfig.js"
 import { Settings } from "../config/Settings.js"
@@ -22,7 +21,7 @@ import { type ModelIndex, Providers } from "../providers/Providers.js"
 import { type Explanation, Router } from "../router/Router.js"
 import { adminKeyCheck, clientKeyCheck, type KeyCheck, sessionKeyOf } from "./Auth.js"
 import { type HttpError, MethodNotAllowed, RouteNotFound, toErrorResponse } from "./Errors.js"
-import { requestIdOf } from "./FastLane.js"
+import { collectBody, requestIdOf } from "./FastLane.js"
 
 const errorResponse = (e: HttpError, requestId: string) => {
   const r = toErrorResponse(e)
@@ -53,20 +52,18 @@ const guarded = <E extends HttpError>(
 
 const pathOf = (req: HttpServerRequest.HttpServerRequest) => req.url.split("?")[0] ?? req.url
 
-/** The body as a JSON object, within the same size limit as the hot endpoints. */
-const readJsonBody = (req: HttpServerRequest.HttpServerRequest, limit: number) => {
-  if (Number(req.headers["content-length"]) > limit) return Effect.fail(new PayloadTooLarge({ limit }))
-  return req.text.pipe(
-    HttpIncomingMessage.withMaxBodySize(Option.some(limit)),
-    Effect.catchTag("RequestError", (e) =>
-      Effect.fail(
-        e.cause instanceof Error && e.cause.message === "maxBytes exceeded"
-          ? new PayloadTooLarge({ limit })
-          : new InvalidRequest({ message: "The request body could not be read", param: null, code: "invalid_json" })
-      )),
-    Effect.flatMap(parseJsonBody)
-  )
-}
+/**
+ * The body as a JSON object, within the same size limit as the hot endpoints, read as they read
+ * it. Not `req.text` with `withMaxBodySize`: past the limit the platform's reader destroys the
+ * request, which on Node destroys the socket too, so a chunked upload over the limit got a reset
+ * connection instead of its 413. A body a client leaves unfinished never ends: the platform
+ * interrupts this fiber when the connection closes.
+ */
+const readJsonBody = (req: HttpServerRequest.HttpServerRequest, limit: number) =>
+  Effect.async<Buffer, PayloadTooLarge>((resume) =>
+    collectBody(NodeHttpServerRequest.toIncomingMessage(req), limit, (tooLarge, raw) =>
+      resume(tooLarge === null ? Effect.succeed(raw) : Effect.fail(tooLarge)))
+  ).pipe(Effect.flatMap((raw) => parseJsonBody(raw.toString("utf8"))))
 
 const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
   path.map((p, i) => (typeof p === "number" ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join("")

@@ -4,11 +4,32 @@
  */
 import OpenAI from "openai"
 import { request as httpRequest } from "node:http"
+import type { IncomingHttpHeaders } from "node:http"
 import { connect } from "node:net"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import type { FakeServer } from "../../src/testing/FakeServer.js"
 import type { RouterUnderTest } from "../kit/TestRouter.js"
 import { clientOf, expectOpenAiError, harness, postJson } from "./helpers.js"
+
+/** The answer to an upload sent chunked (no content-length) that the client never finishes. */
+const unfinishedUpload = (url: string, method: string, payload: Buffer, headers: Record<string, string> = {}) =>
+  new Promise<{ status: number; headers: IncomingHttpHeaders; body: string }>((resolve, reject) => {
+    const req = httpRequest(url, { method, headers: { "content-type": "application/json", ...headers } }, (res) => {
+      let text = ""
+      res.setEncoding("utf8")
+      res.on("data", (c: string) => (text += c))
+      res.on("end", () => {
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text })
+        req.destroy()
+      })
+      res.on("error", reject)
+    })
+    req.on("error", reject)
+    // Still sending when the router decides: a real over-limit upload is far larger than one read.
+    for (let i = 0; i < payload.length; i += 256) req.write(payload.subarray(i, i + 256))
+  })
+
+const adminKey = "admin-key-for-bad-requests"
 
 describe("bad requests", () => {
   const h = harness()
@@ -19,7 +40,8 @@ describe("bad requests", () => {
   beforeAll(async () => {
     fake = await h.fake({ name: "alpha" })
     router = await h.router({
-      config: { server: { max_body_bytes: 1000 }, providers: { alpha: { endpoint: fake.url, models: ["m1", "e1"] } } }
+      config: { server: { max_body_bytes: 1000 }, providers: { alpha: { endpoint: fake.url, models: ["m1", "e1"] } } },
+      env: { ROUTER_ADMIN_KEY: adminKey }
     })
   })
   // None of these requests may reach the upstream.
@@ -132,6 +154,29 @@ describe("bad requests", () => {
       })
       expect(status).toBe(413)
       expect(JSON.parse(body)).toMatchObject({ error: { code: "request_too_large", type: "invalid_request_error" } })
+    })
+
+    it("answers 413 to a chunked body over the limit on the admin routes too, while it is still arriving", async () => {
+      const payload = Buffer.from(JSON.stringify({ ...big, provider_order: ["alpha"] }))
+      for (const [method, path] of [
+        ["POST", "/admin/explain"],
+        ["PUT", "/admin/routing-config"],
+        ["PATCH", "/admin/routing-config"],
+        ["POST", "/admin/override"],
+        ["POST", "/v1/chat/completions"]
+      ] as const) {
+        const answer = await unfinishedUpload(`${router.url}${path}`, method, payload, {
+          authorization: `Bearer ${adminKey}`,
+          "x-router-session-id": "s1",
+          "x-request-id": "chunked-413"
+        })
+        expect(answer.status, `${method} ${path}: ${answer.body}`).toBe(413)
+        expect(JSON.parse(answer.body)).toMatchObject({ error: { code: "request_too_large", type: "invalid_request_error", param: null } })
+        expect(answer.headers["x-request-id"]).toBe("chunked-413")
+      }
+      // The routing config was not touched, and the router still serves.
+      const config = await fetch(`${router.url}/admin/routing-config`, { headers: { authorization: `Bearer ${adminKey}` } })
+      expect(((await config.json()) as { provider_order: unknown }).provider_order).toEqual([])
     })
 
     it("still serves a body under the limit", async () => {
