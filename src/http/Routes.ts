@@ -207,7 +207,7 @@ export const layer = HttpLayerRouter.use((router) =>
     const withHead = (allowed: ReadonlyArray<string>) => allowed.flatMap((m) => (m === "GET" ? ["GET", "HEAD"] : [m])).join(", ")
 
     const healthy = HttpServerResponse.unsafeJson({ status: "ok" })
-    yield* router.add("GET", "/health", healthy)
+    yield* router.add("GET", "/health", guarded(open, () => Effect.succeed(healthy)))
     yield* router.add(
       "GET",
       "/v1/models",

@@ -7,6 +7,7 @@ import * as HttpMiddleware from "@effect/platform/HttpMiddleware"
 import * as HttpServer from "@effect/platform/HttpServer"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Effect, Layer } from "effect"
+import { randomUUID } from "node:crypto"
 import { createServer, type IncomingMessage, type ServerResponse, STATUS_CODES } from "node:http"
 import type { Duplex } from "node:stream"
 import { Settings } from "../config/Settings.js"
@@ -30,16 +31,17 @@ const wellFormedPath = (url: string): boolean => {
 
 /**
  * The answer to bytes Node cannot parse as a request (not HTTP, headers over 16 KiB, a broken body
- * framing, a request not received within Node's time limit): Node's own has no body.
+ * framing, a request not received within Node's time limit): Node's own has no body. There is no
+ * parsed request to take an `x-request-id` from, so the caller passes a new one.
  */
-export const clientErrorAnswer = (code: string | undefined): string => {
+export const clientErrorAnswer = (code: string | undefined, requestId: string): string => {
   const [status, message, errorCode] = code === "HPE_HEADER_OVERFLOW"
     ? [431, "The request's headers are too large", "headers_too_large"] as const
     : code === "ERR_HTTP_REQUEST_TIMEOUT"
     ? [408, "The request was not received in time", "request_timeout"] as const
     : [400, "The request is not valid HTTP", "invalid_http"] as const
   const body = JSON.stringify(errorBody(message, "invalid_request_error", null, errorCode))
-  return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`
 }
 
 const onClientError = (error: NodeJS.ErrnoException, socket: Duplex) => {
@@ -47,7 +49,7 @@ const onClientError = (error: NodeJS.ErrnoException, socket: Duplex) => {
   // the middle of it), nor to a peer that is gone.
   const inFlight = (socket as { _httpMessage?: { headersSent?: boolean } | null })._httpMessage
   if (error.code !== "ECONNRESET" && socket.writable && (inFlight == null || inFlight.headersSent !== true)) {
-    socket.write(clientErrorAnswer(error.code))
+    socket.write(clientErrorAnswer(error.code, randomUUID()))
   }
   socket.destroy()
 }

@@ -29,6 +29,26 @@ const unfinishedUpload = (url: string, method: string, payload: Buffer, headers:
     for (let i = 0; i < payload.length; i += 256) req.write(payload.subarray(i, i + 256))
   })
 
+/** Writes `data` on a fresh connection and reads until the router closes it. */
+const rawExchange = (port: number, data: string) =>
+  new Promise<string>((resolve, reject) => {
+    const socket = connect(port, "127.0.0.1", () => socket.write(data))
+    let out = ""
+    socket.setEncoding("utf8")
+    socket.on("data", (d: string) => (out += d))
+    socket.on("close", () => resolve(out))
+    socket.on("error", reject)
+  })
+
+/** The status line's code, the lower-cased head and the body of a raw answer. */
+const rawAnswer = (answer: string) => {
+  const [head = "", body = ""] = answer.split("\r\n\r\n")
+  return { status: Number(head.split(" ")[1]), head: head.toLowerCase(), body }
+}
+
+/** A header's value in a lower-cased raw head. */
+const headerOf = (head: string, name: string) => head.split("\r\n").find((l) => l.startsWith(`${name}:`))?.slice(name.length + 1).trim()
+
 const adminKey = "admin-key-for-bad-requests"
 
 describe("bad requests", () => {
@@ -220,6 +240,18 @@ describe("bad requests", () => {
       expect(options.headers.get("allow")).toBe("GET, HEAD")
     })
 
+    it("echoes x-request-id on /health, GET and HEAD, or makes one", async () => {
+      for (const method of ["GET", "HEAD"]) {
+        for (const path of ["/health", "/health/"]) {
+          const res = await fetch(`${router.url}${path}`, { method, headers: { "x-request-id": "health-1" } })
+          expect(res.status, `${method} ${path}`).toBe(200)
+          expect(res.headers.get("x-request-id"), `${method} ${path}`).toBe("health-1")
+        }
+        const res = await fetch(`${router.url}/health`, { method })
+        expect(res.headers.get("x-request-id") ?? "").toMatch(/^[0-9a-f-]{36}$/)
+      }
+    })
+
     it("answers 400 invalid_url to a path whose percent-encoding does not decode", async () => {
       for (const path of ["/v1/models/%ZZ", "/v1/models/%E0%A4%A", "/%ZZ", "/admin/status%E0"]) {
         const res = await fetch(`${router.url}${path}`, { headers: { "x-request-id": "bad-url" } })
@@ -253,28 +285,19 @@ describe("bad requests", () => {
   })
 
   describe("bytes that are not an HTTP request", () => {
-    /** Writes `data` on a fresh connection and reads until the router closes it. */
-    const raw = (data: string) =>
-      new Promise<string>((resolve, reject) => {
-        const socket = connect(router.port, "127.0.0.1", () => socket.write(data))
-        let out = ""
-        socket.setEncoding("utf8")
-        socket.on("data", (d: string) => (out += d))
-        socket.on("close", () => resolve(out))
-        socket.on("error", reject)
-      })
+    const raw = (data: string) => rawExchange(router.port, data)
     const parse = (answer: string) => {
-      const [head = "", body = ""] = answer.split("\r\n\r\n")
-      return { status: Number(head.split(" ")[1]), head: head.toLowerCase(), error: (JSON.parse(body) as { error: Record<string, unknown> }).error }
+      const { status, head, body } = rawAnswer(answer)
+      return { status, head, error: (JSON.parse(body) as { error: Record<string, unknown> }).error }
     }
+    const cases: ReadonlyArray<readonly [string, number, string]> = [
+      ["HELLO THERE\r\n\r\n", 400, "invalid_http"],
+      [`GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(20_000)}\r\n\r\n`, 431, "headers_too_large"],
+      ["POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "invalid_http"],
+      ["POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n", 400, "invalid_http"]
+    ]
 
     it("answers each in the OpenAI error shape and closes the connection", async () => {
-      const cases: ReadonlyArray<readonly [string, number, string]> = [
-        ["HELLO THERE\r\n\r\n", 400, "invalid_http"],
-        [`GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(20_000)}\r\n\r\n`, 431, "headers_too_large"],
-        ["POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "invalid_http"],
-        ["POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n", 400, "invalid_http"]
-      ]
       for (const [data, status, code] of cases) {
         const answer = parse(await raw(data))
         expect(answer.status, code).toBe(status)
@@ -285,6 +308,18 @@ describe("bad requests", () => {
       }
       // The router still serves.
       expect((await fetch(`${router.url}/health`)).status).toBe(200)
+    })
+
+    it("gives each answer a fresh x-request-id (there is no request to take one from)", async () => {
+      const ids = new Set<string>()
+      for (const [data, status] of [...cases, ...cases]) {
+        const answer = rawAnswer(await raw(data))
+        expect(answer.status).toBe(status)
+        const id = headerOf(answer.head, "x-request-id")
+        expect(id, answer.head).toMatch(/^[0-9a-f-]{36}$/)
+        ids.add(id!)
+      }
+      expect(ids.size).toBe(cases.length * 2)
     })
   })
 })
