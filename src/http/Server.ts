@@ -13,7 +13,7 @@ import type { Duplex } from "node:stream"
 import { Settings } from "../config/Settings.js"
 import { InvalidRequest } from "../domain/Errors.js"
 import { errorBody } from "./Errors.js"
-import { FastLane, requestIdOf, sendError } from "./FastLane.js"
+import { FastLane, requestIdOf, routerConfig, sendError } from "./FastLane.js"
 import * as Routes from "./Routes.js"
 
 /** Whether a request target's path decodes: `%ZZ` or a cut-off `%E0%A4` does not. */
@@ -99,7 +99,7 @@ export const serverLayer = Layer.scoped(
 ).pipe(Layer.provideMerge(NodeHttpServer.layerContext))
 
 /** The whole HTTP surface, listening. Needs `Settings`, `FastLane` and what the routes use. */
-export const layer = HttpLayerRouter.serve(Routes.layer, { disableLogger: true, disableListenLog: true }).pipe(
+export const layer = HttpLayerRouter.serve(Routes.layer, { disableLogger: true, disableListenLog: true, routerConfig }).pipe(
   // No per-request spans: the tracer costs more than the routes it would describe.
   HttpMiddleware.withTracerDisabledWhen(() => true),
   Layer.provideMerge(serverLayer)

@@ -3,8 +3,7 @@
  * and never a call upstream.
  */
 import OpenAI from "openai"
-import { request as httpRequest } from "node:http"
-import type { IncomingHttpHeaders } from "node:http"
+import { type IncomingHttpHeaders, METHODS, request as httpRequest } from "node:http"
 import { connect } from "node:net"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import type { FakeServer } from "../../src/testing/FakeServer.js"
@@ -249,6 +248,72 @@ describe("bad requests", () => {
         }
         const res = await fetch(`${router.url}/health`, { method })
         expect(res.headers.get("x-request-id") ?? "").toMatch(/^[0-9a-f-]{36}$/)
+      }
+    })
+
+    it("serves POST on every spelling of a hot path the other routes accept, where GET says 405", async () => {
+      const chat = JSON.stringify({ model: "m1", messages: [{ role: "user", content: "variant" }] })
+      for (const path of [
+        "/V1/chat/completions",
+        "/v1/Chat/Completions",
+        "/v1//chat/completions",
+        "//v1/chat///completions",
+        "/v1/chat/completions//",
+        "/v1/chat/completions//?x=1",
+        "/v1/chat/completions;x=1",
+        "/v1/chat/complet%69ons"
+      ]) {
+        const get = await fetch(`${router.url}${path}`)
+        expect((await expectOpenAiError(get, 405)).code, `GET ${path}`).toBe("method_not_allowed")
+        const post = await postJson(router, path, chat)
+        expect(post.status, `POST ${path}: ${await post.clone().text()}`).toBe(200)
+        seen++
+      }
+      const emb = await postJson(router, "/V1//Embeddings/", { model: "e1", input: "x" })
+      expect(emb.status).toBe(200)
+      seen++
+      // A spelling no route takes is 404 for both methods.
+      for (const path of ["/v1/chat%2Fcompletions", "/v1/chat/completions/x", "/v2/chat/completions"]) {
+        expect((await fetch(`${router.url}${path}`)).status, `GET ${path}`).toBe(404)
+        expect((await postJson(router, path, chat)).status, `POST ${path}`).toBe(404)
+      }
+    })
+
+    it("serves an absolute-form request target on the hot paths too", async () => {
+      const body = JSON.stringify({ model: "m1", messages: [{ role: "user", content: "absolute" }] })
+      const answer = rawAnswer(
+        await rawExchange(
+          router.port,
+          `POST http://127.0.0.1:${router.port}/v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
+        )
+      )
+      expect(answer.status, answer.body).toBe(200)
+      expect(headerOf(answer.head, "x-router-provider")).toBe("alpha")
+      seen++
+      const get = rawAnswer(await rawExchange(router.port, `GET http://127.0.0.1:${router.port}/v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`))
+      expect(get.status).toBe(200)
+    })
+
+    it("answers 405 with Allow to any other method on a known path", async () => {
+      for (const [path, allow] of [["/v1/chat/completions", "POST"], ["/v1/embeddings", "POST"], ["/v1/models", "GET, HEAD"], ["/health", "GET, HEAD"]] as const) {
+        // QUERY: a method Node parses (from 20.x releases on) but find-my-way's own list lacks.
+        for (const method of ["TRACE", "PROPFIND", "MKCOL", "SEARCH", ...(METHODS.includes("QUERY") ? ["QUERY"] : [])]) {
+          const answer = rawAnswer(await rawExchange(router.port, `${method} ${path} HTTP/1.1\r\nHost: x\r\nX-Request-Id: odd-method\r\nConnection: close\r\n\r\n`))
+          expect(answer.status, `${method} ${path}`).toBe(405)
+          expect(headerOf(answer.head, "allow"), `${method} ${path}`).toBe(allow.toLowerCase())
+          expect(headerOf(answer.head, "x-request-id")).toBe("odd-method")
+          expect(JSON.parse(answer.body)).toMatchObject({ error: { code: "method_not_allowed" } })
+        }
+      }
+      const admin = await fetch(`${router.url}/admin/explain`, { method: "PROPFIND", headers: { authorization: `Bearer ${adminKey}` } })
+      expect(admin.status).toBe(405)
+      expect(admin.headers.get("allow")).toBe("POST")
+      // On a path no route takes, any method is the usual 404.
+      for (const method of ["TRACE", ...(METHODS.includes("QUERY") ? ["QUERY"] : [])]) {
+        const answer = rawAnswer(await rawExchange(router.port, `${method} /nope HTTP/1.1\r\nHost: x\r\nX-Request-Id: odd-method\r\nConnection: close\r\n\r\n`))
+        expect(answer.status, method).toBe(404)
+        expect(headerOf(answer.head, "x-request-id")).toBe("odd-method")
+        expect(JSON.parse(answer.body)).toMatchObject({ error: { code: "unknown_url" } })
       }
     })
 
