@@ -12,7 +12,7 @@ import { createServer, type IncomingMessage, type ServerResponse, STATUS_CODES }
 import type { Duplex } from "node:stream"
 import { Settings } from "../config/Settings.js"
 import { InvalidRequest } from "../domain/Errors.js"
-import { errorBody } from "./Errors.js"
+import { errorBody, ExpectationFailed } from "./Errors.js"
 import { FastLane, requestIdOf, routerConfig, sendError } from "./FastLane.js"
 import * as Routes from "./Routes.js"
 
@@ -54,6 +54,15 @@ const onClientError = (error: NodeJS.ErrnoException, socket: Duplex) => {
   socket.destroy()
 }
 
+/**
+ * A request whose `Expect` is not `100-continue` (Node emits this instead of `request`): Node's own
+ * 417 has no body and no `x-request-id`. The body, if the client sends one anyway, is discarded.
+ */
+const onCheckExpectation = (req: IncomingMessage, res: ServerResponse) => {
+  sendError(res, requestIdOf(req), new ExpectationFailed({ expectation: req.headers.expect ?? "" }))
+  req.resume()
+}
+
 /** An `HttpServer` that serves the fast lane first, on the host and port from `Settings`. */
 export const serverLayer = Layer.scoped(
   HttpServer.HttpServer,
@@ -62,6 +71,7 @@ export const serverLayer = Layer.scoped(
     const lane = yield* FastLane
     const server = createServer({ keepAliveTimeout: 65_000 })
     server.on("clientError", onClientError)
+    server.on("checkExpectation", onCheckExpectation)
     const base = yield* NodeHttpServer.make(() => server, { port: settings.port, host: settings.host })
     // Runs before `NodeHttpServer`'s own close, which waits for every open connection: idle ones
     // go at once, and open streams get `drainMs` to finish before they are cut.

@@ -317,6 +317,24 @@ describe("bad requests", () => {
       }
     })
 
+    it("answers an Expect it cannot meet with 417 in the OpenAI error shape", async () => {
+      const body = JSON.stringify({ model: "m1", messages: [{ role: "user", content: "x" }] })
+      for (const path of ["/v1/chat/completions", "/v1/models"]) {
+        const answer = rawAnswer(
+          await rawExchange(
+            router.port,
+            `POST ${path} HTTP/1.1\r\nHost: x\r\nExpect: foo\r\nX-Request-Id: expect-1\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
+          )
+        )
+        expect(answer.status, path).toBe(417)
+        expect(headerOf(answer.head, "content-type")).toBe("application/json")
+        expect(headerOf(answer.head, "x-request-id")).toBe("expect-1")
+        expect(JSON.parse(answer.body)).toEqual({
+          error: { message: expect.stringContaining("foo"), type: "invalid_request_error", param: "expect", code: "expectation_failed" }
+        })
+      }
+    })
+
     it("answers 400 invalid_url to a path whose percent-encoding does not decode", async () => {
       for (const path of ["/v1/models/%ZZ", "/v1/models/%E0%A4%A", "/%ZZ", "/admin/status%E0"]) {
         const res = await fetch(`${router.url}${path}`, { headers: { "x-request-id": "bad-url" } })
