@@ -44,13 +44,17 @@ export const requestIdOf = (req: IncomingMessage): string => {
   return typeof id === "string" && id.length > 0 && id.length <= 128 && /^[\x21-\x7e]+$/.test(id) ? id : randomUUID()
 }
 
-/** `x-router-timeout-ms`: a positive whole number of milliseconds that lowers the request's deadline. */
+/**
+ * `x-router-timeout-ms`: a positive whole number of milliseconds that lowers the request's deadline.
+ * One past 2^53 (or past what a double holds) is still a whole number, only far above any deadline,
+ * which the header cannot raise: it is capped, and the configured deadline applies.
+ */
 export const timeoutOf = (req: IncomingMessage): number | undefined | InvalidRequest => {
   const v = req.headers["x-router-timeout-ms"]
   if (v === undefined) return undefined
   const n = typeof v === "string" && /^\d+$/.test(v.trim()) ? Number(v) : NaN
-  return n > 0 && Number.isSafeInteger(n)
-    ? n
+  return n > 0
+    ? Math.min(n, Number.MAX_SAFE_INTEGER)
     : new InvalidRequest({ message: "x-router-timeout-ms must be a positive whole number of milliseconds", param: "x-router-timeout-ms", code: "invalid_value" })
 }
 
