@@ -30,6 +30,11 @@ export class MethodNotAllowed extends Schema.TaggedError<MethodNotAllowed>()("Me
   allowed: Schema.String
 }) {}
 
+/** An `Expect` header other than `100-continue`, the one expectation HTTP/1.1 defines. */
+export class ExpectationFailed extends Schema.TaggedError<ExpectationFailed>()("ExpectationFailed", {
+  expectation: Schema.String
+}) {}
+
 export type HttpError =
   | InvalidRequest
   | PayloadTooLarge
@@ -42,6 +47,7 @@ export type HttpError =
   | StreamInterrupted
   | RouteNotFound
   | MethodNotAllowed
+  | ExpectationFailed
 
 export interface ErrorResponse {
   readonly status: number
@@ -139,5 +145,7 @@ export const toErrorResponse = (e: HttpError): ErrorResponse => {
       return json(404, `Unknown request URL: ${e.method} ${e.path}`, "invalid_request_error", null, "unknown_url")
     case "MethodNotAllowed":
       return json(405, `Method ${e.method} is not allowed on ${e.path} (use ${e.allowed})`, "invalid_request_error", null, "method_not_allowed", { allow: e.allowed })
+    case "ExpectationFailed":
+      return json(417, `Expect: ${e.expectation} cannot be met; only 100-continue is supported`, "invalid_request_error", "expect", "expectation_failed")
   }
 }

@@ -8,6 +8,7 @@
  * few tens of µs and keeps ~0.5. Everything else (`/health`, `/v1/models`, `/admin/*`) is served
  * by `HttpLayerRouter` on the same server.
  */
+import * as HttpLayerRouter from "@effect/platform/HttpLayerRouter"
 import { Cause, Context, Effect, Either, FiberId, Layer, Runtime, RuntimeFlags, Scheduler } from "effect"
 import { randomUUID } from "node:crypto"
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http"
@@ -28,19 +29,32 @@ export interface FastLaneService {
 
 export class FastLane extends Context.Tag("sanctum/FastLane")<FastLane, FastLaneService>() {}
 
+type Endpoint = "chat" | "embeddings"
+
+/**
+ * How request targets are matched to paths, by `HttpLayerRouter` and by the fast lane alike
+ * (find-my-way's defaults: any case, duplicate slashes and one trailing slash ignored, absolute-form
+ * targets taken by their path). One object, so the two cannot disagree on what names a hot path.
+ */
+export const routerConfig: Partial<HttpLayerRouter.FindMyWay.RouterConfig> = {}
+
 /** A client's `x-request-id` is echoed when it is a sane token; otherwise one is made. */
 export const requestIdOf = (req: IncomingMessage): string => {
   const id = req.headers["x-request-id"]
   return typeof id === "string" && id.length > 0 && id.length <= 128 && /^[\x21-\x7e]+$/.test(id) ? id : randomUUID()
 }
 
-/** `x-router-timeout-ms`: a positive whole number of milliseconds that lowers the request's deadline. */
+/**
+ * `x-router-timeout-ms`: a positive whole number of milliseconds that lowers the request's deadline.
+ * One past 2^53 (or past what a double holds) is still a whole number, only far above any deadline,
+ * which the header cannot raise: it is capped, and the configured deadline applies.
+ */
 export const timeoutOf = (req: IncomingMessage): number | undefined | InvalidRequest => {
   const v = req.headers["x-router-timeout-ms"]
   if (v === undefined) return undefined
   const n = typeof v === "string" && /^\d+$/.test(v.trim()) ? Number(v) : NaN
-  return n > 0 && Number.isSafeInteger(n)
-    ? n
+  return n > 0
+    ? Math.min(n, Number.MAX_SAFE_INTEGER)
     : new InvalidRequest({ message: "x-router-timeout-ms must be a positive whole number of milliseconds", param: "x-router-timeout-ms", code: "invalid_value" })
 }
 
@@ -104,9 +118,10 @@ const internalError = (res: ServerResponse, requestId: string) => {
 /**
  * Collects the request body with plain stream callbacks, before any fiber exists: the upload is
  * I/O at the edge, and starting the workflow only once the body is complete keeps one async step
- * (and the fiber's lifetime) off the hot path. More than `limit` bytes fail at once.
+ * (and the fiber's lifetime) off the hot path. More than `limit` bytes fail at once, and the
+ * request is left as it is (not destroyed), so the 413 can still be written on its connection.
  */
-const collectBody = (req: IncomingMessage, limit: number, done: (error: PayloadTooLarge | null, body: Buffer) => void) => {
+export const collectBody = (req: IncomingMessage, limit: number, done: (error: PayloadTooLarge | null, body: Buffer) => void) => {
   const declared = Number(req.headers["content-length"])
   if (declared > limit) return done(new PayloadTooLarge({ limit }), Buffer.alloc(0))
   const chunks: Array<Buffer> = []
@@ -185,7 +200,7 @@ export const make = Effect.gen(function* () {
    * Decodes the body at the edge, synchronously: a bad request is answered without ever starting
    * a fiber, and a good one starts the workflow already knowing whether it streams.
    */
-  const decode = (endpoint: "chat" | "embeddings", raw: Buffer, requestId: string, timeoutMs: number | undefined, sessionKey: string | null) => {
+  const decode = (endpoint: Endpoint, raw: Buffer, requestId: string, timeoutMs: number | undefined, sessionKey: string | null) => {
     const json = parseJsonBody(raw.toString("utf8"))
     if (Either.isLeft(json)) return json
     const body = json.right
@@ -245,18 +260,25 @@ export const make = Effect.gen(function* () {
       })
     )
 
-  const paths: Record<string, "chat" | "embeddings"> = {
+  // The spellings clients send, matched exactly on the hot path. Any other spelling the platform's
+  // routes would take for the same path (`/V1//chat/completions`, an absolute-form target, …) is
+  // found by `variants`, with the platform's own matcher and options, so the fast lane serves POST
+  // wherever the routes in `Routes.ts` answer the other methods with 405.
+  const paths: Record<string, Endpoint> = {
     "/v1/chat/completions": "chat",
     "/v1/chat/completions/": "chat",
     "/v1/embeddings": "embeddings",
     "/v1/embeddings/": "embeddings"
   }
+  const variants = HttpLayerRouter.FindMyWay.make<Endpoint>(routerConfig)
+  variants.on("POST", "/v1/chat/completions", "chat")
+  variants.on("POST", "/v1/embeddings", "embeddings")
 
   const handle = (req: IncomingMessage, res: ServerResponse): boolean => {
     if (req.method !== "POST") return false
     const url = req.url ?? ""
     const q = url.indexOf("?")
-    const endpoint = paths[q === -1 ? url : url.slice(0, q)]
+    const endpoint = paths[q === -1 ? url : url.slice(0, q)] ?? variants.find("POST", url)?.handler
     if (endpoint === undefined) return false
     const requestId = requestIdOf(req)
     const denied = auth.check(req.headers)

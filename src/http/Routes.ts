@@ -2,12 +2,12 @@
  * The routes served through @effect/platform's `HttpLayerRouter`: health, the model list, and the
  * closed-by-default admin surface. The two hot endpoints live in `FastLane.ts`.
  */
-import * as HttpIncomingMessage from "@effect/platform/HttpIncomingMessage"
 import * as HttpLayerRouter from "@effect/platform/HttpLayerRouter"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
-import { Clock, Effect, Either, Option, ParseResult, Schedule, Schema } from "effect"
+import { Clock, Effect, Either, ParseResult, Schedule, Schema } from "effect"
+import { METHODS } from "node:http"
 import { Strategy } from "../config/ConfigFile.js"
 import { RouterConfig } from "../config/RouterConfig.js"
 import { Settings } from "../config/Settings.js"
@@ -22,7 +22,7 @@ import { type ModelIndex, Providers } from "../providers/Providers.js"
 import { type Explanation, Router } from "../router/Router.js"
 import { adminKeyCheck, clientKeyCheck, type KeyCheck, sessionKeyOf } from "./Auth.js"
 import { type HttpError, MethodNotAllowed, RouteNotFound, toErrorResponse } from "./Errors.js"
-import { requestIdOf } from "./FastLane.js"
+import { collectBody, requestIdOf } from "./FastLane.js"
 
 const errorResponse = (e: HttpError, requestId: string) => {
   const r = toErrorResponse(e)
@@ -53,20 +53,18 @@ const guarded = <E extends HttpError>(
 
 const pathOf = (req: HttpServerRequest.HttpServerRequest) => req.url.split("?")[0] ?? req.url
 
-/** The body as a JSON object, within the same size limit as the hot endpoints. */
-const readJsonBody = (req: HttpServerRequest.HttpServerRequest, limit: number) => {
-  if (Number(req.headers["content-length"]) > limit) return Effect.fail(new PayloadTooLarge({ limit }))
-  return req.text.pipe(
-    HttpIncomingMessage.withMaxBodySize(Option.some(limit)),
-    Effect.catchTag("RequestError", (e) =>
-      Effect.fail(
-        e.cause instanceof Error && e.cause.message === "maxBytes exceeded"
-          ? new PayloadTooLarge({ limit })
-          : new InvalidRequest({ message: "The request body could not be read", param: null, code: "invalid_json" })
-      )),
-    Effect.flatMap(parseJsonBody)
-  )
-}
+/**
+ * The body as a JSON object, within the same size limit as the hot endpoints, read as they read
+ * it. Not `req.text` with `withMaxBodySize`: past the limit the platform's reader destroys the
+ * request, which on Node destroys the socket too, so a chunked upload over the limit got a reset
+ * connection instead of its 413. A body a client leaves unfinished never ends: the platform
+ * interrupts this fiber when the connection closes.
+ */
+const readJsonBody = (req: HttpServerRequest.HttpServerRequest, limit: number) =>
+  Effect.async<Buffer, PayloadTooLarge>((resume) =>
+    collectBody(NodeHttpServerRequest.toIncomingMessage(req), limit, (tooLarge, raw) =>
+      resume(tooLarge === null ? Effect.succeed(raw) : Effect.fail(tooLarge)))
+  ).pipe(Effect.flatMap((raw) => parseJsonBody(raw.toString("utf8"))))
 
 const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
   path.map((p, i) => (typeof p === "number" ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join("")
@@ -210,7 +208,7 @@ export const layer = HttpLayerRouter.use((router) =>
     const withHead = (allowed: ReadonlyArray<string>) => allowed.flatMap((m) => (m === "GET" ? ["GET", "HEAD"] : [m])).join(", ")
 
     const healthy = HttpServerResponse.unsafeJson({ status: "ok" })
-    yield* router.add("GET", "/health", healthy)
+    yield* router.add("GET", "/health", guarded(open, () => Effect.succeed(healthy)))
     yield* router.add(
       "GET",
       "/v1/models",
@@ -228,20 +226,24 @@ export const layer = HttpLayerRouter.use((router) =>
       })
     )
 
-    // Other methods on known paths get 405 with `Allow`, not 404. (A `*` route would clash with
-    // the GET routes; POST on the two hot paths never gets here, the fast lane answers it.)
-    const methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] as const
+    // Every method Node parses: TRACE or PROPFIND on a known path is a 405 as much as PUT is, and
+    // none may fall through to the platform's bare 404 (no body, no x-request-id), which is what
+    // `router.add("*", …)` leaves to a method find-my-way's own list lacks (QUERY). HEAD is
+    // answered as GET (see `Server.ts`). The platform's type names only the common methods;
+    // find-my-way, underneath, takes any.
+    const methods = METHODS.filter((m) => m !== "HEAD")
+    const addAny = (method: string, path: HttpLayerRouter.PathInput, handler: (req: HttpServerRequest.HttpServerRequest) => Effect.Effect<HttpServerResponse.HttpServerResponse>) =>
+      router.add(method as "GET", path, handler)
+    // Other methods on a known path get 405 with `Allow`, not 404. (A `*` route would clash with the
+    // allowed ones; POST on the two hot paths never gets here, the fast lane answers it.)
+    const otherMethods = (path: HttpLayerRouter.PathInput, allowed: ReadonlyArray<string>, keys: KeyCheck) =>
+      Effect.forEach(
+        methods.filter((m) => !allowed.includes(m)),
+        (method) => addAny(method, path, guarded(keys, (req) => Effect.fail(new MethodNotAllowed({ method: req.method, path, allowed: withHead(allowed) })))),
+        { discard: true }
+      )
     const known = [["/v1/chat/completions", "POST"], ["/v1/embeddings", "POST"], ["/v1/models", "GET"], ["/health", "GET"]] as const
-    for (const [path, allowed] of known) {
-      for (const method of methods) {
-        if (method === allowed) continue
-        yield* router.add(
-          method,
-          path,
-          guarded(path === "/health" ? open : client, (req) => Effect.fail(new MethodNotAllowed({ method: req.method, path, allowed: withHead([allowed]) })))
-        )
-      }
-    }
+    for (const [path, allowed] of known) yield* otherMethods(path, [allowed], path === "/health" ? open : client)
 
     // Each provider's circuit, rate limits, credit state and passive statistics.
     yield* router.add(
@@ -344,20 +346,17 @@ export const layer = HttpLayerRouter.use((router) =>
       ["/admin/explain", ["POST"]],
       ["/admin/models/refresh", ["POST"]]
     ] as const
-    for (const [path, allowed] of adminMethods) {
-      for (const method of methods) {
-        if ((allowed as ReadonlyArray<string>).includes(method)) continue
-        yield* router.add(
-          method,
-          path,
-          guarded(admin, (req) => Effect.fail(new MethodNotAllowed({ method: req.method, path, allowed: withHead(allowed) })))
-        )
-      }
-    }
+    for (const [path, allowed] of adminMethods) yield* otherMethods(path, allowed, admin)
 
+    const notFound = (path: HttpLayerRouter.PathInput, keys: KeyCheck) =>
+      Effect.forEach(
+        methods,
+        (method) => addAny(method, path, guarded(keys, (req) => Effect.fail(new RouteNotFound({ method: req.method, path: pathOf(req) })))),
+        { discard: true }
+      )
     // The admin surface is closed until ROUTER_ADMIN_KEY is set; more routes arrive with later features.
-    yield* router.add("*", "/admin/*", guarded(admin, (req) => Effect.fail(new RouteNotFound({ method: req.method, path: pathOf(req) }))))
-    yield* router.add("*", "/v1/*", guarded(client, (req) => Effect.fail(new RouteNotFound({ method: req.method, path: pathOf(req) }))))
-    yield* router.add("*", "*", guarded(open, (r) => Effect.fail(new RouteNotFound({ method: r.method, path: pathOf(r) }))))
+    yield* notFound("/admin/*", admin)
+    yield* notFound("/v1/*", client)
+    yield* notFound("*", open)
   })
 )

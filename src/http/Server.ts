@@ -7,12 +7,13 @@ import * as HttpMiddleware from "@effect/platform/HttpMiddleware"
 import * as HttpServer from "@effect/platform/HttpServer"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Effect, Layer } from "effect"
+import { randomUUID } from "node:crypto"
 import { createServer, type IncomingMessage, type ServerResponse, STATUS_CODES } from "node:http"
 import type { Duplex } from "node:stream"
 import { Settings } from "../config/Settings.js"
 import { InvalidRequest } from "../domain/Errors.js"
-import { errorBody } from "./Errors.js"
-import { FastLane, requestIdOf, sendError } from "./FastLane.js"
+import { errorBody, ExpectationFailed } from "./Errors.js"
+import { FastLane, requestIdOf, routerConfig, sendError } from "./FastLane.js"
 import * as Routes from "./Routes.js"
 
 /** Whether a request target's path decodes: `%ZZ` or a cut-off `%E0%A4` does not. */
@@ -30,16 +31,17 @@ const wellFormedPath = (url: string): boolean => {
 
 /**
  * The answer to bytes Node cannot parse as a request (not HTTP, headers over 16 KiB, a broken body
- * framing, a request not received within Node's time limit): Node's own has no body.
+ * framing, a request not received within Node's time limit): Node's own has no body. There is no
+ * parsed request to take an `x-request-id` from, so the caller passes a new one.
  */
-export const clientErrorAnswer = (code: string | undefined): string => {
+export const clientErrorAnswer = (code: string | undefined, requestId: string): string => {
   const [status, message, errorCode] = code === "HPE_HEADER_OVERFLOW"
     ? [431, "The request's headers are too large", "headers_too_large"] as const
     : code === "ERR_HTTP_REQUEST_TIMEOUT"
     ? [408, "The request was not received in time", "request_timeout"] as const
     : [400, "The request is not valid HTTP", "invalid_http"] as const
   const body = JSON.stringify(errorBody(message, "invalid_request_error", null, errorCode))
-  return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`
 }
 
 const onClientError = (error: NodeJS.ErrnoException, socket: Duplex) => {
@@ -47,9 +49,18 @@ const onClientError = (error: NodeJS.ErrnoException, socket: Duplex) => {
   // the middle of it), nor to a peer that is gone.
   const inFlight = (socket as { _httpMessage?: { headersSent?: boolean } | null })._httpMessage
   if (error.code !== "ECONNRESET" && socket.writable && (inFlight == null || inFlight.headersSent !== true)) {
-    socket.write(clientErrorAnswer(error.code))
+    socket.write(clientErrorAnswer(error.code, randomUUID()))
   }
   socket.destroy()
+}
+
+/**
+ * A request whose `Expect` is not `100-continue` (Node emits this instead of `request`): Node's own
+ * 417 has no body and no `x-request-id`. The body, if the client sends one anyway, is discarded.
+ */
+const onCheckExpectation = (req: IncomingMessage, res: ServerResponse) => {
+  sendError(res, requestIdOf(req), new ExpectationFailed({ expectation: req.headers.expect ?? "" }))
+  req.resume()
 }
 
 /** An `HttpServer` that serves the fast lane first, on the host and port from `Settings`. */
@@ -60,6 +71,7 @@ export const serverLayer = Layer.scoped(
     const lane = yield* FastLane
     const server = createServer({ keepAliveTimeout: 65_000 })
     server.on("clientError", onClientError)
+    server.on("checkExpectation", onCheckExpectation)
     const base = yield* NodeHttpServer.make(() => server, { port: settings.port, host: settings.host })
     // Runs before `NodeHttpServer`'s own close, which waits for every open connection: idle ones
     // go at once, and open streams get `drainMs` to finish before they are cut.
@@ -97,7 +109,7 @@ export const serverLayer = Layer.scoped(
 ).pipe(Layer.provideMerge(NodeHttpServer.layerContext))
 
 /** The whole HTTP surface, listening. Needs `Settings`, `FastLane` and what the routes use. */
-export const layer = HttpLayerRouter.serve(Routes.layer, { disableLogger: true, disableListenLog: true }).pipe(
+export const layer = HttpLayerRouter.serve(Routes.layer, { disableLogger: true, disableListenLog: true, routerConfig }).pipe(
   // No per-request spans: the tracer costs more than the routes it would describe.
   HttpMiddleware.withTracerDisabledWhen(() => true),
   Layer.provideMerge(serverLayer)

@@ -3,12 +3,52 @@
  * and never a call upstream.
  */
 import OpenAI from "openai"
-import { request as httpRequest } from "node:http"
+import { type IncomingHttpHeaders, METHODS, request as httpRequest } from "node:http"
 import { connect } from "node:net"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import type { FakeServer } from "../../src/testing/FakeServer.js"
 import type { RouterUnderTest } from "../kit/TestRouter.js"
 import { clientOf, expectOpenAiError, harness, postJson } from "./helpers.js"
+
+/** The answer to an upload sent chunked (no content-length) that the client never finishes. */
+const unfinishedUpload = (url: string, method: string, payload: Buffer, headers: Record<string, string> = {}) =>
+  new Promise<{ status: number; headers: IncomingHttpHeaders; body: string }>((resolve, reject) => {
+    const req = httpRequest(url, { method, headers: { "content-type": "application/json", ...headers } }, (res) => {
+      let text = ""
+      res.setEncoding("utf8")
+      res.on("data", (c: string) => (text += c))
+      res.on("end", () => {
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text })
+        req.destroy()
+      })
+      res.on("error", reject)
+    })
+    req.on("error", reject)
+    // Still sending when the router decides: a real over-limit upload is far larger than one read.
+    for (let i = 0; i < payload.length; i += 256) req.write(payload.subarray(i, i + 256))
+  })
+
+/** Writes `data` on a fresh connection and reads until the router closes it. */
+const rawExchange = (port: number, data: string) =>
+  new Promise<string>((resolve, reject) => {
+    const socket = connect(port, "127.0.0.1", () => socket.write(data))
+    let out = ""
+    socket.setEncoding("utf8")
+    socket.on("data", (d: string) => (out += d))
+    socket.on("close", () => resolve(out))
+    socket.on("error", reject)
+  })
+
+/** The status line's code, the lower-cased head and the body of a raw answer. */
+const rawAnswer = (answer: string) => {
+  const [head = "", body = ""] = answer.split("\r\n\r\n")
+  return { status: Number(head.split(" ")[1]), head: head.toLowerCase(), body }
+}
+
+/** A header's value in a lower-cased raw head. */
+const headerOf = (head: string, name: string) => head.split("\r\n").find((l) => l.startsWith(`${name}:`))?.slice(name.length + 1).trim()
+
+const adminKey = "admin-key-for-bad-requests"
 
 describe("bad requests", () => {
   const h = harness()
@@ -19,7 +59,8 @@ describe("bad requests", () => {
   beforeAll(async () => {
     fake = await h.fake({ name: "alpha" })
     router = await h.router({
-      config: { server: { max_body_bytes: 1000 }, providers: { alpha: { endpoint: fake.url, models: ["m1", "e1"] } } }
+      config: { server: { max_body_bytes: 1000 }, providers: { alpha: { endpoint: fake.url, models: ["m1", "e1"] } } },
+      env: { ROUTER_ADMIN_KEY: adminKey }
     })
   })
   // None of these requests may reach the upstream.
@@ -134,6 +175,29 @@ describe("bad requests", () => {
       expect(JSON.parse(body)).toMatchObject({ error: { code: "request_too_large", type: "invalid_request_error" } })
     })
 
+    it("answers 413 to a chunked body over the limit on the admin routes too, while it is still arriving", async () => {
+      const payload = Buffer.from(JSON.stringify({ ...big, provider_order: ["alpha"] }))
+      for (const [method, path] of [
+        ["POST", "/admin/explain"],
+        ["PUT", "/admin/routing-config"],
+        ["PATCH", "/admin/routing-config"],
+        ["POST", "/admin/override"],
+        ["POST", "/v1/chat/completions"]
+      ] as const) {
+        const answer = await unfinishedUpload(`${router.url}${path}`, method, payload, {
+          authorization: `Bearer ${adminKey}`,
+          "x-router-session-id": "s1",
+          "x-request-id": "chunked-413"
+        })
+        expect(answer.status, `${method} ${path}: ${answer.body}`).toBe(413)
+        expect(JSON.parse(answer.body)).toMatchObject({ error: { code: "request_too_large", type: "invalid_request_error", param: null } })
+        expect(answer.headers["x-request-id"]).toBe("chunked-413")
+      }
+      // The routing config was not touched, and the router still serves.
+      const config = await fetch(`${router.url}/admin/routing-config`, { headers: { authorization: `Bearer ${adminKey}` } })
+      expect(((await config.json()) as { provider_order: unknown }).provider_order).toEqual([])
+    })
+
     it("still serves a body under the limit", async () => {
       const res = await postJson(router, "/v1/chat/completions", { model: "m1", messages: [{ role: "user", content: "small" }] })
       expect(res.status).toBe(200)
@@ -175,6 +239,102 @@ describe("bad requests", () => {
       expect(options.headers.get("allow")).toBe("GET, HEAD")
     })
 
+    it("echoes x-request-id on /health, GET and HEAD, or makes one", async () => {
+      for (const method of ["GET", "HEAD"]) {
+        for (const path of ["/health", "/health/"]) {
+          const res = await fetch(`${router.url}${path}`, { method, headers: { "x-request-id": "health-1" } })
+          expect(res.status, `${method} ${path}`).toBe(200)
+          expect(res.headers.get("x-request-id"), `${method} ${path}`).toBe("health-1")
+        }
+        const res = await fetch(`${router.url}/health`, { method })
+        expect(res.headers.get("x-request-id") ?? "").toMatch(/^[0-9a-f-]{36}$/)
+      }
+    })
+
+    it("serves POST on every spelling of a hot path the other routes accept, where GET says 405", async () => {
+      const chat = JSON.stringify({ model: "m1", messages: [{ role: "user", content: "variant" }] })
+      for (const path of [
+        "/V1/chat/completions",
+        "/v1/Chat/Completions",
+        "/v1//chat/completions",
+        "//v1/chat///completions",
+        "/v1/chat/completions//",
+        "/v1/chat/completions//?x=1",
+        "/v1/chat/completions;x=1",
+        "/v1/chat/complet%69ons"
+      ]) {
+        const get = await fetch(`${router.url}${path}`)
+        expect((await expectOpenAiError(get, 405)).code, `GET ${path}`).toBe("method_not_allowed")
+        const post = await postJson(router, path, chat)
+        expect(post.status, `POST ${path}: ${await post.clone().text()}`).toBe(200)
+        seen++
+      }
+      const emb = await postJson(router, "/V1//Embeddings/", { model: "e1", input: "x" })
+      expect(emb.status).toBe(200)
+      seen++
+      // A spelling no route takes is 404 for both methods.
+      for (const path of ["/v1/chat%2Fcompletions", "/v1/chat/completions/x", "/v2/chat/completions"]) {
+        expect((await fetch(`${router.url}${path}`)).status, `GET ${path}`).toBe(404)
+        expect((await postJson(router, path, chat)).status, `POST ${path}`).toBe(404)
+      }
+    })
+
+    it("serves an absolute-form request target on the hot paths too", async () => {
+      const body = JSON.stringify({ model: "m1", messages: [{ role: "user", content: "absolute" }] })
+      const answer = rawAnswer(
+        await rawExchange(
+          router.port,
+          `POST http://127.0.0.1:${router.port}/v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
+        )
+      )
+      expect(answer.status, answer.body).toBe(200)
+      expect(headerOf(answer.head, "x-router-provider")).toBe("alpha")
+      seen++
+      const get = rawAnswer(await rawExchange(router.port, `GET http://127.0.0.1:${router.port}/v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`))
+      expect(get.status).toBe(200)
+    })
+
+    it("answers 405 with Allow to any other method on a known path", async () => {
+      for (const [path, allow] of [["/v1/chat/completions", "POST"], ["/v1/embeddings", "POST"], ["/v1/models", "GET, HEAD"], ["/health", "GET, HEAD"]] as const) {
+        // QUERY: a method Node parses (from 20.x releases on) but find-my-way's own list lacks.
+        for (const method of ["TRACE", "PROPFIND", "MKCOL", "SEARCH", ...(METHODS.includes("QUERY") ? ["QUERY"] : [])]) {
+          const answer = rawAnswer(await rawExchange(router.port, `${method} ${path} HTTP/1.1\r\nHost: x\r\nX-Request-Id: odd-method\r\nConnection: close\r\n\r\n`))
+          expect(answer.status, `${method} ${path}`).toBe(405)
+          expect(headerOf(answer.head, "allow"), `${method} ${path}`).toBe(allow.toLowerCase())
+          expect(headerOf(answer.head, "x-request-id")).toBe("odd-method")
+          expect(JSON.parse(answer.body)).toMatchObject({ error: { code: "method_not_allowed" } })
+        }
+      }
+      const admin = await fetch(`${router.url}/admin/explain`, { method: "PROPFIND", headers: { authorization: `Bearer ${adminKey}` } })
+      expect(admin.status).toBe(405)
+      expect(admin.headers.get("allow")).toBe("POST")
+      // On a path no route takes, any method is the usual 404.
+      for (const method of ["TRACE", ...(METHODS.includes("QUERY") ? ["QUERY"] : [])]) {
+        const answer = rawAnswer(await rawExchange(router.port, `${method} /nope HTTP/1.1\r\nHost: x\r\nX-Request-Id: odd-method\r\nConnection: close\r\n\r\n`))
+        expect(answer.status, method).toBe(404)
+        expect(headerOf(answer.head, "x-request-id")).toBe("odd-method")
+        expect(JSON.parse(answer.body)).toMatchObject({ error: { code: "unknown_url" } })
+      }
+    })
+
+    it("answers an Expect it cannot meet with 417 in the OpenAI error shape", async () => {
+      const body = JSON.stringify({ model: "m1", messages: [{ role: "user", content: "x" }] })
+      for (const path of ["/v1/chat/completions", "/v1/models"]) {
+        const answer = rawAnswer(
+          await rawExchange(
+            router.port,
+            `POST ${path} HTTP/1.1\r\nHost: x\r\nExpect: foo\r\nX-Request-Id: expect-1\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
+          )
+        )
+        expect(answer.status, path).toBe(417)
+        expect(headerOf(answer.head, "content-type")).toBe("application/json")
+        expect(headerOf(answer.head, "x-request-id")).toBe("expect-1")
+        expect(JSON.parse(answer.body)).toEqual({
+          error: { message: expect.stringContaining("foo"), type: "invalid_request_error", param: "expect", code: "expectation_failed" }
+        })
+      }
+    })
+
     it("answers 400 invalid_url to a path whose percent-encoding does not decode", async () => {
       for (const path of ["/v1/models/%ZZ", "/v1/models/%E0%A4%A", "/%ZZ", "/admin/status%E0"]) {
         const res = await fetch(`${router.url}${path}`, { headers: { "x-request-id": "bad-url" } })
@@ -208,28 +368,19 @@ describe("bad requests", () => {
   })
 
   describe("bytes that are not an HTTP request", () => {
-    /** Writes `data` on a fresh connection and reads until the router closes it. */
-    const raw = (data: string) =>
-      new Promise<string>((resolve, reject) => {
-        const socket = connect(router.port, "127.0.0.1", () => socket.write(data))
-        let out = ""
-        socket.setEncoding("utf8")
-        socket.on("data", (d: string) => (out += d))
-        socket.on("close", () => resolve(out))
-        socket.on("error", reject)
-      })
+    const raw = (data: string) => rawExchange(router.port, data)
     const parse = (answer: string) => {
-      const [head = "", body = ""] = answer.split("\r\n\r\n")
-      return { status: Number(head.split(" ")[1]), head: head.toLowerCase(), error: (JSON.parse(body) as { error: Record<string, unknown> }).error }
+      const { status, head, body } = rawAnswer(answer)
+      return { status, head, error: (JSON.parse(body) as { error: Record<string, unknown> }).error }
     }
+    const cases: ReadonlyArray<readonly [string, number, string]> = [
+      ["HELLO THERE\r\n\r\n", 400, "invalid_http"],
+      [`GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(20_000)}\r\n\r\n`, 431, "headers_too_large"],
+      ["POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "invalid_http"],
+      ["POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n", 400, "invalid_http"]
+    ]
 
     it("answers each in the OpenAI error shape and closes the connection", async () => {
-      const cases: ReadonlyArray<readonly [string, number, string]> = [
-        ["HELLO THERE\r\n\r\n", 400, "invalid_http"],
-        [`GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(20_000)}\r\n\r\n`, 431, "headers_too_large"],
-        ["POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "invalid_http"],
-        ["POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n", 400, "invalid_http"]
-      ]
       for (const [data, status, code] of cases) {
         const answer = parse(await raw(data))
         expect(answer.status, code).toBe(status)
@@ -240,6 +391,18 @@ describe("bad requests", () => {
       }
       // The router still serves.
       expect((await fetch(`${router.url}/health`)).status).toBe(200)
+    })
+
+    it("gives each answer a fresh x-request-id (there is no request to take one from)", async () => {
+      const ids = new Set<string>()
+      for (const [data, status] of [...cases, ...cases]) {
+        const answer = rawAnswer(await raw(data))
+        expect(answer.status).toBe(status)
+        const id = headerOf(answer.head, "x-request-id")
+        expect(id, answer.head).toMatch(/^[0-9a-f-]{36}$/)
+        ids.add(id!)
+      }
+      expect(ids.size).toBe(cases.length * 2)
     })
   })
 })
