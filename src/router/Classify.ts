@@ -68,6 +68,12 @@ export interface Classified {
 
 const modelPattern = /\bmodels?\b/i
 
+/**
+ * A 404 saying the model does not exist there (OpenAI's `model_not_found`, Ollama's "try pulling it
+ * first", vLLM's "does not exist"): the router's list of that provider's models is out of date.
+ */
+const missingModelPattern = /model_not_found|no such model|unknown model|try pulling it|\bmodel\b.{0,200}?\b(not found|does not exist|doesn't exist|not available)/i
+
 const creditsPattern = /insufficient[_ ]quota|insufficient[_ ](balance|credits?|funds)|out of credits|credit balance|balance (is )?(too low|exhausted|insufficient)|payment required|billing/i
 const contextPattern =
   /context[_ ]length[_ ]exceeded|maximum context length|context window|too many tokens|prompt is too long|exceeds? (the )?(model'?s? )?(maximum |available )?context|exceed_context_size|maximum model length|greater than the context length/i
@@ -109,6 +115,8 @@ export const classifyRefusal = (status: number, body: string, retryAfterMs: numb
     case "client_error":
       return status === 400 && contextPattern.test(body)
         ? { class: "context_too_long", outcome: "context_too_long" }
+        : status === 404 && missingModelPattern.test(body)
+        ? { class: "client_error", outcome: "model_not_found" }
         : { class: "client_error", outcome: "client_error" }
     default:
       return status >= 500 && modelPattern.test(body)

@@ -911,8 +911,10 @@ export const make = Effect.gen(function* () {
       const hedge = aliasHedge ?? c.provider.hedgeAfterMs
       if (hedge !== null && ranked[i + 1] !== undefined) return hedged(i, hedge)
       return Effect.flatMap(attemptAt(i), (outcome) => {
-        if (outcome._tag === "Rejected" && outcome.attempt.outcome === "context_too_long") {
-          const j = largerContext(i)
+        if (outcome._tag === "Rejected" && (outcome.attempt.outcome === "context_too_long" || outcome.attempt.outcome === "model_not_found")) {
+          // A provider without the model (its list out of date) says nothing about the request:
+          // the next candidate may have it. The last one's 404 goes to the client as it came.
+          const j = outcome.attempt.outcome === "context_too_long" ? largerContext(i) : i + 1 < ranked.length ? i + 1 : -1
           if (j !== -1) {
             attempts.push(outcome.attempt)
             tried++

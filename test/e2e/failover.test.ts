@@ -342,6 +342,22 @@ describe("failover on answers that are not answers", () => {
     expect(data.choices[0]?.message.content).toBe("Hello from beta!")
     expect(response.headers.get("x-router-attempts")).toBe("alpha:protocol_error,beta:ok")
   })
+
+  it("a provider whose 404 says it does not have the model fails over: its model list was out of date", async () => {
+    const missing = { error: "model \"m1\" not found, try pulling it first" }
+    const { alpha, beta, router, client } = await pair({ mode: "status", status: 404, body: missing })
+    const requestId = newRequestId("404")
+    const { data, response } = await client.chat.completions
+      .create({ model: "m1", messages: [{ role: "user", content: "hello" }] }, { headers: { "x-request-id": requestId } })
+      .withResponse()
+    expect(data.choices[0]?.message.content).toBe("Hello from beta!")
+    expect(response.headers.get("x-router-attempts")).toBe("alpha:model_not_found,beta:ok")
+    expect([requestsTo(alpha).length, requestsTo(beta).length]).toEqual([1, 1])
+    // Pinned to the provider without it, the 404 is the answer.
+    const pinned = await postJson(router, "/v1/chat/completions", { model: "alpha+m1", messages: [{ role: "user", content: "hi" }] })
+    expect((await expectOpenAiError(pinned, 404)).message).toBe(missing.error)
+    expect(pinned.headers.get("x-router-attempts")).toBe("alpha:model_not_found")
+  })
 })
 
 describe("no failover", () => {

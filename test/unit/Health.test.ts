@@ -83,6 +83,23 @@ describe("Classify: what a refused answer means", () => {
     expect(classifyRefusal(422, "", undefined).class).toBe("client_error")
   })
 
+  it("a 404 saying the model does not exist there is model_not_found; other 404s are client errors", () => {
+    for (const body of [
+      `{"error":{"message":"The model 'gpt-9' does not exist or you do not have access to it.","type":"invalid_request_error","param":null,"code":"model_not_found"}}`,
+      // Ollama's
+      `{"error":"model \"llama3.2\" not found, try pulling it first"}`,
+      // vLLM's
+      `{"object":"error","message":"The model \`qwen\` does not exist.","type":"NotFoundError","param":null,"code":404}`,
+      "Model not found"
+    ]) {
+      expect(classifyRefusal(404, body, undefined), body).toEqual({ class: "client_error", outcome: "model_not_found" })
+    }
+    expect(classifyRefusal(404, `{"error":{"message":"File not found"}}`, undefined)).toEqual({ class: "client_error", outcome: "client_error" })
+    expect(classifyRefusal(404, "<html>Not Found</html>", undefined)).toEqual({ class: "client_error", outcome: "client_error" })
+    // Only a 404 says the model is missing.
+    expect(classifyRefusal(400, "model not found", undefined).outcome).toBe("client_error")
+  })
+
   it("auth, rate limits (with their Retry-After) and transient failures", () => {
     expect(classifyRefusal(401, "", undefined)).toEqual({ class: "auth", outcome: "auth_error" })
     expect(classifyRefusal(403, "forbidden", undefined)).toEqual({ class: "auth", outcome: "auth_error" })
