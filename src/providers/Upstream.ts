@@ -145,9 +145,13 @@ export const classifyTransportError = (provider: string, e: unknown): UpstreamTr
     case "UND_ERR_HEADERS_TIMEOUT":
     case "UND_ERR_BODY_TIMEOUT":
       return make("timeout", message)
+    case "UND_ERR_SOCKET":
+      // undici's word for an interim `100 Continue` the router never asked for (it drops the
+      // connection rather than read on): a malformed answer, not a reset.
+      if (message === "bad response" || message === "bad upgrade") return make("protocol", `malformed response (${message}: an interim answer nobody asked for)`)
+      return make("reset", "connection reset by upstream")
     case "ECONNRESET":
     case "EPIPE":
-    case "UND_ERR_SOCKET":
     case "UND_ERR_CLOSED":
       return make("reset", "connection reset by upstream")
     case "UND_ERR_ABORTED":

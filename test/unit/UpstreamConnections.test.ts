@@ -32,9 +32,10 @@ const events = `data: ${JSON.stringify({ id: "c1", object: "chat.completion.chun
 /**
  * What the server does with the n-th request on a connection (1-based), the k-th request overall:
  * answer it, close the connection without a word (FIN), reset it (RST, what a server closing with
- * the request unread in its buffer sends), or close it in the middle of a status line.
+ * the request unread in its buffer sends), close it in the middle of a status line, or answer after
+ * an interim `100 Continue` nobody asked for.
  */
-type Policy = (onConnection: number, overall: number) => "answer" | "close" | "reset" | "partial"
+type Policy = (onConnection: number, overall: number) => "answer" | "close" | "reset" | "partial" | "interim"
 
 interface RawServer {
   readonly url: string
@@ -73,6 +74,7 @@ const rawServer = (policy: Policy): Promise<RawServer> => {
         if (action === "partial") return void socket.end("HTTP/1.1 2")
         const streamed = /^accept: text\/event-stream/im.test(head)
         const body = streamed ? events : answer
+        if (action === "interim") socket.write("HTTP/1.1 100 Continue\r\n\r\n")
         socket.write(`HTTP/1.1 200 OK\r\ncontent-type: ${streamed ? "text/event-stream" : "application/json"}\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
       }
     })
@@ -182,6 +184,19 @@ describe("a connection that dies on its own first request", () => {
         expect(server.received()).toBe(1)
       }).pipe(Effect.provide(UpstreamLive.layer)))
   }
+})
+
+describe("an interim 100 Continue nobody asked for", () => {
+  // undici drops the connection at it rather than read the answer after it: a malformed answer,
+  // reported as one (not as a reset, which would send a reader looking at the network).
+  it.live("is a protocol error that says so", () =>
+    Effect.gen(function* () {
+      const server = yield* Effect.promise(() => serve(() => "interim"))
+      const result = yield* Effect.either(ask(spec(server.url)))
+      if (Either.isRight(result)) throw new Error("expected a failure")
+      expect(result.left.reason).toBe("protocol")
+      expect(result.left.detail).toBe("malformed response (bad response: an interim answer nobody asked for)")
+    }).pipe(Effect.provide(UpstreamLive.layer)))
 })
 
 describe("the new send is one, not more", () => {
