@@ -153,6 +153,19 @@ const contentTypeOf = (r: { readonly headers: UpstreamResponse["headers"] }): st
   return typeof ct === "string" ? ct : Array.isArray(ct) && ct.length > 0 ? ct[ct.length - 1]! : "application/json"
 }
 
+/**
+ * An answer's content coding other than identity, or null. The router asks for none
+ * (`accept-encoding: identity`); a proxy that compresses anyway sends bytes it cannot read, and the
+ * attempt says so rather than "not a JSON object" or "ended before any content".
+ */
+const encodingOf = (r: { readonly headers: UpstreamResponse["headers"] }): string | null => {
+  const e = r.headers["content-encoding"]
+  const v = typeof e === "string" ? e.trim().toLowerCase() : Array.isArray(e) ? e.join(", ").toLowerCase() : ""
+  return v === "" || v === "identity" ? null : v
+}
+
+const encodedDetail = (status: number, encoding: string) => `HTTP ${status} encoded as ${encoding}, though the router asked for no encoding`
+
 /** A stream that failed after its commit point: as transient, for the provider's health. */
 const interrupted: Classified = { class: "transient", outcome: "stream_interrupted" }
 const doneEvent = new Uint8Array(Buffer.from("data: [DONE]\n\n"))
@@ -392,7 +405,14 @@ export const make = Effect.gen(function* () {
         if (status >= 200 && status < 300) {
           // A success must at least look like an answer: anything else fails over, never reaches the client.
           if (!looksLikeJsonObject(r.body)) {
-            return failed({ class: "transient", outcome: "bad_response" }, `HTTP ${status} whose body is not a JSON object${r.body.byteLength > 0 ? `: ${snippet(r.body)}` : " (empty)"}`, status)
+            const encoded = encodingOf(r)
+            return failed(
+              { class: "transient", outcome: "bad_response" },
+              encoded !== null
+                ? encodedDetail(status, encoded)
+                : `HTTP ${status} whose body is not a JSON object${r.body.byteLength > 0 ? `: ${snippet(r.body)}` : " (empty)"}`,
+              status
+            )
           }
           // A 200 whose body is an error object is that error, never a success.
           const inBand = errorInBody(r.body)
@@ -437,6 +457,12 @@ export const make = Effect.gen(function* () {
         // then nothing reaches the client (a role-only preamble is held back), so a backend that
         // accepts the stream and then stalls, drops the connection or sends an error event can
         // still be skipped invisibly.
+        const encoded = encodingOf(r)
+        if (encoded !== null) {
+          const outcome = failed({ class: "transient", outcome: "bad_response" }, encodedDetail(r.status, encoded), r.status)
+          controller.abort()
+          return Effect.succeed(outcome)
+        }
         let sawEvent = false
         const held = new HeldStart()
         const noContent = () => {

@@ -135,6 +135,23 @@ describe("streaming replies", () => {
       a: { headers: { "content-type": ["text/plain", "text/event-stream"] }, chunks: [event({ content: "Hi" }, "stop"), "data: [DONE]\n\n"], then: "end" }
     })))))
 
+  for (const stream of [false, true]) {
+    it.effect(`an answer compressed though the router asked for none fails over, saying so (${stream ? "stream" : "plain"})`, () =>
+      Effect.gen(function* () {
+        const router = yield* Router.Router
+        const reply = yield* router.chat({ request: chat("m", { stream }) })
+        expect(reply.attempts.map((a) => `${a.provider}:${a.outcome}`)).toEqual(["a:bad_response", "b:ok"])
+        expect(reply.attempts[0]!.detail).toBe("HTTP 200 encoded as gzip, though the router asked for no encoding")
+      }).pipe(Effect.provide(routerOver(two, chunkedUpstream({
+        a: {
+          headers: { "content-type": stream ? "text/event-stream" : "application/json", "content-encoding": "gzip" },
+          chunks: ["\u001f\u008b\u0008\u0000 compressed bytes"],
+          then: "end"
+        },
+        ...(stream ? {} : { b: { headers: { "content-type": "application/json" }, chunks: [JSON.stringify(Script.chatCompletion("m", "Hi", {}))], then: "end" } })
+      })))))
+  }
+
   it.effect("events split across chunks are written whole; a partial event before a reset is never written", () =>
     Effect.gen(function* () {
       const router = yield* Router.Router
