@@ -20,7 +20,7 @@ import {
   UpstreamRejected,
   UpstreamTransportError
 } from "../domain/Errors.js"
-import { type ChatCompletionRequest, type EmbeddingRequest, isRecord, orTooDeep } from "../domain/OpenAi.js"
+import { type ChatCompletionRequest, type EmbeddingRequest, isRecord, isTooDeep, nestedTooDeeply, orTooDeep } from "../domain/OpenAi.js"
 import { type Candidate, pinnedId, type Timeouts } from "../domain/Provider.js"
 import { bodyTail, RequestLog, type RequestLogService, type RequestRecord } from "../persistence/RequestLog.js"
 import * as Policy from "../policy/Policy.js"
@@ -601,7 +601,9 @@ export const make = Effect.gen(function* () {
     request: { readonly model: string },
     needs: Needs,
     sessionKey: string | null | undefined,
-    at: number
+    at: number,
+    /** For `explain`, which always shows the prompt estimate. */
+    explaining: boolean
   ): Plan | ModelNotFound | InvalidRequest => {
     const fields = request as { readonly provider?: unknown; readonly models?: unknown }
     // OpenRouter's routing fields are read here and never go upstream.
@@ -612,14 +614,23 @@ export const make = Effect.gen(function* () {
     if (resolved instanceof ModelNotFound || resolved instanceof InvalidRequest) return resolved
     const resolution = "resolution" in resolved ? resolved.resolution : resolved
     const extraNotes = "resolution" in resolved ? resolved.notes : none
-    const decided = policy.decide({
-      resolution,
-      needs,
-      routing: providers.index().routing,
-      aliasStrategy: resolution.strategy,
-      prefs,
-      sessionKey
-    }, at)
+    let decided: Decision
+    try {
+      if (explaining) needs.promptTokens()
+      decided = policy.decide({
+        resolution,
+        needs,
+        routing: providers.index().routing,
+        aliasStrategy: resolution.strategy,
+        prefs,
+        sessionKey
+      }, at)
+    } catch (e) {
+      // The prompt estimate (asked for when a window or a price is known, and always by explain)
+      // serializes `tools`, which a client may nest deeper than the stack allows.
+      if (isTooDeep(e)) return nestedTooDeeply()
+      throw e
+    }
     const decision: Decision = extraNotes.length === 0 ? decided : { ...decided, notes: [...extraNotes, ...decided.notes] }
     return { resolution, decision, strip }
   }
@@ -645,7 +656,7 @@ export const make = Effect.gen(function* () {
     sessionKey: string | null | undefined
   ): Effect.Effect<Reply, ChatError> => {
     const startedAt = now()
-    const planned = plan(request, needs, sessionKey, startedAt)
+    const planned = plan(request, needs, sessionKey, startedAt, false)
     if (planned instanceof ModelNotFound || planned instanceof InvalidRequest) return Effect.fail(planned)
     const { decision, resolution, strip } = planned
     const ranked = decision.ranked
@@ -813,10 +824,14 @@ export const make = Effect.gen(function* () {
      * than the one that refused (or than the prompt estimate, when its window is unknown), or -1.
      */
     const largerContext = (i: number): number => {
-      const floor = ranked[i]!.candidate.info?.contextWindow ?? needs.promptTokens()
+      let floor = ranked[i]!.candidate.info?.contextWindow ?? null
       for (let j = i + 1; j < ranked.length; j++) {
         const window = ranked[j]!.candidate.info?.contextWindow ?? null
-        if (window !== null && window > floor) return j
+        if (window === null) continue
+        // Read only once a window is known: the policy's gate then already estimated the prompt (in
+        // `plan`, where a body too deep to estimate is a 400), so this never walks the body anew.
+        floor ??= needs.promptTokens()
+        if (window > floor) return j
       }
       return -1
     }
@@ -896,7 +911,7 @@ export const make = Effect.gen(function* () {
     explain: (what, sessionKey) =>
       Effect.suspend(() => {
         const needs = what.endpoint === "chat" ? needsOfChat(what.request) : needsOfEmbeddings(what.request)
-        const planned = plan(what.request, needs, sessionKey, now())
+        const planned = plan(what.request, needs, sessionKey, now(), true)
         return planned instanceof ModelNotFound || planned instanceof InvalidRequest
           ? Effect.fail(planned)
           : Effect.succeed({ endpoint: what.endpoint, model: what.request.model, needs, decision: planned.decision })
