@@ -4,7 +4,7 @@
  * time to first byte and of total latency, success rate). All synchronous over in-memory state, so
  * the workflow asks and reports on its hot path without an Effect step.
  */
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Layer, Redacted, Runtime } from "effect"
 import { Resilience, type ResilienceSettings } from "../config/Resilience.js"
 import type { Candidate } from "../domain/Provider.js"
 import type { ProviderStats, Unavailable } from "../policy/Rank.js"
@@ -56,6 +56,33 @@ export interface ProviderStatus {
   }
   readonly last_check: { readonly at: string; readonly healthy: boolean; readonly detail: string | null } | null
 }
+
+/**
+ * A provider (or one of its models) taken out of service or back in it: what operators are told,
+ * once per change of state, never per request.
+ */
+export type Transition =
+  | {
+    readonly _tag: "Out"
+    readonly provider: string
+    /** Set when only this model's circuit opened. */
+    readonly model: string | null
+    readonly outcome: "misconfigured" | "out_of_credits" | "circuit_open"
+    /** The failure that did it (the upstream's message, provider key blanked). */
+    readonly detail: string
+    readonly until: number
+    /** A half-open circuit's probe failed: it was out already, and is again for longer. */
+    readonly again: boolean
+  }
+  | {
+    readonly _tag: "Back"
+    readonly provider: string
+    readonly model: string | null
+    /** What it had been. */
+    readonly outcome: "misconfigured" | "out_of_credits" | "circuit_open"
+    /** What brought it back. */
+    readonly via: "request" | "health_check"
+  }
 
 export interface HealthService {
   /** May this candidate be tried now? Admitting the probe of a half-open circuit reserves it. */
@@ -120,8 +147,45 @@ const note = (e: { readonly recent: Array<readonly [number, boolean]> }, now: nu
   e.recent.push([now, ok])
 }
 
-export const make = (settings: ResilienceSettings): HealthService => {
+/**
+ * `text` without the provider's key: an upstream's error message may quote the key it refused,
+ * whole or (cut at the detail's length limit) its beginning.
+ */
+export const withoutKey = (text: string, key: Redacted.Redacted<string> | null): string => {
+  const secret = key === null ? "" : Redacted.value(key)
+  if (secret.length < 4) return text
+  let out = text.split(secret).join("<redacted>")
+  for (let n = secret.length - 1; n >= 4; n--) {
+    if (out.endsWith(secret.slice(0, n))) return `${out.slice(0, out.length - n)}<redacted>`
+  }
+  return out
+}
+
+const outcomeOfReason = (reason: string): "misconfigured" | "circuit_open" => (reason.startsWith("misconfigured") ? "misconfigured" : "circuit_open")
+
+/**
+ * The health registry. `onTransition` hears each change in or out of service; it is called only on
+ * those rare branches, so the hot path pays a tag comparison at most.
+ */
+export const make = (settings: ResilienceSettings, onTransition: (t: Transition) => void = () => {}): HealthService => {
   const entries = new Map<string, Entry>()
+
+  /** Tells of a breaker that opened (from any other state) or closed (from any other state). */
+  const changed = (
+    provider: string,
+    model: string | null,
+    before: Breaker.BreakerState,
+    after: Breaker.BreakerState,
+    key: Redacted.Redacted<string> | null,
+    via: "request" | "health_check"
+  ) => {
+    if (after._tag === "Open" && before._tag !== "Open") {
+      const detail = withoutKey(after.reason.replace(/^misconfigured: /, ""), key)
+      onTransition({ _tag: "Out", provider, model, outcome: outcomeOfReason(after.reason), detail, until: after.until, again: before._tag === "HalfOpen" })
+    } else if (after._tag === "Closed" && before._tag !== "Closed") {
+      onTransition({ _tag: "Back", provider, model, outcome: outcomeOfReason(before.reason), via })
+    }
+  }
   const entryOf = (id: string): Entry => {
     let e = entries.get(id)
     if (e === undefined) {
@@ -229,11 +293,15 @@ export const make = (settings: ResilienceSettings): HealthService => {
     else e.models.set(model, Breaker.onAbandoned(e.models.get(model)!))
   }
 
-  const succeeded = (e: Entry, model: string) => {
-    e.breaker = Breaker.onSuccess(e.breaker, settings.breaker)
+  const succeeded = (e: Entry, c: Candidate) => {
+    const model = c.upstreamModel
+    const before = e.breaker
+    e.breaker = Breaker.onSuccess(before, settings.breaker)
+    if (before._tag !== "Closed") changed(c.provider.id, null, before, e.breaker, c.provider.apiKey, "request")
     const m = e.models.get(model)
     if (m !== undefined) {
       const next = Breaker.onSuccess(m, settings.breaker)
+      if (m._tag !== "Closed") changed(c.provider.id, model, m, next, c.provider.apiKey, "request")
       // A model whose breaker is back to a clean closed state needs no entry of its own.
       if (next === Breaker.closed) e.models.delete(model)
       else e.models.set(model, next)
@@ -260,7 +328,12 @@ export const make = (settings: ResilienceSettings): HealthService => {
         note(e, now, true)
         e.ewmaTtfbMs = ewma(e.ewmaTtfbMs, verdict.ttfbMs)
         e.ewmaTotalMs = ewma(e.ewmaTotalMs, verdict.totalMs)
-        succeeded(e, model)
+        // Credits run out for a while, then come back on their own: a success tells.
+        if (e.creditsUntil !== 0 && e.creditsUntil <= now) {
+          e.creditsUntil = 0
+          onTransition({ _tag: "Back", provider: c.provider.id, model: null, outcome: "out_of_credits", via: "request" })
+        }
+        succeeded(e, c)
         return
       case "Failed": {
         e.requests++
@@ -271,18 +344,26 @@ export const make = (settings: ResilienceSettings): HealthService => {
           case "context_too_long":
             e.successes++
             note(e, now, true)
-            succeeded(e, model)
+            succeeded(e, c)
             return
-          case "auth":
+          case "auth": {
             failed(e, detail, now)
             note(e, now, false)
-            e.breaker = Breaker.trip(e.breaker, now, settings.breaker, `misconfigured: ${detail}`, settings.misconfiguredCooldownMs)
+            const before = e.breaker
+            e.breaker = Breaker.trip(before, now, settings.breaker, `misconfigured: ${detail}`, settings.misconfiguredCooldownMs)
+            changed(c.provider.id, null, before, e.breaker, c.provider.apiKey, "request")
             return
-          case "credits":
+          }
+          case "credits": {
             failed(e, detail, now)
+            const wasOut = e.creditsUntil > now
             e.creditsUntil = now + settings.outOfCreditsCooldownMs
+            if (!wasOut) {
+              onTransition({ _tag: "Out", provider: c.provider.id, model: null, outcome: "out_of_credits", detail: withoutKey(detail, c.provider.apiKey), until: e.creditsUntil, again: false })
+            }
             release(e, model, probe)
             return
+          }
           // Not a health failure and not counted by the breaker: the provider is up, just busy.
           case "rate_limited":
             failed(e, detail, now)
@@ -295,9 +376,14 @@ export const make = (settings: ResilienceSettings): HealthService => {
             // Rate limits and credits have their own gates; only these count against health.
             note(e, now, false)
             if (classified.modelSpecific === true) {
-              e.models.set(model, Breaker.onFailure(e.models.get(model) ?? Breaker.closed, now, settings.breaker, detail))
+              const before = e.models.get(model) ?? Breaker.closed
+              const after = Breaker.onFailure(before, now, settings.breaker, detail)
+              e.models.set(model, after)
+              changed(c.provider.id, model, before, after, c.provider.apiKey, "request")
             } else {
-              e.breaker = Breaker.onFailure(e.breaker, now, settings.breaker, detail)
+              const before = e.breaker
+              e.breaker = Breaker.onFailure(before, now, settings.breaker, detail)
+              changed(c.provider.id, null, before, e.breaker, c.provider.apiKey, "request")
             }
             return
         }
@@ -311,16 +397,23 @@ export const make = (settings: ResilienceSettings): HealthService => {
       e.lastCheck = { at: now, healthy: true, detail: null }
       // A backend that answers again is used again at once, without a restart. Rate limits and
       // credit exhaustion are not lifted: the provider said how long to wait.
-      if (e.breaker._tag !== "Closed") e.breaker = Breaker.closed
+      if (e.breaker._tag !== "Closed") {
+        const before = e.breaker
+        e.breaker = Breaker.closed
+        changed(providerId, null, before, e.breaker, null, "health_check")
+      }
       return
     }
     e.lastCheck = { at: now, healthy: false, detail: result.detail }
     // Not a request: the statistics of requests stay as they are, only the last error is noted.
     e.lastError = `health check: ${result.detail}`
     e.lastErrorAt = now
+    const before = e.breaker
     e.breaker = result.classified.class === "auth"
-      ? Breaker.trip(e.breaker, now, settings.breaker, `misconfigured: ${result.detail}`, settings.misconfiguredCooldownMs)
-      : Breaker.onFailure(e.breaker, now, settings.breaker, `health check: ${result.detail}`)
+      ? Breaker.trip(before, now, settings.breaker, `misconfigured: ${result.detail}`, settings.misconfiguredCooldownMs)
+      : Breaker.onFailure(before, now, settings.breaker, `health check: ${result.detail}`)
+    // A check's detail is its status or a transport error, never a body: no key to blank.
+    changed(providerId, null, before, e.breaker, null, "health_check")
   }
 
   const status = (ids: ReadonlyArray<string>, now: number): ReadonlyArray<ProviderStatus> =>
@@ -374,5 +467,28 @@ export const make = (settings: ResilienceSettings): HealthService => {
   return { admit, peek, stats, outOfCreditsUntil, report, reportCheck, status }
 }
 
-/** The in-memory health registry, with the configured resilience settings. */
-export const layer = Layer.effect(Health, Effect.map(Resilience, (settings) => Health.of(make(settings))))
+/** The log line of a transition: a warning when a provider goes out of service, info when it is back. */
+export const logTransition = (t: Transition): Effect.Effect<void> => {
+  const who = t.model === null ? `provider ${t.provider}` : `provider ${t.provider}, model ${t.model},`
+  return t._tag === "Out"
+    ? Effect.logWarning(`${who} ${t.again ? "still out of service (probe failed)" : "taken out of service"}: ${t.outcome} until ${iso(t.until)}: ${t.detail}`).pipe(
+      Effect.annotateLogs({ provider: t.provider, ...(t.model === null ? {} : { model: t.model }), outcome: t.outcome, until: iso(t.until) })
+    )
+    : Effect.logInfo(`${who} back in service after ${t.outcome} (${t.via === "request" ? "a request succeeded" : "a health check succeeded"})`).pipe(
+      Effect.annotateLogs({ provider: t.provider, ...(t.model === null ? {} : { model: t.model }), outcome: t.outcome })
+    )
+}
+
+/**
+ * The in-memory health registry, with the configured resilience settings. Transitions are logged
+ * with the logger the layer was built with, synchronously where they happen: they are rare, and a
+ * line written at once keeps its order among the others.
+ */
+export const layer = Layer.effect(
+  Health,
+  Effect.gen(function* () {
+    const settings = yield* Resilience
+    const log = Runtime.runSync(yield* Effect.runtime<never>())
+    return Health.of(make(settings, (t) => log(logTransition(t))))
+  })
+)

@@ -20,8 +20,9 @@ import {
   UpstreamRejected,
   UpstreamTransportError
 } from "../domain/Errors.js"
-import { type ChatCompletionRequest, type EmbeddingRequest, isRecord, orTooDeep } from "../domain/OpenAi.js"
+import { type ChatCompletionRequest, type EmbeddingRequest, isRecord, isTooDeep, nestedTooDeeply, orTooDeep } from "../domain/OpenAi.js"
 import { type Candidate, pinnedId, type Timeouts } from "../domain/Provider.js"
+import * as RawJson from "../domain/RawJson.js"
 import { bodyTail, RequestLog, type RequestLogService, type RequestRecord } from "../persistence/RequestLog.js"
 import * as Policy from "../policy/Policy.js"
 import { modelsOf, prefsOf } from "../policy/Preferences.js"
@@ -289,6 +290,18 @@ const statusDetail = (status: number, body: Uint8Array) => `HTTP ${status}${body
 
 /** Quoted in error messages and headers: bytes that are not text are described, not shown. */
 const snippet = (body: Uint8Array): string => quotable(body, 300).replace(/\s+/g, " ").trim()
+
+/** OpenRouter's routing fields: read by the router, never sent upstream. */
+const openRouterFields = ["provider", "models"] as const
+
+/** The output limits a clamp lowers: whichever of the two the client set. */
+const limitFieldsOf = (request: { readonly model: string }): ReadonlyArray<"max_completion_tokens" | "max_tokens"> => {
+  const r = request as { readonly max_tokens?: unknown; readonly max_completion_tokens?: unknown }
+  const fields: Array<"max_completion_tokens" | "max_tokens"> = []
+  if (r.max_completion_tokens !== undefined && r.max_completion_tokens !== null) fields.push("max_completion_tokens")
+  if (r.max_tokens !== undefined && r.max_tokens !== null) fields.push("max_tokens")
+  return fields
+}
 
 /** Error bodies are classified on their first few KiB (enough for any provider's message). */
 const none: ReadonlyArray<string> = []
@@ -687,7 +700,9 @@ export const make = Effect.gen(function* () {
     request: { readonly model: string },
     needs: Needs,
     sessionKey: string | null | undefined,
-    at: number
+    at: number,
+    /** For `explain`, which always shows the prompt estimate. */
+    explaining: boolean
   ): Plan | ModelNotFound | InvalidRequest => {
     const fields = request as { readonly provider?: unknown; readonly models?: unknown }
     // OpenRouter's routing fields are read here and never go upstream.
@@ -698,14 +713,23 @@ export const make = Effect.gen(function* () {
     if (resolved instanceof ModelNotFound || resolved instanceof InvalidRequest) return resolved
     const resolution = "resolution" in resolved ? resolved.resolution : resolved
     const extraNotes = "resolution" in resolved ? resolved.notes : none
-    const decided = policy.decide({
-      resolution,
-      needs,
-      routing: providers.index().routing,
-      aliasStrategy: resolution.strategy,
-      prefs,
-      sessionKey
-    }, at)
+    let decided: Decision
+    try {
+      if (explaining) needs.promptTokens()
+      decided = policy.decide({
+        resolution,
+        needs,
+        routing: providers.index().routing,
+        aliasStrategy: resolution.strategy,
+        prefs,
+        sessionKey
+      }, at)
+    } catch (e) {
+      // The prompt estimate (asked for when a window or a price is known, and always by explain)
+      // serializes `tools`, which a client may nest deeper than the stack allows.
+      if (isTooDeep(e)) return nestedTooDeeply()
+      throw e
+    }
     const decision: Decision = extraNotes.length === 0 ? decided : { ...decided, notes: [...extraNotes, ...decided.notes] }
     return { resolution, decision, strip }
   }
@@ -748,7 +772,7 @@ export const make = Effect.gen(function* () {
     sessionKey: string | null | undefined
   ): Effect.Effect<Reply, ChatError> => {
     const startedAt = now()
-    const planned = plan(request, needs, sessionKey, startedAt)
+    const planned = plan(request, needs, sessionKey, startedAt, false)
     if (planned instanceof ModelNotFound || planned instanceof InvalidRequest) return Effect.fail(planned)
     const { decision, resolution, strip } = planned
     const ranked = decision.ranked
@@ -761,9 +785,10 @@ export const make = Effect.gen(function* () {
     const deadlineAt = startedAt + deadlineMs
 
     // The client's bytes go upstream untouched unless the model name or `max_tokens` must change
-    // or OpenRouter's fields must go; then the decoded body (every other field kept) is
-    // serialized once per (model, max_tokens).
-    let bodies: Map<string, string> | undefined
+    // or OpenRouter's fields must go; then those members are edited in the bytes (see `RawJson`),
+    // once per (model, max_tokens). Only a library caller without the bytes gets the decoded
+    // body serialized, every other field kept.
+    let bodies: Map<string, string | Uint8Array> | undefined
     const rewrites = (model: string, maxTokens: number | null) => model !== request.model || maxTokens !== null || strip || raw === undefined
     const bodyFor = (model: string, maxTokens: number | null): string | Uint8Array => {
       if (!rewrites(model, maxTokens)) return raw!
@@ -771,25 +796,29 @@ export const make = Effect.gen(function* () {
       const key = maxTokens === null ? model : `${maxTokens} ${model}`
       let body = bodies.get(key)
       if (body === undefined) {
-        const out: Record<string, unknown> = { ...request, model }
-        if (strip) {
-          delete out.provider
-          delete out.models
-        }
-        if (maxTokens !== null) {
-          // Lowered in whichever of the two fields the client used.
-          if (out.max_completion_tokens !== undefined && out.max_completion_tokens !== null) out.max_completion_tokens = maxTokens
-          if (out.max_tokens !== undefined && out.max_tokens !== null) out.max_tokens = maxTokens
-        }
-        body = JSON.stringify(out)
+        body = (raw === undefined ? null : RawJson.editMembers(raw, editsFor(model, maxTokens))) ?? serialized(model, maxTokens)
         bodies.set(key, body)
       }
       return body
     }
+    const editsFor = (model: string, maxTokens: number | null): Record<string, RawJson.MemberEdit> => {
+      const json = JSON.stringify(model)
+      // An unchanged model keeps its bytes; it is only added when the client named it in `models` alone.
+      const edits: Record<string, RawJson.MemberEdit> = { model: model === request.model ? RawJson.orDefault(json) : RawJson.set(json) }
+      if (strip) for (const f of openRouterFields) edits[f] = RawJson.remove
+      if (maxTokens !== null) for (const f of limitFieldsOf(request)) edits[f] = RawJson.set(String(maxTokens))
+      return edits
+    }
+    const serialized = (model: string, maxTokens: number | null): string => {
+      const out: Record<string, unknown> = { ...request, model }
+      if (strip) for (const f of openRouterFields) delete out[f]
+      if (maxTokens !== null) for (const f of limitFieldsOf(request)) out[f] = maxTokens
+      return JSON.stringify(out)
+    }
 
-    // A body nested deeper than `JSON.stringify` can go cannot be rewritten: found here, as a 400,
+    // A body nested deeper than `JSON.stringify` can go cannot be serialized: found here, as a 400,
     // before any upstream is called, rather than as a defect in the middle of a failover. The first
-    // rewrite is kept; the others serialize the same structure.
+    // rewrite is kept; the others serialize the same structure. Edited bytes need no such check.
     const firstRewrite = ranked.find((r) => rewrites(r.candidate.upstreamModel, r.maxTokens))
     if (firstRewrite !== undefined) {
       const rewritten = orTooDeep(firstRewrite, (r) => Either.right(bodyFor(r.candidate.upstreamModel, r.maxTokens)))
@@ -923,10 +952,14 @@ export const make = Effect.gen(function* () {
      * than the one that refused (or than the prompt estimate, when its window is unknown), or -1.
      */
     const largerContext = (i: number): number => {
-      const floor = ranked[i]!.candidate.info?.contextWindow ?? needs.promptTokens()
+      let floor = ranked[i]!.candidate.info?.contextWindow ?? null
       for (let j = i + 1; j < ranked.length; j++) {
         const window = ranked[j]!.candidate.info?.contextWindow ?? null
-        if (window !== null && window > floor) return j
+        if (window === null) continue
+        // Read only once a window is known: the policy's gate then already estimated the prompt (in
+        // `plan`, where a body too deep to estimate is a 400), so this never walks the body anew.
+        floor ??= needs.promptTokens()
+        if (window > floor) return j
       }
       return -1
     }
@@ -1008,7 +1041,7 @@ export const make = Effect.gen(function* () {
     explain: (what, sessionKey) =>
       Effect.suspend(() => {
         const needs = what.endpoint === "chat" ? needsOfChat(what.request) : needsOfEmbeddings(what.request)
-        const planned = plan(what.request, needs, sessionKey, now())
+        const planned = plan(what.request, needs, sessionKey, now(), true)
         return planned instanceof ModelNotFound || planned instanceof InvalidRequest
           ? Effect.fail(planned)
           : Effect.succeed({ endpoint: what.endpoint, model: what.request.model, needs, decision: planned.decision })

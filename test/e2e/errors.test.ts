@@ -420,7 +420,8 @@ describe("bodies nested deeper than a recursive walk can go", () => {
   beforeAll(async () => {
     fake = await h.fake({ name: "alpha" })
     router = await h.router({
-      config: { providers: { alpha: { endpoint: fake.url, models: ["m1", "e1"] } } },
+      // `m2`'s known context window makes the policy estimate the prompt, `tools` included.
+      config: { providers: { alpha: { endpoint: fake.url, models: ["m1", "e1", "m2"], model_overrides: { m2: { context_length: 8192 } } } } },
       env: { ROUTER_ADMIN_KEY: adminKey }
     })
   })
@@ -431,8 +432,6 @@ describe("bodies nested deeper than a recursive walk can go", () => {
       ["/v1/embeddings", `{"model":"e1","input":${deep(200_000)}}`],
       ["/v1/chat/completions", `{"model":"m1","messages":${deep(200_000)}}`],
       ["/v1/chat/completions", `{"model":${deep(200_000)},"messages":[]}`],
-      // A pinned id makes the router rewrite the body (the model name), so it must serialize it.
-      ["/v1/chat/completions", `{"model":"alpha+m1","messages":[{"role":"user","content":"hi"}],"metadata":${deep(200_000)}}`],
       ["/v1/chat/completions", `{"model":"m1","models":${deep(200_000)},"messages":[{"role":"user","content":"hi"}]}`],
       ["/v1/chat/completions", `{"model":"m1","provider":{"order":${deep(200_000)}},"messages":[{"role":"user","content":"hi"}]}`]
     ]
@@ -446,6 +445,35 @@ describe("bodies nested deeper than a recursive walk can go", () => {
     const res = await postJson(router, "/v1/chat/completions", `{"model":"m1","messages":[{"role":"user","content":"hi"}],"metadata":${deep(100)}}`)
     expect(res.status).toBe(200)
     expect(JSON.stringify((fake.requests.at(-1)?.body as { metadata: unknown }).metadata)).toBe(deep(100))
+    // A pinned id makes the router rewrite the body (the model name): it edits the bytes, so a deep
+    // field still goes through untouched.
+    const pinned = await postJson(router, "/v1/chat/completions", `{"model":"alpha+m1","messages":[{"role":"user","content":"hi"}],"metadata":${deep(200_000)}}`)
+    expect(pinned.status).toBe(200)
+    const sent = fake.requests.at(-1)?.body as { model: string; metadata: unknown }
+    expect(sent.model).toBe("m1")
+    let depth = 0
+    for (let v = sent.metadata; Array.isArray(v); v = v[0]) depth++
+    expect(depth).toBe(200_000)
+  })
+
+  it("answers 400 invalid_json to deep tools wherever the prompt estimate is needed", async () => {
+    const before = fake.requests.length
+    const body = (model: string, stream: boolean) =>
+      `{"model":"${model}","stream":${stream},"messages":[{"role":"user","content":"hi"}],"tools":${deep(100_000)}}`
+    for (const stream of [false, true]) {
+      const res = await postJson(router, "/v1/chat/completions", body("m2", stream), { "x-request-id": "deep-tools" })
+      expect((await expectOpenAiError(res, 400)).code).toBe("invalid_json")
+      expect(res.headers.get("x-request-id")).toBe("deep-tools")
+    }
+    // Explain always shows the estimate, even for a model whose window is unknown.
+    const explain = await fetch(`${router.url}/admin/explain`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${adminKey}`, "content-type": "application/json", "x-request-id": "deep-explain" },
+      body: body("m1", false)
+    })
+    expect((await expectOpenAiError(explain, 400)).code).toBe("invalid_json")
+    expect(explain.headers.get("x-request-id")).toBe("deep-explain")
+    expect(fake.requests.slice(before).filter((r) => r.path !== "/models")).toHaveLength(0)
   })
 
   it("answers 400 on the admin API too", async () => {

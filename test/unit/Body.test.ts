@@ -110,6 +110,48 @@ describe("body forwarding", () => {
   })
 })
 
+describe("rewritten bodies keep the client's bytes", () => {
+  // What JSON.parse + JSON.stringify would change: a seed past 2^53, `1.0`, `1e400`, escapes, spacing.
+  const members = `"seed": 9007199254740993, "temperature":1.0,"top_p":1e-7, "x":1e400,\n  "logit_bias":{"50256":-100},` +
+    `"messages":[{"role":"user","content":"caf\\u00e9 \\ud83d\\ude00 \\/ \\"q\\""}]`
+
+  it.effect("for an alias, only the model's value changes, per candidate", () => {
+    const recorded: Recorded = { calls: [] }
+    const rawText = `{ "model" : "smart", ${members} }`
+    return Effect.gen(function* () {
+      const router = yield* Router.Router
+      yield* router.chat({ request: JSON.parse(rawText), raw: new Uint8Array(Buffer.from(rawText)) })
+      expect(recorded.calls.map((c) => text(c.body))).toEqual([
+        `{ "model" : "m1", ${members} }`,
+        `{ "model" : "m2", ${members} }`
+      ])
+    }).pipe(Effect.provide(routerRecording(config, recorded, { a: { behaviour: { mode: "status", status: 500 } } })))
+  })
+
+  it.effect("for a pinned id with OpenRouter's fields and a clamped max_tokens, only those members change", () => {
+    const recorded: Recorded = { calls: [] }
+    const clamping = { providers: { a: { endpoint: endpoint("a"), models: ["m"], model_overrides: { m: { max_output_tokens: 100 } } } } }
+    const rawText = `{"provider":{"order":["a"]},"model":"a+m","max_tokens":4096, ${members},"models":["a+m"]}`
+    return Effect.gen(function* () {
+      const router = yield* Router.Router
+      yield* router.chat({ request: JSON.parse(rawText), raw: new Uint8Array(Buffer.from(rawText)) })
+      expect(text(recorded.calls[0]!.body)).toBe(`{"model":"m","max_tokens":100, ${members}}`)
+    }).pipe(Effect.provide(routerRecording(clamping, recorded)))
+  })
+
+  it.effect("a model named only in `models` is added, the client's bytes otherwise kept", () => {
+    const recorded: Recorded = { calls: [] }
+    const rawText = `{"models":["m"], ${members}}`
+    // As the HTTP edge does (`modelFromModels`): the decoded request gets `model` from `models`.
+    const request = { ...JSON.parse(rawText), model: "m" }
+    return Effect.gen(function* () {
+      const router = yield* Router.Router
+      yield* router.chat({ request, raw: new Uint8Array(Buffer.from(rawText)) })
+      expect(text(recorded.calls[0]!.body)).toBe(`{"model":"m",${members}}`)
+    }).pipe(Effect.provide(routerRecording(config, recorded)))
+  })
+})
+
 describe("request ids", () => {
   it.effect("the request id goes upstream with every attempt", () => {
     const recorded: Recorded = { calls: [] }

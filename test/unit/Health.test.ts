@@ -5,7 +5,7 @@
  * these tests pass times explicitly.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, HashMap, Logger, Redacted } from "effect"
 import * as Resilience from "../../src/config/Resilience.js"
 import type { ResilienceSettings } from "../../src/config/Resilience.js"
 import { decodeConfig } from "../../src/config/ConfigFile.js"
@@ -624,5 +624,96 @@ describe("Health: breakers of single models", () => {
     h.report(candidate("a", "m1"), { _tag: "Ok", ttfbMs: 5, totalMs: 10 }, true, later + 5)
     expect(h.admit(candidate("a", "m1"), later + 6)).toEqual({ ok: true, probe: false })
     expect(statusOf(h, "a", later + 6).model_circuits).toEqual([])
+  })
+})
+
+describe("Health: transitions in and out of service are told once each", () => {
+  const key = "sk-SECRET-abc123def456"
+  const keyed = (provider: string, model = "m1"): Candidate => ({
+    provider: providerSpec(provider, { models: ["m1", "m2"], apiKey: Redacted.make(key) }),
+    upstreamModel: model
+  })
+  const recorder = () => {
+    const seen: Array<Health.Transition> = []
+    return { seen, h: Health.make(settings, (t) => seen.push(t)) }
+  }
+  const summary = (t: Health.Transition) =>
+    t._tag === "Out" ? `out ${t.provider}${t.model === null ? "" : `/${t.model}`} ${t.outcome}${t.again ? " again" : ""}` : `back ${t.provider}${t.model === null ? "" : `/${t.model}`} ${t.outcome} ${t.via}`
+
+  it("a circuit: out when it opens, not again while open, again when a probe fails, back when one succeeds", () => {
+    const { seen, h } = recorder()
+    for (let i = 0; i < 3; i++) h.report(candidate("a"), serverError, false, T0)
+    expect(seen.map(summary)).toEqual(["out a circuit_open"])
+    expect(seen[0]).toMatchObject({ detail: "HTTP 500", until: T0 + settings.breaker.cooldownMs })
+    // Requests admitted before the trip keep failing: no new line.
+    for (let i = 0; i < 5; i++) h.report(candidate("a"), serverError, false, T0 + 1)
+    expect(seen).toHaveLength(1)
+    const probeAt = T0 + settings.breaker.cooldownMs
+    expect(h.admit(candidate("a"), probeAt)).toEqual({ ok: true, probe: true })
+    h.report(candidate("a"), serverError, true, probeAt)
+    expect(seen.map(summary)).toEqual(["out a circuit_open", "out a circuit_open again"])
+    const next = probeAt + 2 * settings.breaker.cooldownMs
+    expect(h.admit(candidate("a"), next)).toEqual({ ok: true, probe: true })
+    h.report(candidate("a"), ok(5, 10), true, next)
+    h.report(candidate("a"), ok(5, 10), false, next + 1)
+    expect(seen.map(summary)).toEqual(["out a circuit_open", "out a circuit_open again", "back a circuit_open request"])
+  })
+
+  it("a model's own circuit names the model", () => {
+    const { seen, h } = recorder()
+    const modelDown = classifyRefusal(503, '{"error":{"message":"The model m1 is currently unavailable"}}', undefined)
+    for (let i = 0; i < 4; i++) h.report(candidate("a", "m1"), { _tag: "Failed", classified: modelDown, detail: "HTTP 503" }, false, T0)
+    expect(seen.map(summary)).toEqual(["out a/m1 circuit_open"])
+  })
+
+  it("misconfigured (401/403) and out of credits (402) once each, with the upstream's message and without the key", () => {
+    const { seen, h } = recorder()
+    const body = `{"error":{"message":"Incorrect API key provided: ${key}"}}`
+    for (let i = 0; i < 3; i++) h.report(keyed("a"), refused(401, T0, body), false, T0 + i)
+    for (let i = 0; i < 3; i++) h.report(keyed("b"), refused(402, T0, `{"error":{"message":"Payment required"}}`), false, T0 + i)
+    expect(seen.map(summary)).toEqual(["out a misconfigured", "out b out_of_credits"])
+    expect(seen[0]).toMatchObject({ until: T0 + settings.misconfiguredCooldownMs, detail: `HTTP 401: {"error":{"message":"Incorrect API key provided: <redacted>"}}` })
+    expect(seen[1]).toMatchObject({ until: T0 + settings.outOfCreditsCooldownMs, detail: `HTTP 402: {"error":{"message":"Payment required"}}` })
+    // Back once the cooldown is over and a request succeeds; a health check closes a circuit too.
+    // (The last 402, at T0 + 2, set the time.)
+    h.report(keyed("b"), ok(5, 10), false, T0 + 1 + settings.outOfCreditsCooldownMs)
+    h.report(keyed("b"), ok(5, 10), false, T0 + 2 + settings.outOfCreditsCooldownMs)
+    h.report(keyed("b"), ok(5, 10), false, T0 + 3 + settings.outOfCreditsCooldownMs)
+    h.reportCheck("a", { _tag: "Healthy" }, T0 + 5)
+    expect(seen.slice(2).map(summary)).toEqual(["back b out_of_credits request", "back a misconfigured health_check"])
+  })
+
+  it("a key cut short at the end of a detail is blanked too", () => {
+    expect(Health.withoutKey(`HTTP 401: bad key ${key.slice(0, 9)}`, Redacted.make(key))).toBe("HTTP 401: bad key <redacted>")
+    expect(Health.withoutKey(`HTTP 401: ${key} and ${key}`, Redacted.make(key))).toBe("HTTP 401: <redacted> and <redacted>")
+    expect(Health.withoutKey("HTTP 401", null)).toBe("HTTP 401")
+  })
+
+  it.effect("Health.layer logs a warning when a provider goes out of service and info when it is back", () => {
+    const lines: Array<{ level: string; message: string; annotations: Record<string, unknown> }> = []
+    const capture = Logger.make(({ annotations, logLevel, message }) => {
+      lines.push({
+        level: logLevel.label,
+        message: (Array.isArray(message) ? message : [message]).map(String).join(" "),
+        annotations: Object.fromEntries(HashMap.toEntries(annotations))
+      })
+    })
+    return Effect.gen(function* () {
+      const h = yield* Health.Health
+      for (let i = 0; i < 4; i++) h.report(keyed("a"), refused(401, T0, `{"error":{"message":"bad key ${key}"}}`), false, T0 + i)
+      for (let i = 0; i < 5; i++) h.report(candidate("b"), serverError, false, T0)
+      h.reportCheck("b", { _tag: "Healthy" }, T0 + 1)
+      expect(lines.map((l) => [l.level, l.message])).toEqual([
+        ["WARN", `provider a taken out of service: misconfigured until ${iso(T0 + settings.misconfiguredCooldownMs)}: HTTP 401: {"error":{"message":"bad key <redacted>"}}`],
+        ["WARN", `provider b taken out of service: circuit_open until ${iso(T0 + settings.breaker.cooldownMs)}: HTTP 500`],
+        ["INFO", "provider b back in service after circuit_open (a health check succeeded)"]
+      ])
+      expect(lines[0]!.annotations).toEqual({ provider: "a", outcome: "misconfigured", until: iso(T0 + settings.misconfiguredCooldownMs) })
+      expect(JSON.stringify(lines)).not.toContain(key)
+    }).pipe(
+      Effect.provide(Health.layer),
+      Effect.provide(Resilience.layer(settings)),
+      Effect.provide(Logger.replace(Logger.defaultLogger, capture))
+    )
   })
 })
