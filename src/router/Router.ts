@@ -198,6 +198,15 @@ const isEmptyObject = (o: object): boolean => {
   return true
 }
 
+/** An error event's error as a body of its own; one nested deeper than `JSON.stringify` goes is described. */
+const errorEventBody = (error: unknown): string => {
+  try {
+    return JSON.stringify({ error })
+  } catch {
+    return JSON.stringify({ error: { message: "an error event nested too deeply to quote" } })
+  }
+}
+
 /**
  * Reads the complete events at the start of a stream: `commit` once a delta carries anything but
  * its role (see `carries`), or an event has a finish, is `[DONE]`, or is not a chat chunk at all;
@@ -223,7 +232,7 @@ export const preamble = (buf: Uint8Array): "commit" | "wait" | { readonly status
       return "commit"
     }
     if (parsed.error !== undefined && parsed.error !== null && parsed.choices === undefined) {
-      return { status: statusOfErrorObject(parsed.error), body: new Uint8Array(Buffer.from(JSON.stringify({ error: parsed.error }))) }
+      return { status: statusOfErrorObject(parsed.error), body: new Uint8Array(Buffer.from(errorEventBody(parsed.error))) }
     }
     // An event of a shape this router does not know is passed on, not held.
     if (!Array.isArray(parsed.choices)) return "commit"

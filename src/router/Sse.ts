@@ -196,6 +196,15 @@ const errorEvent = (buf: Buffer): EventsSeen["error"] => {
 }
 
 const errorMessage = (error: unknown): string => {
-  const m = typeof error === "string" ? error : typeof error === "object" && error !== null && typeof (error as { message?: unknown }).message === "string" ? (error as { message: string }).message : JSON.stringify(error)
+  const m = typeof error === "string" ? error : typeof error === "object" && error !== null && typeof (error as { message?: unknown }).message === "string" ? (error as { message: string }).message : quoted(error)
   return m.length > 500 ? `${m.slice(0, 500)}…` : m
+}
+
+/** An upstream's value as JSON text, or a word for one nested deeper than `JSON.stringify` goes. */
+const quoted = (v: unknown): string => {
+  try {
+    return JSON.stringify(v)
+  } catch {
+    return "an error nested too deeply to quote"
+  }
 }

@@ -54,6 +54,14 @@ describe("preamble (what the first events of a stream say)", () => {
     }
   })
 
+  it("describes an error event nested deeper than it can be quoted, rather than failing", () => {
+    const deep = "[".repeat(200_000) + "]".repeat(200_000)
+    const verdict = preamble(bytes(`data: {"error":{"code":503,"message":"down","details":${deep}}}\n\n`))
+    if (typeof verdict === "string") throw new Error(`expected an error verdict, got ${verdict}`)
+    expect(verdict.status).toBe(503)
+    expect(JSON.parse(Buffer.from(verdict.body).toString()).error.message).toBe("an error event nested too deeply to quote")
+  })
+
   it("reads an error event as the HTTP error it stands for", () => {
     const verdict = preamble(bytes(`data: ${JSON.stringify({ error: { message: "slow down", code: 429 } })}\n\n`))
     expect(verdict).not.toBe("wait")

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { FastCheck as fc } from "effect"
-import { framed, HeldStart, lastEventEnd, normalizeLines } from "../../src/router/Sse.js"
+import { framed, HeldStart, lastEventEnd, normalizeLines, scanEvents } from "../../src/router/Sse.js"
 import { collector } from "./helpers.js"
 
 const bytes = (s: string) => new Uint8Array(Buffer.from(s))
@@ -233,5 +233,32 @@ describe("Sse.HeldStart", () => {
     const other = new HeldStart()
     expect(other.add(bytes("data: a\n\r"))).toBeNull()
     expect(Buffer.from(other.add(bytes("data: b"))!).toString()).toBe("data: a\n\r")
+  })
+})
+
+describe("Sse.scanEvents (how whole events say an answer ends)", () => {
+  const event = (o: unknown) => `data: ${JSON.stringify(o)}\n\n`
+  const delta = (content: string, finish: string | null = null) => event({ choices: [{ index: 0, delta: { content }, finish_reason: finish }] })
+
+  it("says nothing of a chunk with none of [DONE], a finish or an error event", () => {
+    expect(scanEvents(bytes(delta("Hi") + event({ choices: [{ delta: {}, finish_reason: null }] })))).toBeNull()
+  })
+
+  it("finds [DONE] and a finish at the start of a data line, not inside content", () => {
+    expect(scanEvents(bytes(delta("Hi", "stop")))).toEqual({ finished: true, done: false, error: null })
+    expect(scanEvents(bytes("data:[DONE]\n\n"))).toEqual({ finished: true, done: true, error: null })
+    expect(scanEvents(bytes(delta("data: [DONE]\n\n\"finish_reason\": \"stop\""))) ).toBeNull()
+  })
+
+  it("finds an error event, where it begins, and its message; a string error or a deep one too", () => {
+    const before = delta("Hi")
+    const seen = scanEvents(bytes(before + event({ error: { message: "crashed", code: 500 } }) + "data: [DONE]\n\n"))
+    // What follows the error event does not count: it is not passed on.
+    expect(seen).toEqual({ finished: false, done: false, error: { at: before.length, message: "crashed" } })
+    expect(scanEvents(bytes(event({ error: "model runner stopped" })))?.error?.message).toBe("model runner stopped")
+    const deep = "[".repeat(200_000) + "]".repeat(200_000)
+    expect(scanEvents(bytes(`data: {"error":{"details":${deep}}}\n\n`))?.error?.message).toBe("an error nested too deeply to quote")
+    // A chunk that merely has an `error` member inside its choices is not an error event.
+    expect(scanEvents(bytes(event({ choices: [{ delta: { content: "x" }, error: null }] })))).toBeNull()
   })
 })
