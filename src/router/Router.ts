@@ -28,7 +28,7 @@ import * as Policy from "../policy/Policy.js"
 import { modelsOf, prefsOf } from "../policy/Preferences.js"
 import { type Decision, type Needs, needsOfChat, needsOfEmbeddings, summary } from "../policy/Rank.js"
 import { Providers, type Resolution } from "../providers/Providers.js"
-import { AbortSwitch, type ChunkWriter, maxBufferedBytes, Upstream, type UpstreamComplete, type UpstreamResponse } from "../providers/Upstream.js"
+import { AbortSwitch, type ChunkWriter, Upstream, type UpstreamComplete, type UpstreamResponse } from "../providers/Upstream.js"
 import {
   actionOfStatus,
   type Classified,
@@ -39,7 +39,7 @@ import {
   parseRetryAfter,
   statusOfErrorObject
 } from "./Classify.js"
-import { framed, HeldStart, lastEventEnd, maxHeldBack, normalizeLines, scanEvents } from "./Sse.js"
+import { framed, HeldStart, lastEventEnd, maxHeldBack, maxHeldEvent, normalizeLines, scanEvents } from "./Sse.js"
 import { type Deadlines, deadlines, type Expiry, scheduler } from "./Timer.js"
 
 export interface ChatInput {
@@ -352,6 +352,8 @@ export const make = Effect.gen(function* () {
     path: string,
     body: string | Uint8Array,
     stream: boolean,
+    /** Choices a streamed answer has (`n`): each must finish for it to be whole. */
+    choices: number,
     requestId: string | undefined,
     attempts: ReadonlyArray<Attempt>,
     deadlineAt: number,
@@ -507,12 +509,13 @@ export const make = Effect.gen(function* () {
             } else timer.touch()
             if (events === null) {
               // One event still arriving may be large (an image, a whole answer in one event): it is
-              // held like a whole answer, up to the same bound. Bytes that begin like no event are
-              // not a stream at all.
-              if (held.size - held.judged <= maxHeldBack) return commit()
+              // held, up to a bound of its own (a few such streams at once must not take the
+              // memory whole answers may). Bytes that begin like no event are not a stream at all.
+              const arriving = held.size - held.judged
+              if (arriving <= maxHeldBack) return commit()
               if (!held.arrivingLooksLikeEvent()) return Effect.succeed(noContent())
-              if (held.size <= maxBufferedBytes) return commit()
-              const outcome = failed({ class: "transient", outcome: "protocol_error" }, `stream event larger than ${maxBufferedBytes / 1024 / 1024} MiB`, r.status)
+              if (arriving <= maxHeldEvent) return commit()
+              const outcome = failed({ class: "transient", outcome: "protocol_error" }, `stream event larger than ${maxHeldEvent / 1024 / 1024} MiB before any content`, r.status)
               controller.abort()
               return Effect.succeed(outcome)
             }
@@ -531,7 +534,7 @@ export const make = Effect.gen(function* () {
             const ok = attempt("ok", "ok", r.status)
             return Effect.succeed({
               _tag: "Served",
-              reply: streamReply(c, r, held.bytes(), [...attempts, ok], decision, controller, expired, timer, (verdict) => {
+              reply: streamReply(c, r, held.bytes(), choices, [...attempts, ok], decision, controller, expired, timer, (verdict) => {
                 if (verdict._tag === "Ok") settle({ _tag: "Ok", ttfbMs: firstByteAt - sentAt, totalMs: now() - sentAt })
                 else settle(verdict)
               })
@@ -569,6 +572,7 @@ export const make = Effect.gen(function* () {
     c: Candidate,
     r: UpstreamResponse,
     first: Uint8Array,
+    choices: number,
     attempts: ReadonlyArray<Attempt>,
     decision: Decision,
     controller: AbortSwitch,
@@ -586,26 +590,35 @@ export const make = Effect.gen(function* () {
     discard: Effect.sync(() => controller.abort()),
     pipe: (writer) =>
       Effect.suspend(() => {
-        // How the answer ends, read from the events as they pass: whole (`[DONE]`, or a choice's
-        // finish), or cut by an upstream's error event, whose message becomes the interruption's.
-        let finished = false
+        // How the answer ends, read from the events as they pass: whole (`[DONE]`, or every choice
+        // finished), or cut by an upstream's error event, whose message becomes the interruption's.
+        // Nothing after the end (`[DONE]`, an error event) is passed on.
+        let finishes = 0
         let done = false
+        let over = false
         let cut: string | null = null
+        const finished = () => done || finishes >= choices
         const client: ChunkWriter = {
           write: (chunk) => {
-            if (cut !== null) return true
+            if (over) return true
             const seen = scanEvents(chunk)
             if (seen === null) return writer.write(chunk)
+            finishes += seen.finishes
             if (seen.error !== null) {
-              cut = `error event: ${seen.error.message}`
-              // Reported first, so the abort is not taken for a client leaving.
-              settle({ _tag: "Failed", classified: interrupted, detail: cut })
+              over = true
+              // Reported first, so the abort is not taken for a client leaving. An error after a
+              // finished answer takes nothing from it.
+              if (finished()) settle({ _tag: "Ok", ttfbMs: 0, totalMs: 0 })
+              else {
+                cut = `error event: ${seen.error.message}`
+                settle({ _tag: "Failed", classified: interrupted, detail: cut })
+              }
               controller.abort()
               return seen.error.at > 0 ? writer.write(chunk.subarray(0, seen.error.at)) : true
             }
-            finished ||= seen.finished
-            done ||= seen.done
-            return writer.write(chunk)
+            if (seen.doneEnd === -1) return writer.write(chunk)
+            done = over = true
+            return writer.write(seen.doneEnd === chunk.byteLength ? chunk : chunk.subarray(0, seen.doneEnd))
           },
           onDrain: writer.onDrain
         }
@@ -633,20 +646,20 @@ export const make = Effect.gen(function* () {
         })
         return Effect.matchEffect(r.pipe(watched), {
           // A connection lost once the answer is whole loses nothing.
-          onFailure: (e) => (cut !== null ? cutShort(cut) : finished ? whole : Effect.fail(e)),
+          onFailure: (e) => (cut !== null ? cutShort(cut) : finished() ? whole : Effect.fail(e)),
           onSuccess: () => {
             // An event without its closing blank line is passed on if it ends the answer (or says
             // why not); a part of an answer that stops short of its end is not.
             const tail = events.pending()
             if (tail !== null) {
               const seen = scanEvents(tail)
-              if (finished || seen !== null) {
+              if (finished() || seen !== null) {
                 events.flush()
                 if (!endsEvent(tail)) writer.write(blankLines)
               }
             }
             if (cut !== null) return cutShort(cut)
-            return finished ? whole : cutShort("stream ended before the answer finished (no finish_reason or [DONE])")
+            return finished() ? whole : cutShort("stream ended before the answer finished (no finish_reason or [DONE])")
           }
         })
       }).pipe(
@@ -792,6 +805,9 @@ export const make = Effect.gen(function* () {
     }
     const deadlineMs = timeoutMs === undefined ? resilience.requestTimeoutMs : Math.min(timeoutMs, resilience.requestTimeoutMs)
     const deadlineAt = startedAt + deadlineMs
+    // A stream of `n` choices is whole once each has finished (or at `[DONE]`).
+    const n = (request as { readonly n?: unknown }).n
+    const choices = typeof n === "number" && Number.isSafeInteger(n) && n > 1 ? n : 1
 
     // The client's bytes go upstream untouched unless the model name or `max_tokens` must change
     // or OpenRouter's fields must go; then those members are edited in the bytes (see `RawJson`),
@@ -952,7 +968,7 @@ export const make = Effect.gen(function* () {
 
     const attemptAt = (i: number) => {
       const r = ranked[i]!
-      return tryCandidate(r.candidate, path, bodyFor(r.candidate.upstreamModel, r.maxTokens), needs.stream, requestId, attempts, deadlineAt, decision, i + 1 >= ranked.length)
+      return tryCandidate(r.candidate, path, bodyFor(r.candidate.upstreamModel, r.maxTokens), needs.stream, choices, requestId, attempts, deadlineAt, decision, i + 1 >= ranked.length)
     }
     const aliasHedge = resolution.hedgeAfterMs ?? null
 

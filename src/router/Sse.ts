@@ -123,30 +123,34 @@ export const framed = (writer: ChunkWriter): FramedWriter => {
 
 /** What whole events say about how their stream ends. */
 export interface EventsSeen {
-  /** `[DONE]` or a choice's `finish_reason`: the answer is whole, whatever happens to the connection next. */
-  readonly finished: boolean
-  readonly done: boolean
-  /** An error event: where it begins (only what precedes it is passed on) and what it says. */
+  /** Choices these events finish (a `finish_reason` that is not `null`) before any error event or `[DONE]`. */
+  readonly finishes: number
+  /** Where the first `[DONE]` event ends, or -1: nothing after it belongs to the answer. */
+  readonly doneEnd: number
+  /** An error event before any `[DONE]`: where it begins (only what precedes it is passed on) and what it says. */
   readonly error: { readonly at: number; readonly message: string } | null
 }
+
+/** The most of one event still arriving that a stream's start holds: an image, a whole answer in one event. */
+export const maxHeldEvent = 32 * 1024 * 1024
 
 const DONE = Buffer.from("[DONE]")
 const FINISH = Buffer.from('"finish_reason"')
 const ERROR = Buffer.from('"error"')
 
 /**
- * Reads whole events (as `framed` passes them on) for the end of an answer: `[DONE]`, a finish, or
+ * Reads whole events (as `framed` passes them on) for the end of an answer: `[DONE]`, finishes, or
  * an error event. `null` for the common chunk that has none. Byte searches, not a parse of every
  * event: a key's quotes appear unescaped only as a key, never inside a string, so only an event
  * that names `"error":` as a key is parsed.
  */
 export const scanEvents = (chunk: Uint8Array): EventsSeen | null => {
   const buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
-  const error = errorEvent(buf)
-  const before = error === null ? buf : buf.subarray(0, error.at)
-  const done = hasDone(before)
-  const finished = done || hasFinish(before)
-  return finished || error !== null ? { finished, done, error } : null
+  const doneEnd = doneEventEnd(buf)
+  const error = errorEvent(doneEnd === -1 ? buf : buf.subarray(0, doneEnd))
+  const answer = error !== null ? buf.subarray(0, error.at) : doneEnd !== -1 ? buf.subarray(0, doneEnd) : buf
+  const finishes = finishesIn(answer)
+  return finishes > 0 || doneEnd !== -1 || error !== null ? { finishes, doneEnd: error === null ? doneEnd : -1, error } : null
 }
 
 /** The offset just past a `"key"` followed by `:` (blanks allowed), or -1. */
@@ -161,21 +165,37 @@ const keyAt = (buf: Buffer, key: Buffer, from: number): number => {
 
 const isLineStart = (buf: Buffer, i: number) => i === 0 || buf[i - 1] === LF || buf[i - 1] === CR
 
-const hasDone = (buf: Buffer): boolean => {
+/** Where the event of the first `[DONE]` data line ends, or -1. */
+const doneEventEnd = (buf: Buffer): number => {
   for (let i = buf.indexOf(DONE); i !== -1; i = buf.indexOf(DONE, i + 1)) {
     const j = buf[i - 1] === 0x20 ? i - 1 : i
-    if (j >= 5 && buf.toString("latin1", j - 5, j) === "data:" && isLineStart(buf, j - 5)) return true
+    if (j >= 5 && buf.toString("latin1", j - 5, j) === "data:" && isLineStart(buf, j - 5)) return nextEventEnd(buf, i)
   }
-  return false
+  return -1
 }
 
-/** A `"finish_reason"` whose value is a string (not `null`). */
-const hasFinish = (buf: Buffer): boolean => {
+/** The offset just past the first blank line at or after `from` (the end of that event), or the end. */
+const nextEventEnd = (buf: Buffer, from: number): number => {
+  for (let k = from; k < buf.length; k++) {
+    const c = buf[k]
+    if (c !== LF && c !== CR) continue
+    const next = c === CR && buf[k + 1] === LF ? k + 2 : k + 1
+    const d = buf[next]
+    if (d === LF) return next + 1
+    if (d === CR) return buf[next + 1] === LF ? next + 2 : next + 1
+    k = next - 1
+  }
+  return buf.length
+}
+
+/** How many `"finish_reason"`s have a string value (not `null`). */
+const finishesIn = (buf: Buffer): number => {
+  let n = 0
   for (let at = keyAt(buf, FINISH, 0); at !== -1; at = keyAt(buf, FINISH, at)) {
     while (buf[at] === 0x20) at++
-    if (buf[at] === 0x22) return true
+    if (buf[at] === 0x22) n++
   }
-  return false
+  return n
 }
 
 const errorEvent = (buf: Buffer): EventsSeen["error"] => {

@@ -74,6 +74,7 @@ describe("preamble (what the first events of a stream say)", () => {
 
 /** A first event of 3 MiB (a whole answer, or an image, in one event). */
 const big = chunk({ content: "x".repeat(3 * 1024 * 1024) })
+const mib = "x".repeat(1024 * 1024)
 const pieces = (text: string, size: number) => Array.from({ length: Math.ceil(text.length / size) }, (_, i) => text.slice(i * size, i * size + size))
 
 const two = { providers: { a: { endpoint: "http://127.0.0.1:1/v1", models: ["m"], priority: 1, timeouts: { first_byte: 2, idle: 3 } }, b: { endpoint: "http://127.0.0.1:2/v1", models: ["m"], priority: 2 } } }
@@ -107,6 +108,16 @@ describe("the commit point, through the router", () => {
       expect(out.text()).toBe(big + chunk({}, "stop") + "data: [DONE]\n\n")
     }).pipe(Effect.provide(routerOver(two, chunkedUpstream({
       a: { chunks: [...pieces(big, 64 * 1024), chunk({}, "stop"), "data: [DONE]\n\n"], then: "end" }
+    })))))
+
+  it.effect("a first event still arriving past 32 MiB is cut off (protocol_error), not held without bound", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const reply = yield* joinNow(yield* Effect.fork(router.chat({ request: chat("m", { stream: true }) })))
+      expect(reply.attempts.map((a) => `${a.provider}:${a.outcome}`)).toEqual(["a:protocol_error", "b:ok"])
+      expect(reply.attempts[0]!.detail).toBe("stream event larger than 32 MiB before any content")
+    }).pipe(Effect.provide(routerOver(two, chunkedUpstream({
+      a: { chunks: ["data: {\"choices\":[{\"delta\":{\"content\":\"", ...Array.from({ length: 33 }, () => mib)], then: "hang" }
     })))))
 
   it.effect("more than 1 MiB of whole events without content fails over as a bad response", () =>

@@ -238,27 +238,34 @@ describe("Sse.HeldStart", () => {
 
 describe("Sse.scanEvents (how whole events say an answer ends)", () => {
   const event = (o: unknown) => `data: ${JSON.stringify(o)}\n\n`
-  const delta = (content: string, finish: string | null = null) => event({ choices: [{ index: 0, delta: { content }, finish_reason: finish }] })
+  const delta = (content: string, finish: string | null = null, index = 0) => event({ choices: [{ index, delta: { content }, finish_reason: finish }] })
 
   it("says nothing of a chunk with none of [DONE], a finish or an error event", () => {
     expect(scanEvents(bytes(delta("Hi") + event({ choices: [{ delta: {}, finish_reason: null }] })))).toBeNull()
   })
 
-  it("finds [DONE] and a finish at the start of a data line, not inside content", () => {
-    expect(scanEvents(bytes(delta("Hi", "stop")))).toEqual({ finished: true, done: false, error: null })
-    expect(scanEvents(bytes("data:[DONE]\n\n"))).toEqual({ finished: true, done: true, error: null })
-    expect(scanEvents(bytes(delta("data: [DONE]\n\n\"finish_reason\": \"stop\""))) ).toBeNull()
+  it("counts finishes, and finds [DONE] at the start of a data line (not inside content) with where its event ends", () => {
+    expect(scanEvents(bytes(delta("Hi", "stop")))).toEqual({ finishes: 1, doneEnd: -1, error: null })
+    expect(scanEvents(bytes(delta("a", "stop", 0) + delta("b", "length", 1)))?.finishes).toBe(2)
+    const head = delta("Hi", "stop")
+    expect(scanEvents(bytes(head + "data:[DONE]\r\n\r\n" + delta("after")))).toEqual({ finishes: 1, doneEnd: head.length + 15, error: null })
+    expect(scanEvents(bytes(delta("data: [DONE]\n\n\"finish_reason\": \"stop\"")))).toBeNull()
   })
 
   it("finds an error event, where it begins, and its message; a string error or a deep one too", () => {
     const before = delta("Hi")
-    const seen = scanEvents(bytes(before + event({ error: { message: "crashed", code: 500 } }) + "data: [DONE]\n\n"))
+    const seen = scanEvents(bytes(before + event({ error: { message: "crashed", code: 500 } }) + delta("x", "stop") + "data: [DONE]\n\n"))
     // What follows the error event does not count: it is not passed on.
-    expect(seen).toEqual({ finished: false, done: false, error: { at: before.length, message: "crashed" } })
+    expect(seen).toEqual({ finishes: 0, doneEnd: -1, error: { at: before.length, message: "crashed" } })
     expect(scanEvents(bytes(event({ error: "model runner stopped" })))?.error?.message).toBe("model runner stopped")
     const deep = "[".repeat(200_000) + "]".repeat(200_000)
     expect(scanEvents(bytes(`data: {"error":{"details":${deep}}}\n\n`))?.error?.message).toBe("an error nested too deeply to quote")
     // A chunk that merely has an `error` member inside its choices is not an error event.
     expect(scanEvents(bytes(event({ choices: [{ delta: { content: "x" }, error: null }] })))).toBeNull()
+  })
+
+  it("an error event after [DONE] is not the answer's", () => {
+    const answer = delta("Hi", "stop") + "data: [DONE]\n\n"
+    expect(scanEvents(bytes(answer + event({ error: "late" })))).toEqual({ finishes: 1, doneEnd: answer.length, error: null })
   })
 })

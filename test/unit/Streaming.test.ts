@@ -229,6 +229,47 @@ describe("streaming replies", () => {
         a: { chunks: [role, words, `data: {"error": "model runner has unexpectedly stopped"}\n\n`], then: "end" }
       })))))
 
+    it.effect("nothing after [DONE] is passed on: not a late error event (which blames nobody), not more data, not a second [DONE]", () =>
+      Effect.gen(function* () {
+        const router = yield* Router.Router
+        const out = collector()
+        yield* streamOf(yield* router.chat({ request: chat("m", { stream: true }) })).pipe(out.writer)
+        expect(out.text()).toBe(role + words + stop + done)
+        const stats = yield* health("a")
+        expect([stats.successes, stats.failures]).toEqual([1, 0])
+      }).pipe(Effect.provide(routerOverWithHealth(two, chunkedUpstream({
+        a: { chunks: [role, words + stop + done + words, done, `data: ${JSON.stringify({ error: { message: "late" } })}\n\n`], then: "end" }
+      })))))
+
+    it.effect("an error event after every choice finished takes nothing from the answer: it ends with [DONE]", () =>
+      Effect.gen(function* () {
+        const router = yield* Router.Router
+        const out = collector()
+        yield* streamOf(yield* router.chat({ request: chat("m", { stream: true }) })).pipe(out.writer)
+        expect(out.text()).toBe(role + words + stop + done)
+        const stats = yield* health("a")
+        expect([stats.successes, stats.failures]).toEqual([1, 0])
+      }).pipe(Effect.provide(routerOverWithHealth(two, chunkedUpstream({
+        a: { chunks: [role, words, stop, `data: ${JSON.stringify({ error: { message: "usage accounting failed" } })}\n\n`], then: "end" }
+      })))))
+
+    it.effect("with n: 2, one choice finished is not a whole answer", () =>
+      Effect.gen(function* () {
+        const router = yield* Router.Router
+        const out = collector()
+        const error = yield* failureOf(streamOf(yield* router.chat({ request: chat("m", { stream: true, n: 2 }) })).pipe(out.writer))
+        expect(error.detail).toBe("stream ended before the answer finished (no finish_reason or [DONE])")
+        expect(out.text()).not.toContain("[DONE]")
+      }).pipe(Effect.provide(routerOver(two, chunkedUpstream({ a: { chunks: [role, words, stop], then: "end" } })))))
+
+    it.effect("with n: 2, both choices finished is a whole answer", () =>
+      Effect.gen(function* () {
+        const router = yield* Router.Router
+        const out = collector()
+        yield* streamOf(yield* router.chat({ request: chat("m", { stream: true, n: 2 }) })).pipe(out.writer)
+        expect(out.text().endsWith(done)).toBe(true)
+      }).pipe(Effect.provide(routerOver(two, chunkedUpstream({ a: { chunks: [role, words, stop, stop.replace("\"index\":0", "\"index\":1")], then: "end" } })))))
+
     it.effect("content that merely mentions [DONE], finish_reason or error is content", () =>
       Effect.gen(function* () {
         const router = yield* Router.Router
