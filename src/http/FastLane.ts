@@ -145,6 +145,23 @@ const streamHeaders = {
   "x-accel-buffering": "no"
 }
 
+/**
+ * Ends a streamed answer, and sees that it ends. Nothing times out a response being written, so a
+ * client that stopped reading (its socket full) would hold its connection, and what is buffered
+ * for it, forever: after `graceMs` without the end taken, the connection is cut.
+ */
+const endStream = (res: ServerResponse, graceMs: number, last?: string) => {
+  if (last === undefined) res.end()
+  else res.end(last)
+  if (res.writableFinished) return
+  const timer = setTimeout(() => {
+    if (!res.writableFinished) res.destroy()
+  }, graceMs)
+  timer.unref()
+  res.once("finish", () => clearTimeout(timer))
+  res.once("close", () => clearTimeout(timer))
+}
+
 const writerOf = (res: ServerResponse): ChunkWriter => ({
   write: (chunk) => res.write(chunk),
   onDrain: (resume) => res.once("drain", resume)
@@ -228,12 +245,12 @@ export const make = Effect.gen(function* () {
       res.writeHead(reply.status, routerHeaders(reply, requestId, { ...streamHeaders }))
       return reply.pipe(writerOf(res)).pipe(
         Effect.matchEffect({
-          onSuccess: () => Effect.sync(() => res.end()),
+          onSuccess: () => Effect.sync(() => endStream(res, reply.idleMs)),
           // After the first event only an in-band error is possible: a final event carrying it, and
           // no `[DONE]`, so the client can tell a cut-off answer from a finished one.
           onFailure: (e) =>
             Effect.sync(() => {
-              res.end(`data: ${JSON.stringify(errorBody(e.message, "upstream_error", null, "stream_interrupted"))}\n\n`)
+              endStream(res, reply.idleMs, `data: ${JSON.stringify(errorBody(e.message, "upstream_error", null, "stream_interrupted"))}\n\n`)
             })
         })
       )

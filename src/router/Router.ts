@@ -85,6 +85,11 @@ export interface JsonReply extends ReplyInfo {
  */
 export interface StreamReply extends ReplyInfo {
   readonly _tag: "Stream"
+  /**
+   * The provider's idle limit: as long as a client may leave the end of the answer unread before
+   * the edge cuts its connection (it would otherwise hold the connection and its buffers forever).
+   */
+  readonly idleMs: number
   readonly pipe: (writer: ChunkWriter) => Effect.Effect<void, StreamInterrupted>
   /** Drops the answer unread (aborting the upstream call). */
   readonly discard: Effect.Effect<void>
@@ -581,6 +586,7 @@ export const make = Effect.gen(function* () {
     settle: (verdict: Verdict) => void
   ): StreamReply => ({
     _tag: "Stream",
+    idleMs: c.provider.timeouts.idleMs,
     provider: c.provider.id,
     upstreamModel: c.upstreamModel,
     attempts,

@@ -5,6 +5,7 @@
  * Every scenario gets its own fakes and router, so no state leaks between them.
  */
 import { request as httpRequest, type ServerResponse } from "node:http"
+import { connect } from "node:net"
 import { gzipSync } from "node:zlib"
 import OpenAI from "openai"
 import { afterAll, describe, expect, it } from "vitest"
@@ -560,6 +561,44 @@ describe("a client that reads a stream slowly", () => {
     expect(text.endsWith("data: [DONE]\n\n")).toBe(true)
     expect(text.split("\n\n").filter((e) => e.startsWith("data: {")).length).toBe(4000)
     expect(await recordOf(router, requestId)).toMatchObject({ provider: "alpha", outcome: "ok" })
+  })
+})
+
+describe("a client that stops reading a stream for good", () => {
+  it("is cut loose once its answer is over, rather than holding its connection forever", async () => {
+    const piece = "a".repeat(4096)
+    const event = `data: ${JSON.stringify({ id: "c", object: "chat.completion.chunk", choices: [{ index: 0, delta: { content: piece }, finish_reason: null }] })}\n\n`
+    let upstreamClosed = false
+    const upstream = await loopbackServer((req, res) => {
+      if (req.method !== "POST") return void res.writeHead(404).end()
+      res.on("close", () => (upstreamClosed = true))
+      res.writeHead(200, { "content-type": "text/event-stream" })
+      pump(res, Buffer.from(event), 4000, "data: [DONE]\n\n")
+    })
+    extraClosers.push(upstream.close)
+    const router = await h.router({
+      config: { providers: { alpha: { endpoint: upstream.url, models: ["m1"], timeouts: { connect: 1, first_byte: 2, idle: 0.3, total: 1 } } } }
+    })
+    // A raw keep-alive connection that reads nothing: a paused socket hears nothing of a close
+    // either, so whether the router let go shows once it reads again, well after total and idle.
+    const socket = connect(router.port, "127.0.0.1")
+    socket.pause()
+    const body = JSON.stringify({ model: "m1", messages: [{ role: "user", content: "hi" }], stream: true })
+    socket.write(`POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`)
+    await new Promise((resolve) => setTimeout(resolve, 3000))
+    const ended = await new Promise<boolean>((resolve) => {
+      socket.on("end", () => resolve(true))
+      socket.on("error", () => resolve(true))
+      // Kept open, the connection would take everything (the answer ends with an error event) and
+      // then wait for the next request.
+      setTimeout(() => resolve(false), 2000)
+      socket.resume()
+    })
+    socket.destroy()
+    // total (1 s) ended the answer; its end then waited idle (0.3 s) to be taken, and the router
+    // cut the connection.
+    expect(ended).toBe(true)
+    expect(upstreamClosed).toBe(true)
   })
 })
 
