@@ -3,7 +3,7 @@
  * rebuilt when the configuration or a model discovery changes, so resolving a model on the request
  * path is a synchronous map lookup.
  */
-import { Context, Duration, Effect, FiberHandle, Layer, Schedule, Stream } from "effect"
+import { Context, Deferred, Duration, Effect, FiberHandle, Layer, Option, Schedule, Stream } from "effect"
 import { aliasTargetError, checkAliasTargets, configState, decodeConfig } from "../config/ConfigFile.js"
 import { RouterConfig } from "../config/RouterConfig.js"
 import { discoveryRequestId, infoFromListing, isUnknown, listingAvailable, mergeInfo, type ModelInfo, unknownModel } from "../domain/Capabilities.js"
@@ -373,6 +373,9 @@ export const maxModelPages = 50
 const pageTimeout = Duration.seconds(15)
 const discoveryTimeout = Duration.minutes(2)
 
+/** How long start-up waits for the model lists nobody configured before serving without them. */
+export const startupDiscoveryWait = Duration.seconds(10)
+
 const parsePage = (body: Uint8Array): Record<string, unknown> | null => {
   try {
     const parsed: unknown = JSON.parse(Buffer.from(body).toString("utf8"))
@@ -454,7 +457,9 @@ const discover = (upstream: UpstreamService, state: ConfigState, p: ProviderSpec
 
 /**
  * Builds the registry over a stream of configuration states. Discovery runs in the background at
- * start, on every configuration change and every ten minutes, never on the request path.
+ * start, on every configuration change and every ten minutes, never on the request path; the
+ * registry is ready once each provider without a configured list has been asked once (see
+ * `startupDiscoveryWait`).
  */
 export const make = (states: Stream.Stream<ConfigState>, initial: ConfigState) =>
   Effect.gen(function* () {
@@ -466,6 +471,13 @@ export const make = (states: Stream.Stream<ConfigState>, initial: ConfigState) =
     const rebuild = () => {
       index = buildIndex(state, discovered, created)
     }
+
+    // The providers whose model list nobody configured (`models` omitted) not asked yet, and when
+    // none is left. (A configured list needs no waiting: its models are known, and a backend
+    // without a model list at all would hold start-up for nothing.)
+    const unasked = new Set(initial.providers.filter((p) => p.models === null).map((p) => p.id))
+    const asked = yield* Deferred.make<void>()
+    if (unasked.size === 0) yield* Deferred.succeed(asked, undefined)
 
     const refreshNow = Effect.suspend(() => {
       const current = state
@@ -479,6 +491,7 @@ export const make = (states: Stream.Stream<ConfigState>, initial: ConfigState) =
               discovered.set(p.id, found.value)
               rebuild()
             }
+            if (unasked.delete(p.id) && unasked.size === 0) Deferred.unsafeDone(asked, Effect.void)
           }),
         { concurrency: 8, discard: true }
       )
@@ -498,6 +511,16 @@ export const make = (states: Stream.Stream<ConfigState>, initial: ConfigState) =
       Effect.forkScoped
     )
     yield* refreshNow.pipe(Effect.repeat(Schedule.spaced("10 minutes")), Effect.delay("10 minutes"), Effect.forkScoped)
+
+    // Ready only once those lists have been asked for (or after a bound): answering before, the
+    // router would call a model it had not been told of yet unknown, a 404 that clients do not
+    // retry (and an agent framework takes for a model that does not exist).
+    const done = yield* Deferred.await(asked).pipe(Effect.timeout(startupDiscoveryWait), Effect.option)
+    if (Option.isNone(done)) {
+      yield* Effect.logWarning(
+        `serving before the model lists of ${[...unasked].map((id) => `'${id}'`).join(", ")} arrived (waited ${Duration.format(startupDiscoveryWait)})`
+      )
+    }
 
     return Providers.of({
       index: () => index,

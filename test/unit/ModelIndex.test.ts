@@ -4,15 +4,20 @@
  * availability), and the extra fields of the `GET /v1/models` entries.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Layer } from "effect"
+import { Duration, Effect, Fiber, Layer, Option, TestClock } from "effect"
 import { configState, decodeConfig } from "../../src/config/ConfigFile.js"
 import { type ModelInfo, unknownModel } from "../../src/domain/Capabilities.js"
 import { ModelNotFound } from "../../src/domain/Errors.js"
 import type { ModelEntry } from "../../src/domain/OpenAi.js"
 import * as Providers from "../../src/providers/Providers.js"
 import { buildIndex, type Discovered, infoOf, maxModelPages, nextPagePath, resolveIn, type Resolution } from "../../src/providers/Providers.js"
+import { Upstream } from "../../src/providers/Upstream.js"
+import * as Router from "../../src/router/Router.js"
 import * as FakeUpstream from "../../src/testing/FakeUpstream.js"
-import { endpoint } from "./helpers.js"
+import { chat, endpoint } from "./helpers.js"
+
+/** An upstream that never answers anything, as a server that accepted the connection and hangs. */
+const silentUpstream = Layer.succeed(Upstream, Upstream.of({ send: () => Effect.never, request: () => Effect.never }))
 
 const stateOf = (config: unknown) => Effect.map(decodeConfig(config, "test"), (loaded) => configState(loaded.file))
 
@@ -233,6 +238,27 @@ const indexAfterDiscovery = (config: unknown, scripts: Readonly<Record<string, F
   }).pipe(Effect.provide(Providers.layerStatic(config).pipe(Layer.provide(FakeUpstream.layer(scripts)))))
 
 describe("discovery", () => {
+  it.effect("is done before the registry is ready: a model nobody configured is known to the first request", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const reply = yield* router.chat({ request: chat("llama3.2") })
+      expect(reply.provider).toBe("local")
+    }).pipe(Effect.provide(Router.layer.pipe(
+      Layer.provide(Providers.layerStatic({ providers: { local: { endpoint: endpoint("local") } } })),
+      Layer.provideMerge(FakeUpstream.layer({ local: { models: ["llama3.2"] } }))
+    ))))
+
+  it.effect(`is waited for ${Duration.format(Providers.startupDiscoveryWait)} at most: a list that never comes does not hold start-up`, () =>
+    Effect.gen(function* () {
+      const building = yield* Effect.fork(Effect.map(Providers.Providers, (p) => p.index().models.size).pipe(
+        Effect.provide(Providers.layerStatic({ providers: { slow: { endpoint: endpoint("slow") } } }).pipe(Layer.provide(silentUpstream)))
+      ))
+      yield* TestClock.adjust(Duration.subtract(Providers.startupDiscoveryWait, Duration.millis(1)))
+      expect(Option.isNone(yield* Fiber.poll(building))).toBe(true)
+      yield* TestClock.adjust("1 millis")
+      expect(yield* Fiber.join(building)).toBe(0)
+    }))
+
   it.effect("follows has_more/last_id pages", () =>
     Effect.gen(function* () {
       const paths: Array<string> = []
@@ -270,9 +296,10 @@ describe("discovery", () => {
       const asked = new Set<string>()
       const index = yield* indexAfterDiscovery({ providers: { f: { endpoint: endpoint("f") } } }, {
         f: {
+          // Page n+1 follows `m{n}b`, so asking again reads the same pages.
           listing: (path) => {
             asked.add(path)
-            const n = asked.size
+            const n = Number(/after=m(\d+)b/.exec(path)?.[1] ?? 0) + 1
             return { data: [{ id: `m${n}a` }, { id: `m${n}b` }], has_more: true, last_id: `m${n}b` }
           }
         }
