@@ -2,10 +2,9 @@
  * What the router knows about a backend, once configuration (file, environment, database) has been
  * resolved. Routing code only ever sees these plain values.
  */
-import type { Redacted } from "effect"
+import { Redacted, Schema } from "effect"
 import type { ModelInfo } from "./Capabilities.js"
 import type { RoutingConfig, Strategy } from "./Routing.js"
-import { Schema } from "effect"
 
 export const ProviderType = Schema.Literal("venice", "featherless", "openai_compat")
 export type ProviderType = typeof ProviderType.Type
@@ -85,3 +84,37 @@ export const splitPinned = (id: string): readonly [provider: string, model: stri
   const at = id.indexOf("+")
   return at > 0 && at < id.length - 1 ? [id.slice(0, at), id.slice(at + 1)] : null
 }
+
+/**
+ * `text` without the provider's key: an upstream's error message may quote the key it refused,
+ * whole or (cut at a detail's length limit) its beginning.
+ */
+export const withoutKey = (text: string, key: Redacted.Redacted<string> | null): string => {
+  const secret = key === null ? "" : Redacted.value(key)
+  if (secret.length < 4) return text
+  const out = text.split(secret).join("<redacted>")
+  for (let n = secret.length - 1; n >= 4; n--) {
+    if (out.endsWith(secret.slice(0, n))) return `${out.slice(0, out.length - n)}<redacted>`
+  }
+  return out
+}
+
+/** An upstream's answer without the provider's key in it, every other byte as it came. */
+export const bodyWithoutKey = (body: Uint8Array, key: Redacted.Redacted<string> | null): Uint8Array => {
+  const secret = key === null ? "" : Redacted.value(key)
+  if (secret.length < 4) return body
+  const bytes = Buffer.from(body.buffer, body.byteOffset, body.byteLength)
+  const needle = Buffer.from(secret)
+  let at = bytes.indexOf(needle)
+  if (at === -1) return body
+  const parts: Array<Buffer> = []
+  let from = 0
+  for (; at !== -1; at = bytes.indexOf(needle, from)) {
+    parts.push(bytes.subarray(from, at), redactedMark)
+    from = at + needle.length
+  }
+  parts.push(bytes.subarray(from))
+  return new Uint8Array(Buffer.concat(parts))
+}
+
+const redactedMark = Buffer.from("<redacted>")

@@ -6,7 +6,7 @@
  */
 import { Context, Effect, Layer, Redacted, Runtime } from "effect"
 import { Resilience, type ResilienceSettings } from "../config/Resilience.js"
-import type { Candidate } from "../domain/Provider.js"
+import { type Candidate, withoutKey } from "../domain/Provider.js"
 import type { ProviderStats, Unavailable } from "../policy/Rank.js"
 import type { Classified } from "../router/Classify.js"
 import * as Breaker from "./Breaker.js"
@@ -147,19 +147,7 @@ const note = (e: { readonly recent: Array<readonly [number, boolean]> }, now: nu
   e.recent.push([now, ok])
 }
 
-/**
- * `text` without the provider's key: an upstream's error message may quote the key it refused,
- * whole or (cut at the detail's length limit) its beginning.
- */
-export const withoutKey = (text: string, key: Redacted.Redacted<string> | null): string => {
-  const secret = key === null ? "" : Redacted.value(key)
-  if (secret.length < 4) return text
-  let out = text.split(secret).join("<redacted>")
-  for (let n = secret.length - 1; n >= 4; n--) {
-    if (out.endsWith(secret.slice(0, n))) return `${out.slice(0, out.length - n)}<redacted>`
-  }
-  return out
-}
+export { withoutKey }
 
 const outcomeOfReason = (reason: string): "misconfigured" | "circuit_open" => (reason.startsWith("misconfigured") ? "misconfigured" : "circuit_open")
 

@@ -21,7 +21,7 @@ import {
   UpstreamTransportError
 } from "../domain/Errors.js"
 import { type ChatCompletionRequest, type EmbeddingRequest, isRecord, isTooDeep, nestedTooDeeply, orTooDeep } from "../domain/OpenAi.js"
-import { type Candidate, pinnedId, type Timeouts } from "../domain/Provider.js"
+import { bodyWithoutKey, type Candidate, pinnedId, type Timeouts, withoutKey } from "../domain/Provider.js"
 import * as RawJson from "../domain/RawJson.js"
 import { bodyTail, RequestLog, type RequestLogService, type RequestRecord } from "../persistence/RequestLog.js"
 import * as Policy from "../policy/Policy.js"
@@ -439,7 +439,7 @@ export const make = Effect.gen(function* () {
               { class: "transient", outcome: "bad_response" },
               encoded !== null
                 ? encodedDetail(status, encoded)
-                : `HTTP ${status} whose body is not a JSON object${r.body.byteLength > 0 ? `: ${snippet(r.body)}` : " (empty)"}`,
+                : `HTTP ${status} whose body is not a JSON object${r.body.byteLength > 0 ? `: ${snippet(bodyWithoutKey(r.body, c.provider.apiKey))}` : " (empty)"}`,
               status
             )
           }
@@ -467,11 +467,14 @@ export const make = Effect.gen(function* () {
           text = inBand.text
         }
         const classified = classifyRefusal(status, text ?? headText(r.body), parseRetryAfter(r.headers["retry-after"], now()))
-        const detail = statusDetail(status, r.body)
+        // Upstreams quote the key they refused: what goes on to the client, the records and the
+        // health status has it blanked.
+        const body = bodyWithoutKey(r.body, c.provider.apiKey)
+        const detail = statusDetail(status, body)
         if (classified.class !== "client_error" && classified.class !== "context_too_long") return failed(classified, detail, status)
         timer.cancel()
         settle({ _tag: "Failed", classified, detail })
-        return { _tag: "Rejected", status, body: r.body, attempt: attempt(classified.outcome, detail, status) }
+        return { _tag: "Rejected", status, body, attempt: attempt(classified.outcome, detail, status) }
       }
 
       const served = (r: UpstreamResponse): Effect.Effect<Outcome, UpstreamTransportError> => {
@@ -616,7 +619,7 @@ export const make = Effect.gen(function* () {
               // finished answer takes nothing from it.
               if (finished()) settle({ _tag: "Ok", ttfbMs: 0, totalMs: 0 })
               else {
-                cut = `error event: ${seen.error.message}`
+                cut = `error event: ${withoutKey(seen.error.message, c.provider.apiKey)}`
                 settle({ _tag: "Failed", classified: interrupted, detail: cut })
               }
               controller.abort()

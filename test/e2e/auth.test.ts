@@ -6,7 +6,8 @@ import OpenAI from "openai"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { FakeServer } from "../../src/testing/FakeServer.js"
 import type { RouterUnderTest } from "../kit/TestRouter.js"
-import { clientOf, expectOpenAiError, harness, lastRequest, postJson, requestsTo } from "./helpers.js"
+import { existsSync, readFileSync } from "node:fs"
+import { clientOf, expectOpenAiError, harness, lastRequest, loopbackServer, newRequestId, postJson, recordOf, requestsTo } from "./helpers.js"
 
 const clientKey = "client-secret-123"
 const providerKey = "provider-secret-456"
@@ -159,5 +160,51 @@ describe("without ROUTER_CLIENT_KEY (loopback only)", () => {
     expect(lastRequest(fake).headers.authorization).toBeUndefined()
     await expectOpenAiError(await fetch(`${router.url}/admin/anything`), 401)
     await expectOpenAiError(await fetch(`${router.url}/admin/anything`, { headers: { authorization: "Bearer anything" } }), 401)
+  })
+})
+
+describe("a provider's key an upstream quotes back", () => {
+  const h = harness()
+  afterAll(() => h.closeAll())
+
+  it("is blanked in what the client, the status and the records get, and never written to the database", async () => {
+    const keys = { alpha: "sk-LEAK401-abcdefghijkl", beta: "sk-LEAK400-mnopqrstuvwx" }
+    // Each answers its chat requests with an error that quotes the key it was sent: alpha a 401
+    // (fail over), beta a 400 (the client's answer).
+    const echoing = (status: number) =>
+      loopbackServer((req, res) => {
+        if (req.method !== "POST") return void res.writeHead(404).end()
+        const key = String(req.headers.authorization ?? "").replace(/^Bearer /, "")
+        res.writeHead(status, { "content-type": "application/json" })
+        res.end(JSON.stringify({ error: { message: `Incorrect API key provided: ${key}`, type: "invalid_request_error", param: null, code: null } }))
+      })
+    const [alpha, beta] = await Promise.all([echoing(401), echoing(400)])
+    const router = await h.router({
+      config: {
+        providers: {
+          alpha: { endpoint: alpha.url, api_key: keys.alpha, models: ["m1"], priority: 1 },
+          beta: { endpoint: beta.url, api_key: keys.beta, models: ["m1"], priority: 2 }
+        }
+      },
+      env: { ROUTER_ADMIN_KEY: "admin-key-1" }
+    })
+    try {
+      const requestId = newRequestId("leak")
+      const res = await postJson(router, "/v1/chat/completions", chatBody, { "x-request-id": requestId })
+      const text = await res.text()
+      expect(res.status).toBe(400)
+      expect(JSON.parse(text).error.message).toBe("Incorrect API key provided: <redacted>")
+      expect(res.headers.get("x-router-attempts")).toBe("alpha:auth_error,beta:client_error")
+      const status = await (await fetch(`${router.url}/admin/status`, { headers: { authorization: "Bearer admin-key-1" } })).text()
+      expect(status).toContain("<redacted>")
+      const record = JSON.stringify(await recordOf(router, requestId))
+      expect(record).toContain("<redacted>")
+      const db = ["", "-wal"].map((suffix) => (existsSync(router.dbPath + suffix) ? readFileSync(router.dbPath + suffix).toString("latin1") : "")).join("")
+      for (const key of Object.values(keys)) {
+        for (const seen of [text, status, record, db]) expect(seen).not.toContain(key)
+      }
+    } finally {
+      await Promise.all([alpha.close(), beta.close()])
+    }
   })
 })
