@@ -5,7 +5,7 @@
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import { SqlClient } from "@effect/sql"
 import { SqliteClient, SqliteMigrator } from "@effect/sql-sqlite-node"
-import { Effect, Layer } from "effect"
+import { Cause, Effect, Layer } from "effect"
 import { mkdirSync } from "node:fs"
 import { dirname } from "node:path"
 import { StartupError } from "../config/Settings.js"
@@ -35,7 +35,18 @@ export const layer = (filename: string) =>
       },
       catch: (e) => new StartupError({ message: `Cannot create the database directory for ${filename}: ${(e as Error).message}` })
     }))),
-    Layer.mapError((e) =>
-      e._tag === "StartupError" ? e : new StartupError({ message: `Cannot open or migrate the database ${filename}: ${String(e)}` })
-    )
+    // The driver throws while the layer is built (a file that is not a database, a directory, no
+    // permission): a defect, not a failure, so causes of both kinds become the one start-up error.
+    Layer.catchAllCause((cause) => {
+      const e = Cause.squash(cause)
+      return Layer.fail(
+        e instanceof StartupError ? e : new StartupError({ message: `Cannot open or migrate the database ${filename}: ${messageOf(e)}` })
+      )
+    })
   )
+
+const messageOf = (e: unknown): string => {
+  const m = e instanceof Error ? e.message : String(e)
+  // The migrator wraps what the driver said; its own words are the useful part.
+  return (e as { cause?: unknown })?.cause instanceof Error ? `${m} (${(e as { cause: Error }).cause.message})` : m
+}

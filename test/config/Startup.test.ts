@@ -175,6 +175,18 @@ describe("invalid configuration stops start-up", () => {
   })
 })
 
+describe("a database that cannot be opened stops start-up, naming it", () => {
+  it("a file that is not a database, and a directory", async () => {
+    const dir = t.dir()
+    const junk = join(dir, "junk.db")
+    writeFileSync(junk, "this is not a database, just text long enough to have a header page ".repeat(100))
+    const notADatabase = await refusedWith({ dir, flags: { db: junk } })
+    expect(notADatabase).toBe(`Cannot open or migrate the database ${junk}: file is not a database`)
+    const aDirectory = await refusedWith({ dir, flags: { db: dir } })
+    expect(aDirectory).toContain(`Cannot open or migrate the database ${dir}: `)
+  })
+})
+
 describe("binding", () => {
   it("refuses a non-loopback --host without ROUTER_CLIENT_KEY, before creating the database", async () => {
     const dir = t.dir()
