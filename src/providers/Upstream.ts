@@ -156,6 +156,9 @@ export const classifyTransportError = (provider: string, e: unknown): UpstreamTr
       return make("reset", "connection reset by upstream")
     case "UND_ERR_ABORTED":
       return make("aborted", "request aborted")
+    case "UND_ERR_DESTROYED":
+      // The router's own pools closing (it is shutting down): nothing the provider did.
+      return make("aborted", "connection pool closed (the router is shutting down)")
     case "UND_ERR_RES_EXCEEDED_MAX_SIZE":
       return make("protocol", message)
   }

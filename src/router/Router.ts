@@ -421,9 +421,11 @@ export const make = Effect.gen(function* () {
       const attempt = (outcome: string, detail: string, status: number | null) => attemptOf(c, outcome, detail, status, started, now())
       const failed = (classified: Classified, detail: string, status: number | null): Outcome => {
         timer.cancel()
-        // Cut short by the request's own deadline (perhaps a caller's x-router-timeout-ms), or while
-        // it still waited for a connection: neither says anything about the provider's health.
-        settle(expiry === "deadline" || expiry === "queued" ? { _tag: "Abandoned" } : { _tag: "Failed", classified, detail })
+        // Cut short by the request's own deadline (perhaps a caller's x-router-timeout-ms), while it
+        // still waited for a connection, or by the router itself (shutting down): none says
+        // anything about the provider's health.
+        const ours = expiry === "deadline" || expiry === "queued" || classified.outcome === "aborted"
+        settle(ours ? { _tag: "Abandoned" } : { _tag: "Failed", classified, detail })
         return { _tag: "Failed", attempt: attempt(classified.outcome, detail, status), classified }
       }
 

@@ -7,7 +7,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Layer, Option, Random, TestClock } from "effect"
 import * as Resilience from "../../src/config/Resilience.js"
 import type { ResilienceSettings } from "../../src/config/Resilience.js"
-import type { AllCandidatesFailed, NoCandidates, RequestTimedOut, UpstreamRejected } from "../../src/domain/Errors.js"
+import { type AllCandidatesFailed, type NoCandidates, type RequestTimedOut, type UpstreamRejected, UpstreamTransportError } from "../../src/domain/Errors.js"
 import type { BreakerConfig } from "../../src/health/Breaker.js"
 import * as Health from "../../src/health/Health.js"
 import * as Policy from "../../src/policy/Policy.js"
@@ -84,6 +84,8 @@ const statusOf = (id: string) =>
   Effect.flatMap(Health.Health, (h) => Effect.map(Effect.clockWith((c) => c.currentTimeMillis), (now) => h.status([id], now)[0]!))
 
 const iso = (ms: number) => new Date(ms).toISOString()
+
+const closing = new UpstreamTransportError({ provider: "a", reason: "aborted", detail: "connection pool closed (the router is shutting down)" })
 
 const status = (s: number, body?: unknown): FakeBehaviour => (body === undefined ? { mode: "status", status: s } : { mode: "status", status: s, body })
 
@@ -321,6 +323,25 @@ describe("rate-limit windows", () => {
     }).pipe(Effect.provide(routerWith({}, pair, { a: { behaviour: [status(429), { mode: "ok" }] } }, {
       a: { "retry-after": new Date(3_000).toUTCString() }
     }))))
+})
+
+describe("an attempt the router itself cut short", () => {
+  it.effect("(its pools closing as it shuts down) is not held against the provider", () =>
+    Effect.gen(function* () {
+      const failed = (yield* failureOf(ask())) as AllCandidatesFailed
+      expect(failed.attempts.map((a) => `${a.provider}:${a.outcome}`)).toEqual(["a:aborted"])
+      expect((yield* statusOf("a")).stats).toMatchObject({ requests: 0, failures: 0 })
+    }).pipe(Effect.provide(
+      Router.layerWithoutDependencies.pipe(
+        Layer.provide(Policy.layer),
+        Layer.provide(Providers.layerStatic({ providers: { a: { endpoint: endpoint("a"), models: ["m"] } } })),
+        Layer.provide(Layer.succeed(Upstream, Upstream.of({
+          send: () => Effect.fail(closing),
+          request: () => Effect.fail(closing)
+        }))),
+        Layer.provideMerge(Health.layer.pipe(Layer.provideMerge(Resilience.layer(Resilience.defaults))))
+      )
+    )))
 })
 
 describe("what a client retrying should wait (Retry-After, x-should-retry)", () => {

@@ -12,7 +12,7 @@
  * idle connections are kept.
  */
 import { afterAll, describe, expect, it } from "@effect/vitest"
-import { Effect, Either } from "effect"
+import { Context, Effect, Either, Exit, Fiber, Layer, Scope } from "effect"
 import { readFileSync } from "node:fs"
 import { createServer as createHttpsServer } from "node:https"
 import { createServer, type Server, type Socket } from "node:net"
@@ -197,6 +197,30 @@ describe("an interim 100 Continue nobody asked for", () => {
       expect(result.left.reason).toBe("protocol")
       expect(result.left.detail).toBe("malformed response (bad response: an interim answer nobody asked for)")
     }).pipe(Effect.provide(UpstreamLive.layer)))
+})
+
+describe("a request still under way when the router's pools close (shutting down)", () => {
+  it.live("ends as aborted, the router's doing, not as a failure of the provider", () =>
+    Effect.gen(function* () {
+      // A server that takes requests and never answers.
+      const silent = yield* Effect.promise(() =>
+        new Promise<string>((resolve) => {
+          const s = createServer(() => {})
+          s.listen(0, "127.0.0.1", () => resolve(`http://127.0.0.1:${(s.address() as { port: number }).port}/v1`))
+          servers.push({ url: "", received: () => 0, connections: () => 0, close: () => new Promise((done) => s.close(() => done())) })
+        })
+      )
+      const scope = yield* Scope.make()
+      const context = yield* Layer.buildWithScope(UpstreamLive.layer, scope)
+      const upstream = Context.get(context, UpstreamLive.Upstream)
+      const call = yield* Effect.fork(Effect.either(upstream.request({ provider: spec(silent), method: "POST", path: "/chat/completions", body })))
+      yield* Effect.sleep("100 millis")
+      yield* Scope.close(scope, Exit.void)
+      const result = yield* Fiber.join(call)
+      if (Either.isRight(result)) throw new Error("expected a failure")
+      expect(result.left.reason).toBe("aborted")
+      expect(result.left.detail).toBe("connection pool closed (the router is shutting down)")
+    }))
 })
 
 describe("the new send is one, not more", () => {
