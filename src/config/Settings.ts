@@ -2,7 +2,7 @@
  * Process settings: command-line flags, then environment, then the config file's `server`
  * section, then defaults. Nothing else in the router reads the environment.
  */
-import { Config, Context, Effect, Option, Redacted, Schema } from "effect"
+import { Config, ConfigError, Context, Effect, Either, Option, Redacted, Schema } from "effect"
 import type { ServerFile } from "./ConfigFile.js"
 
 /** Flags of `sanctum-router serve`; each wins over its environment variable. */
@@ -48,20 +48,32 @@ export const defaults = {
 const nonEmpty = (name: string) =>
   Config.option(Config.string(name)).pipe(Config.map(Option.filter((s) => s.trim() !== "")))
 
+/**
+ * A whole number from the environment, within `valid`. Empty or blank means unset, as for every
+ * other variable (compose files write `ROUTER_PORT=${PORT}` with PORT unset), and blanks around
+ * the digits do not count.
+ */
+const wholeNumber = (name: string, valid: (n: number) => boolean, expected: string) =>
+  nonEmpty(name).pipe(Config.mapOrFail(Option.match({
+    onNone: () => Either.right(Option.none<number>()),
+    onSome: (raw) => {
+      const n = /^\d+$/.test(raw.trim()) ? Number(raw.trim()) : NaN
+      return Number.isSafeInteger(n) && valid(n)
+        ? Either.right(Option.some(n))
+        : Either.left(ConfigError.InvalidData([name], `${expected}, but received ${JSON.stringify(raw)}`))
+    }
+  })))
+
 /** The environment part, read through Effect's `Config` so tests can supply a `ConfigProvider`. */
 export const EnvSettings = Config.all({
   config: nonEmpty("ROUTER_CONFIG"),
   host: nonEmpty("ROUTER_HOST"),
-  port: Config.option(Config.port("ROUTER_PORT")),
+  port: wholeNumber("ROUTER_PORT", (n) => n <= 65535, "Expected a port number (0-65535)"),
   dbPath: nonEmpty("ROUTER_DB_PATH"),
   clientKey: nonEmpty("ROUTER_CLIENT_KEY"),
   adminKey: nonEmpty("ROUTER_ADMIN_KEY"),
-  maxBodyBytes: Config.option(Config.integer("ROUTER_MAX_BODY_BYTES").pipe(
-    Config.validate({ message: "Expected a positive number of bytes", validation: (n) => n > 0 })
-  )),
-  requestRetentionDays: Config.option(Config.integer("ROUTER_REQUEST_RETENTION_DAYS").pipe(
-    Config.validate({ message: "Expected a whole number of days, 0 to keep every record", validation: (n) => n >= 0 })
-  ))
+  maxBodyBytes: wholeNumber("ROUTER_MAX_BODY_BYTES", (n) => n > 0, "Expected a positive number of bytes"),
+  requestRetentionDays: wholeNumber("ROUTER_REQUEST_RETENTION_DAYS", () => true, "Expected a whole number of days, 0 to keep every record")
 })
 
 /** Which config file to load, if any: `--config` wins over `ROUTER_CONFIG`. */

@@ -129,9 +129,16 @@ describe("resolveSettings", () => {
       }
     }))
 
+  it.effect("takes an empty or blank number variable for unset, and blanks around its digits for nothing", () =>
+    Effect.gen(function* () {
+      expect((yield* resolve({}, null, { ROUTER_PORT: "", ROUTER_MAX_BODY_BYTES: "  ", ROUTER_REQUEST_RETENTION_DAYS: "" })).port).toBe(8480)
+      expect((yield* resolve({ port: 9300 }, null, { ROUTER_PORT: "" })).port).toBe(9300)
+      expect((yield* resolve({}, null, { ROUTER_PORT: " 9201 " })).port).toBe(9201)
+    }))
+
   it.effect("refuses an invalid ROUTER_PORT or ROUTER_MAX_BODY_BYTES, naming the variable", () =>
     Effect.gen(function* () {
-      for (const env of [{ ROUTER_PORT: "99999" }, { ROUTER_PORT: "http" }, { ROUTER_MAX_BODY_BYTES: "0" }, { ROUTER_MAX_BODY_BYTES: "lots" }]) {
+      for (const env of [{ ROUTER_PORT: "99999" }, { ROUTER_PORT: "http" }, { ROUTER_PORT: "-1" }, { ROUTER_PORT: "80.5" }, { ROUTER_MAX_BODY_BYTES: "0" }, { ROUTER_MAX_BODY_BYTES: "lots" }, { ROUTER_REQUEST_RETENTION_DAYS: "-3" }]) {
         const e = yield* refusal({}, null, env)
         expect(e._tag).toBe("StartupError")
         expect(e.message).toContain(Object.keys(env)[0]!)
