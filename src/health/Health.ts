@@ -47,7 +47,7 @@ export interface ProviderStatus {
     readonly successes: number
     readonly failures: number
     readonly success_rate: number | null
-    /** Over the last five minutes, as `health` failover rules see it (`null` below three requests). */
+    /** Over the last 50 requests of the last five minutes, as `health` failover rules see it (`null` below three). */
     readonly recent_success_rate: number | null
     readonly ewma_ttfb_ms: number | null
     readonly ewma_total_ms: number | null
@@ -133,8 +133,9 @@ const ewma = (prev: number | null, sample: number) => (prev === null ? sample : 
 const iso = (ms: number) => new Date(ms).toISOString()
 
 /**
- * What the policy reads is recent: a success rate counts only requests of the last five minutes,
- * and only once there are at least three of them; a latency average counts only while an answer
+ * What the policy reads is recent: a success rate counts only the last `recentKept` requests of the
+ * last five minutes (a busy provider's last few seconds, a quiet one's whole window), and only once
+ * there are at least three of them; a latency average counts only while an answer
  * came in that window. Old results expire, so a provider a `health` rule or the `latency`
  * strategy put aside comes back by itself instead of never being tried again.
  */
