@@ -64,14 +64,25 @@ const Timeouts = Schema.Struct({
   total: Schema.optional(Seconds)
 }).annotations({ identifier: "timeouts (a mapping of connect, first_byte, idle, total in seconds)" })
 
+/**
+ * A provider's endpoint: the base the router appends `/chat/completions` and the like to, so a
+ * query string or fragment would be lost, and so would a `user:password@` (the key goes in
+ * `api_key`): refused rather than dropped without a word.
+ */
 const HttpUrl = Schema.String.pipe(
   Schema.filter((s) => {
+    let u: URL
     try {
-      const u = new URL(s)
-      return u.protocol === "http:" || u.protocol === "https:" || `must be an http:// or https:// URL, got '${s}'`
+      u = new URL(s)
     } catch {
       return `must be an http:// or https:// URL, got '${s}'`
     }
+    if (u.protocol !== "http:" && u.protocol !== "https:") return `must be an http:// or https:// URL, got '${s}'`
+    if (u.username !== "" || u.password !== "") return "must not carry a user or password (put the provider's key in api_key)"
+    if (u.search !== "" || u.hash !== "" || s.includes("?") || s.includes("#")) {
+      return `must be a base URL without a query string or fragment (the router appends /chat/completions and the like to it), got '${s}'`
+    }
+    return true
   })
 )
 

@@ -149,6 +149,18 @@ describe("decodeConfig", () => {
       expect(error.message).toMatch(/providers\.venice\.priority: .*"high"/)
     }))
 
+  it.effect("refuses an endpoint with a query string, a fragment or a user and password, which would be lost", () =>
+    Effect.gen(function* () {
+      const query = yield* refused({ providers: { azure: { endpoint: "https://x.example/openai?api-version=2024-06-01" } } })
+      expect(query.message).toMatch(/providers\.azure\.endpoint: must be a base URL without a query string or fragment/)
+      const fragment = yield* refused({ providers: { p: { endpoint: "https://x.example/v1#top" } } })
+      expect(fragment.message).toMatch(/providers\.p\.endpoint: must be a base URL without a query string or fragment/)
+      const credentials = yield* refused({ providers: { p: { endpoint: "https://user:hunter2@x.example/v1" } } })
+      expect(credentials.message).toMatch(/providers\.p\.endpoint: must not carry a user or password \(put the provider's key in api_key\)/)
+      // The password itself is not repeated in the message.
+      expect(credentials.message).not.toContain("hunter2")
+    }))
+
   it.effect("refuses a priority that is not an integer", () =>
     Effect.gen(function* () {
       const error = yield* refused({ providers: { venice: { endpoint: "https://x.example/v1", priority: 1.5 } } })
