@@ -521,6 +521,11 @@ export const make = (states: Stream.Stream<ConfigState>, initial: ConfigState) =
         `serving before the model lists of ${[...unasked].map((id) => `'${id}'`).join(", ")} arrived (waited ${Duration.format(startupDiscoveryWait)})`
       )
     }
+    // An alias that leads nowhere (a typo, a model nobody serves, another alias's name) would answer
+    // every request with a 503: said once, at start.
+    for (const [name, alias] of index.aliases) {
+      if (alias.candidates.length === 0) yield* Effect.logWarning(`alias '${name}' names no model a configured provider serves (aliases do not name other aliases)`)
+    }
 
     return Providers.of({
       index: () => index,

@@ -899,7 +899,10 @@ export const make = Effect.gen(function* () {
       return Effect.fail(failure)
     }
     if (ranked.length === 0) {
-      return noneLeft(decision.dropped.map((d) => `${pinnedId(d.candidate.provider.id, d.candidate.upstreamModel)}: ${d.reason}`), skipped)
+      const reasons = decision.dropped.map((d) => `${pinnedId(d.candidate.provider.id, d.candidate.upstreamModel)}: ${d.reason}`)
+      // Not one candidate to drop: an alias whose targets name nothing a provider serves.
+      if (resolution.candidates.length === 0) reasons.push("its targets name no model a configured provider serves (aliases do not name other aliases)")
+      return noneLeft(reasons, skipped)
     }
 
     const served = (answer: Reply): Effect.Effect<Reply> => {

@@ -4,7 +4,7 @@
  * availability), and the extra fields of the `GET /v1/models` entries.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Fiber, Layer, Option, TestClock } from "effect"
+import { Duration, Effect, Fiber, Layer, Logger, Option, TestClock } from "effect"
 import { configState, decodeConfig } from "../../src/config/ConfigFile.js"
 import { type ModelInfo, unknownModel } from "../../src/domain/Capabilities.js"
 import { ModelNotFound } from "../../src/domain/Errors.js"
@@ -247,6 +247,21 @@ describe("discovery", () => {
       Layer.provide(Providers.layerStatic({ providers: { local: { endpoint: endpoint("local") } } })),
       Layer.provideMerge(FakeUpstream.layer({ local: { models: ["llama3.2"] } }))
     ))))
+
+  it.effect("then says which aliases lead nowhere (a typo, a model nobody serves, another alias's name)", () =>
+    Effect.gen(function* () {
+      const logged: Array<string> = []
+      yield* Effect.provide(Providers.Providers, Providers.layerStatic({
+        providers: { local: { endpoint: endpoint("local") } },
+        aliases: { good: "llama3.2", typo: "lama3.2", nested: "good" }
+      }).pipe(Layer.provide(FakeUpstream.layer({ local: { models: ["llama3.2"] } })))).pipe(
+        Effect.provide(Logger.replace(Logger.defaultLogger, Logger.make(({ message }) => void logged.push(String(message)))))
+      )
+      expect(logged.filter((m) => m.startsWith("alias"))).toEqual([
+        "alias 'typo' names no model a configured provider serves (aliases do not name other aliases)",
+        "alias 'nested' names no model a configured provider serves (aliases do not name other aliases)"
+      ])
+    }))
 
   it.effect(`is waited for ${Duration.format(Providers.startupDiscoveryWait)} at most: a list that never comes does not hold start-up`, () =>
     Effect.gen(function* () {

@@ -370,6 +370,14 @@ describe("what a client retrying should wait (Retry-After, x-should-retry)", () 
       expect(none.retryAfterMs).toBe(7_000)
     }).pipe(Effect.provide(routerWith({ breaker: { consecutiveFailures: 1, cooldownMs: 7_000 } }, pair, { a: { behaviour: status(500) } }))))
 
+  it.effect("an alias whose targets name nothing served says so, and is final", () =>
+    Effect.gen(function* () {
+      const none = (yield* failureOf(ask("ghost"))) as NoCandidates
+      expect(none._tag).toBe("NoCandidates")
+      expect(none.reasons).toEqual(["its targets name no model a configured provider serves (aliases do not name other aliases)"])
+      expect(none.final).toBe(true)
+    }).pipe(Effect.provide(routerWith({}, { ...pair, aliases: { ghost: ["nosuchmodel", "smart"], smart: "m" } }))))
+
   it.effect("nothing can ever serve the request as it is (tools to providers without them): final", () =>
     Effect.gen(function* () {
       const none = (yield* failureOf(ask("m", { request: chat("m", { tools: [{ type: "function", function: { name: "f" } }] }) }))) as NoCandidates
