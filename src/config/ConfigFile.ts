@@ -7,7 +7,7 @@ import { Effect, ParseResult, Redacted, Schema } from "effect"
 import * as Yaml from "yaml"
 import { readFile } from "node:fs/promises"
 import type { ModelInfo } from "../domain/Capabilities.js"
-import { defaultRouting, type RoutingConfig, routingFromJson } from "../domain/Routing.js"
+import { defaultRouting, namesEachOnce, type RoutingConfig, routingFromJson } from "../domain/Routing.js"
 import {
   type AliasSpec,
   type ConfigState,
@@ -188,7 +188,7 @@ export type ResilienceFile = typeof ResilienceFile.Type
 export const RoutingFile = Schema.Struct({
   strategy: Schema.optional(Strategy),
   cost_optimization: Schema.optional(BooleanLike),
-  provider_order: Schema.optional(Schema.Array(Schema.NonEmptyTrimmedString)),
+  provider_order: Schema.optional(Schema.Array(Schema.NonEmptyTrimmedString).pipe(Schema.filter(namesEachOnce))),
   failover: Schema.optional(Schema.Array(Schema.Struct({
     provider_id: Schema.NonEmptyTrimmedString,
     condition: Schema.Literal("credit_threshold", "health"),

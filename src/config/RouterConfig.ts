@@ -121,7 +121,11 @@ export const layer = (loaded: LoadedFile) =>
           const state = yield* SubscriptionRef.get(ref)
           const next = f(state.routing)
           const ids = new Set(state.providers.map((p) => p.id))
-          const missing = unknownRoutingProviders(next, ids)
+          // Only an id the change brings in is refused: one the stored config already named (a
+          // provider since removed from the file, kept by design) must not block every later
+          // change, such as a PATCH of the strategy alone.
+          const stale = new Set(providerRefs(state.routing).map(([, id]) => id).filter((id) => !ids.has(id)))
+          const missing = unknownRoutingProviders(next, new Set([...ids, ...stale]))
           if (missing !== null) return yield* unknownProvidersError(missing, ids)
           yield* repo.putRouting(next, "api")
           yield* SubscriptionRef.set(ref, { ...state, routing: next })

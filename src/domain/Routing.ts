@@ -8,6 +8,19 @@ export type Strategy = "priority" | "cost" | "latency" | "weighted"
 export const strategies: ReadonlyArray<Strategy> = ["priority", "cost", "latency", "weighted"]
 
 /**
+ * A provider order names each provider once: a repeat means nothing and costs every request a
+ * longer list. The file and the admin API refuse one alike (a `Schema.filter` check).
+ */
+export const namesEachOnce = (ids: ReadonlyArray<string>): true | string => {
+  const seen = new Set<string>()
+  for (const id of ids) {
+    if (seen.has(id)) return `names '${id}' more than once`
+    seen.add(id)
+  }
+  return true
+}
+
+/**
  * A rule that takes a provider out of rotation before it fails: `credit_threshold` when its known
  * remaining credits fall below `value`; `health` when its success rate (0–1) falls below `value`.
  */

@@ -13,7 +13,7 @@ import { RouterConfig } from "../config/RouterConfig.js"
 import { Settings } from "../config/Settings.js"
 import { InvalidRequest, ModelNotFound, PayloadTooLarge, type Unauthorized } from "../domain/Errors.js"
 import { isTooDeep, nestedTooDeeply, parseChatRequest, parseEmbeddingRequest, parseJsonBody } from "../domain/OpenAi.js"
-import { type RoutingConfig, routingFromJson, routingToJson, strategies } from "../domain/Routing.js"
+import { namesEachOnce, type RoutingConfig, routingFromJson, routingToJson, strategies } from "../domain/Routing.js"
 import { Health } from "../health/Health.js"
 import { Sessions } from "../policy/Sessions.js"
 import { modelFromModels } from "../policy/Preferences.js"
@@ -119,15 +119,7 @@ const RoutingBody = Schema.Struct({
   ),
   cost_optimization: Schema.optionalWith(Schema.Boolean, { exact: true }),
   provider_order: Schema.optionalWith(
-    Schema.Array(ProviderId).pipe(Schema.filter((ids) => {
-      // An order names each provider once: a repeat means nothing and costs every request a longer list.
-      const seen = new Set<string>()
-      for (const id of ids) {
-        if (seen.has(id)) return `names '${id}' more than once`
-        seen.add(id)
-      }
-      return true
-    })),
+    Schema.Array(ProviderId).pipe(Schema.filter(namesEachOnce)),
     { exact: true }
   ),
   failover: Schema.optionalWith(Schema.Array(FailoverRule), { exact: true })

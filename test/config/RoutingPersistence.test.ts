@@ -103,6 +103,28 @@ describe("the routing config across restarts", () => {
     const second = await t.router({ dir: first.dir, config: { providers: { alpha: providers.alpha } }, env })
     expect(await routingOf(second)).toEqual({ ...defaults, provider_order: ["beta", "alpha"] })
   })
+
+  it("lets a later PATCH of other fields through with that provider still named, and refuses only one the change brings in", async () => {
+    const first = await t.router({ config: { providers }, env })
+    await okJson(await adminCall(first, "PUT", "/admin/routing-config", { provider_order: ["beta", "alpha"] }))
+    await t.stop(first)
+    const second = await t.router({ dir: first.dir, config: { providers: { alpha: providers.alpha } }, env })
+    expect(await okJson(await adminCall(second, "PATCH", "/admin/routing-config", { strategy: "cost" }))).toEqual({ ...defaults, strategy: "cost", provider_order: ["beta", "alpha"] })
+    const refused = await adminCall(second, "PATCH", "/admin/routing-config", { failover: [{ provider_id: "gamma", condition: "health", value: 0.5 }] })
+    expect(refused.status).toBe(400)
+    expect(((await refused.json()) as { error: { message: string } }).error.message).toContain("'gamma' (failover[0].provider_id)")
+  })
+
+  it("refuses a file whose provider_order names a provider twice, as the admin API does", async () => {
+    const refused = await startRouter({ config: { providers, routing: { provider_order: ["alpha", "alpha"] } }, env }).then(
+      async (r) => {
+        await r.close()
+        throw new Error("expected start-up to be refused")
+      },
+      (e: Error) => e.message
+    )
+    expect(refused).toContain("routing.provider_order: names 'alpha' more than once")
+  })
 })
 
 describe("session pins across restarts", () => {
