@@ -107,7 +107,9 @@ export type ModelOverrideFile = typeof ModelOverrideFile.Type
 
 export const ProviderFile = Schema.Struct({
   endpoint: HttpUrl,
-  api_key: Schema.optional(Schema.NullOr(Schema.String)),
+  api_key: Schema.optional(Schema.NullOr(Schema.String.annotations({
+    message: () => ({ message: "must be a string (in YAML, quote a key made of digits alone)", override: true })
+  }))),
   provider_type: Schema.optional(ProviderType),
   models: Schema.optional(Schema.NullOr(Schema.Array(Schema.NonEmptyTrimmedString))),
   priority: Schema.optional(IntLike),
@@ -302,7 +304,8 @@ const secretsIn = (value: unknown, out: Array<string> = []): Array<string> => {
   if (Array.isArray(value)) for (const v of value) secretsIn(v, out)
   else if (value !== null && typeof value === "object") {
     for (const [k, v] of Object.entries(value)) {
-      if (k === "api_key" && typeof v === "string" && v.length >= 4) out.push(v)
+      // A key of digits alone reads as a YAML number: kept out of the message all the same.
+      if (k === "api_key" && (typeof v === "string" || typeof v === "number") && String(v).length >= 4) out.push(String(v))
       else secretsIn(v, out)
     }
   }

@@ -161,6 +161,13 @@ describe("decodeConfig", () => {
       expect(credentials.message).not.toContain("hunter2")
     }))
 
+  it.effect("refuses a key of digits alone (a YAML number) without printing it", () =>
+    Effect.gen(function* () {
+      const error = yield* refused({ providers: { a: { endpoint: "https://x.example/v1", api_key: 1234567890123 } } })
+      expect(error.message).toContain("providers.a.api_key: must be a string (in YAML, quote a key made of digits alone)")
+      expect(error.message).not.toContain("1234567890123")
+    }))
+
   it.effect("refuses a priority that is not an integer", () =>
     Effect.gen(function* () {
       const error = yield* refused({ providers: { venice: { endpoint: "https://x.example/v1", priority: 1.5 } } })
