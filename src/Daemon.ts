@@ -3,7 +3,7 @@
  * database is and how to listen), then persistence, configuration, providers, the workflow and HTTP.
  */
 import * as HttpServer from "@effect/platform/HttpServer"
-import { Effect, Layer } from "effect"
+import { Effect, Layer, Logger, LogLevel } from "effect"
 import { ConfigFileError, type LoadedFile, loadConfigFile } from "./config/ConfigFile.js"
 import * as Resilience from "./config/Resilience.js"
 import * as RouterConfig from "./config/RouterConfig.js"
@@ -60,8 +60,27 @@ export const services = (settings: SettingsShape, loaded: LoadedFile) => {
   )
 }
 
-/** The daemon as one Layer: `Layer.launch(Daemon.layer(flags, process.env))` runs it. */
-export const layer = (flags: Flags, env: Readonly<Record<string, string | undefined>>) =>
-  Layer.unwrapEffect(Effect.map(loadSettings(flags, env), ({ loaded, settings }) => services(settings, loaded)))
+const levels: Readonly<Record<string, LogLevel.LogLevel>> = {
+  debug: LogLevel.Debug,
+  info: LogLevel.Info,
+  warn: LogLevel.Warning,
+  warning: LogLevel.Warning,
+  error: LogLevel.Error
+}
+
+/** `ROUTER_LOG_LEVEL` (`debug`, `info`, `warn`, `error`), or null when unset or unknown. */
+export const logLevelOf = (env: Readonly<Record<string, string | undefined>>): LogLevel.LogLevel | null =>
+  levels[(env.ROUTER_LOG_LEVEL ?? "").trim().toLowerCase()] ?? null
+
+/**
+ * The daemon as one Layer: `Layer.launch(Daemon.layer(flags, process.env))` runs it. Its
+ * `ROUTER_LOG_LEVEL`, when `env` has one, applies to everything it runs; without one, the caller's
+ * level does.
+ */
+export const layer = (flags: Flags, env: Readonly<Record<string, string | undefined>>) => {
+  const daemon = Layer.unwrapEffect(Effect.map(loadSettings(flags, env), ({ loaded, settings }) => services(settings, loaded)))
+  const level = logLevelOf(env)
+  return level === null ? daemon : daemon.pipe(Layer.provide(Logger.minimumLogLevel(level)))
+}
 
 export { ConfigFileError, StartupError }

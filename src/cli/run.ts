@@ -7,18 +7,12 @@ import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Effect, Layer, Logger, LogLevel } from "effect"
 import { readFileSync } from "node:fs"
+import { logLevelOf } from "../Daemon.js"
 import * as Cli from "./Cli.js"
 
 const version = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version
 
-const levels: Record<string, LogLevel.LogLevel> = {
-  debug: LogLevel.Debug,
-  info: LogLevel.Info,
-  warn: LogLevel.Warning,
-  warning: LogLevel.Warning,
-  error: LogLevel.Error
-}
-const level = levels[(process.env.ROUTER_LOG_LEVEL ?? "info").toLowerCase()] ?? LogLevel.Info
+const level = logLevelOf(process.env) ?? LogLevel.Info
 
 /** One line on stderr, whatever the error: multi-line messages (config issues) are joined. */
 const fail = (message: string) =>

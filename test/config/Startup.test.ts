@@ -4,7 +4,9 @@
  */
 import { existsSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
+import { Effect, Layer, Logger } from "effect"
 import { afterEach, describe, expect, it } from "vitest"
+import * as Daemon from "../../src/Daemon.js"
 import { startRouter } from "../kit/TestRouter.js"
 import { chat, freePort, getJson, modelIds, postJson, tracker, withDb } from "./support.js"
 
@@ -184,6 +186,18 @@ describe("a database that cannot be opened stops start-up, naming it", () => {
     expect(notADatabase).toBe(`Cannot open or migrate the database ${junk}: file is not a database`)
     const aDirectory = await refusedWith({ dir, flags: { db: dir } })
     expect(aDirectory).toContain(`Cannot open or migrate the database ${dir}: `)
+  })
+})
+
+describe("ROUTER_LOG_LEVEL in the env given to Daemon.layer", () => {
+  it("sets the level of everything the daemon logs, as it does from the command line", async () => {
+    for (const [level, listening] of [["warn", false], ["info", true]] as const) {
+      const logged: Array<string> = []
+      const capture = Logger.replace(Logger.defaultLogger, Logger.make(({ message }) => void logged.push(String(message))))
+      const daemon = Daemon.layer({ port: 0, host: "127.0.0.1", db: join(t.dir(), "router.db") }, { ROUTER_LOG_LEVEL: level })
+      await Effect.runPromise(Effect.scoped(Layer.build(daemon)).pipe(Effect.provide(capture)))
+      expect(logged.some((m) => m.startsWith("Listening on"))).toBe(listening)
+    }
   })
 })
 
