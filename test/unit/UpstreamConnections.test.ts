@@ -205,9 +205,18 @@ describe("a request still under way when the router's pools close (shutting down
       // A server that takes requests and never answers.
       const silent = yield* Effect.promise(() =>
         new Promise<string>((resolve) => {
-          const s = createServer(() => {})
+          const sockets = new Set<Socket>()
+          const s = createServer((socket) => {
+            sockets.add(socket)
+            socket.on("error", () => {})
+          })
           s.listen(0, "127.0.0.1", () => resolve(`http://127.0.0.1:${(s.address() as { port: number }).port}/v1`))
-          servers.push({ url: "", received: () => 0, connections: () => 0, close: () => new Promise((done) => s.close(() => done())) })
+          const close = () =>
+            new Promise<void>((done) => {
+              for (const socket of sockets) socket.destroy()
+              s.close(() => done())
+            })
+          servers.push({ url: "", received: () => 0, connections: () => 0, close })
         })
       )
       const scope = yield* Scope.make()
