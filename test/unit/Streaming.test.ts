@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Fiber, TestClock } from "effect"
+import { Effect, Either, Fiber, TestClock } from "effect"
 import type { AllCandidatesFailed, StreamInterrupted } from "../../src/domain/Errors.js"
 import * as Health from "../../src/health/Health.js"
 import * as Router from "../../src/router/Router.js"
@@ -171,112 +171,97 @@ describe("streaming replies", () => {
     const words = event({ content: "The answer is" })
     const stop = event({}, "stop")
     const done = "data: [DONE]\n\n"
-    const health = (id: string) => Effect.flatMap(Health.Health, (h) => Effect.map(Effect.clockWith((c) => c.currentTimeMillis), (now) => h.status([id], now)[0]!.stats))
-
-    it.effect("a connection lost after [DONE] loses nothing: no error event, and the provider is not blamed", () =>
+    const errorEvent = (error: unknown) => `data: ${JSON.stringify({ error })}\n\n`
+    /** Provider `a`'s stream, piped whole: what the client got, and the pipe's failure if it failed. */
+    const piped = (request = chat("m", { stream: true })) =>
       Effect.gen(function* () {
         const router = yield* Router.Router
         const out = collector()
-        yield* streamOf(yield* router.chat({ request: chat("m", { stream: true }) })).pipe(out.writer)
-        expect(out.text()).toBe(role + words + stop + done)
-        const stats = yield* health("a")
-        expect([stats.successes, stats.failures]).toEqual([1, 0])
+        const result = yield* Effect.either(streamOf(yield* router.chat({ request })).pipe(out.writer))
+        return { text: out.text(), error: Either.isLeft(result) ? result.left : null }
+      })
+    /** Provider `a`'s successes and failures, as Health counts them. */
+    const tally = Effect.flatMap(Health.Health, (h) =>
+      Effect.map(Effect.clockWith((c) => c.currentTimeMillis), (now) => {
+        const { successes, failures } = h.status(["a"], now)[0]!.stats
+        return [successes, failures]
+      }))
+    const truncated = "stream ended before the answer finished (no finish_reason or [DONE])"
+
+    it.effect("a connection lost after [DONE] loses nothing: no error event, and the provider is not blamed", () =>
+      Effect.gen(function* () {
+        expect(yield* piped()).toEqual({ text: role + words + stop + done, error: null })
+        expect(yield* tally).toEqual([1, 0])
       }).pipe(Effect.provide(routerOverWithHealth(two, chunkedUpstream({ a: { chunks: [role, words, stop, done], then: "reset" } })))))
 
     for (const then of ["end", "reset"] as const) {
       it.effect(`a finished answer whose [DONE] never comes (then: ${then}) gets one`, () =>
         Effect.gen(function* () {
-          const router = yield* Router.Router
-          const out = collector()
-          yield* streamOf(yield* router.chat({ request: chat("m", { stream: true }) })).pipe(out.writer)
-          expect(out.text()).toBe(role + words + stop + done)
+          expect(yield* piped()).toEqual({ text: role + words + stop + done, error: null })
         }).pipe(Effect.provide(routerOver(two, chunkedUpstream({ a: { chunks: [role, words, stop], then } })))))
     }
 
     it.effect("a clean end before the answer finished is an interruption, not a silent truncation", () =>
       Effect.gen(function* () {
-        const router = yield* Router.Router
-        const out = collector()
-        const error = yield* failureOf(streamOf(yield* router.chat({ request: chat("m", { stream: true }) })).pipe(out.writer))
-        expect(error._tag).toBe("StreamInterrupted")
-        expect(error.detail).toBe("stream ended before the answer finished (no finish_reason or [DONE])")
+        const { text, error } = yield* piped()
+        expect(error?._tag).toBe("StreamInterrupted")
+        expect(error?.detail).toBe(truncated)
         // The unfinished event at the end is not passed on either.
-        expect(out.text()).toBe(role + words)
-        const stats = yield* health("a")
-        expect([stats.successes, stats.failures]).toEqual([0, 1])
+        expect(text).toBe(role + words)
+        expect(yield* tally).toEqual([0, 1])
       }).pipe(Effect.provide(routerOverWithHealth(two, chunkedUpstream({ a: { chunks: [role, words, "data: {\"choices\":[{\"delta\":{\"content\":\" 4"], then: "end" } })))))
 
     it.effect("an error event after the commit point ends the stream as interrupted: not passed on, nothing after it, held against the provider", () =>
       Effect.gen(function* () {
-        const router = yield* Router.Router
-        const out = collector()
-        const error = yield* failureOf(streamOf(yield* router.chat({ request: chat("m", { stream: true }) })).pipe(out.writer))
-        expect(error._tag).toBe("StreamInterrupted")
-        expect(error.detail).toBe("error event: upstream crashed mid-generation")
-        expect(out.text()).toBe(role + words)
-        const stats = yield* health("a")
-        expect([stats.successes, stats.failures]).toEqual([0, 1])
+        const { text, error } = yield* piped()
+        expect(error?._tag).toBe("StreamInterrupted")
+        expect(error?.detail).toBe("error event: upstream crashed mid-generation")
+        expect(text).toBe(role + words)
+        expect(yield* tally).toEqual([0, 1])
       }).pipe(Effect.provide(routerOverWithHealth(two, chunkedUpstream({
-        a: { chunks: [role, words + `data: ${JSON.stringify({ error: { message: "upstream crashed mid-generation", code: 500 } })}\n\n`, stop, done], then: "end" }
+        a: { chunks: [role, words + errorEvent({ message: "upstream crashed mid-generation", code: 500 }), stop, done], then: "end" }
       })))))
 
     it.effect("an Ollama-style error event (a string) is read the same way", () =>
       Effect.gen(function* () {
-        const router = yield* Router.Router
-        const error = yield* failureOf(streamOf(yield* router.chat({ request: chat("m", { stream: true }) })).pipe(collector().writer))
-        expect(error.detail).toBe("error event: model runner has unexpectedly stopped")
+        expect((yield* piped()).error?.detail).toBe("error event: model runner has unexpectedly stopped")
       }).pipe(Effect.provide(routerOver(two, chunkedUpstream({
         a: { chunks: [role, words, `data: {"error": "model runner has unexpectedly stopped"}\n\n`], then: "end" }
       })))))
 
     it.effect("nothing after [DONE] is passed on: not a late error event (which blames nobody), not more data, not a second [DONE]", () =>
       Effect.gen(function* () {
-        const router = yield* Router.Router
-        const out = collector()
-        yield* streamOf(yield* router.chat({ request: chat("m", { stream: true }) })).pipe(out.writer)
-        expect(out.text()).toBe(role + words + stop + done)
-        const stats = yield* health("a")
-        expect([stats.successes, stats.failures]).toEqual([1, 0])
+        expect(yield* piped()).toEqual({ text: role + words + stop + done, error: null })
+        expect(yield* tally).toEqual([1, 0])
       }).pipe(Effect.provide(routerOverWithHealth(two, chunkedUpstream({
-        a: { chunks: [role, words + stop + done + words, done, `data: ${JSON.stringify({ error: { message: "late" } })}\n\n`], then: "end" }
+        a: { chunks: [role, words + stop + done + words, done, errorEvent({ message: "late" })], then: "end" }
       })))))
 
     it.effect("an error event after every choice finished takes nothing from the answer: it ends with [DONE]", () =>
       Effect.gen(function* () {
-        const router = yield* Router.Router
-        const out = collector()
-        yield* streamOf(yield* router.chat({ request: chat("m", { stream: true }) })).pipe(out.writer)
-        expect(out.text()).toBe(role + words + stop + done)
-        const stats = yield* health("a")
-        expect([stats.successes, stats.failures]).toEqual([1, 0])
+        expect(yield* piped()).toEqual({ text: role + words + stop + done, error: null })
+        expect(yield* tally).toEqual([1, 0])
       }).pipe(Effect.provide(routerOverWithHealth(two, chunkedUpstream({
-        a: { chunks: [role, words, stop, `data: ${JSON.stringify({ error: { message: "usage accounting failed" } })}\n\n`], then: "end" }
+        a: { chunks: [role, words, stop, errorEvent({ message: "usage accounting failed" })], then: "end" }
       })))))
 
     it.effect("with n: 2, one choice finished is not a whole answer", () =>
       Effect.gen(function* () {
-        const router = yield* Router.Router
-        const out = collector()
-        const error = yield* failureOf(streamOf(yield* router.chat({ request: chat("m", { stream: true, n: 2 }) })).pipe(out.writer))
-        expect(error.detail).toBe("stream ended before the answer finished (no finish_reason or [DONE])")
-        expect(out.text()).not.toContain("[DONE]")
+        const { text, error } = yield* piped(chat("m", { stream: true, n: 2 }))
+        expect(error?.detail).toBe(truncated)
+        expect(text).not.toContain("[DONE]")
       }).pipe(Effect.provide(routerOver(two, chunkedUpstream({ a: { chunks: [role, words, stop], then: "end" } })))))
 
     it.effect("with n: 2, both choices finished is a whole answer", () =>
       Effect.gen(function* () {
-        const router = yield* Router.Router
-        const out = collector()
-        yield* streamOf(yield* router.chat({ request: chat("m", { stream: true, n: 2 }) })).pipe(out.writer)
-        expect(out.text().endsWith(done)).toBe(true)
+        const { text, error } = yield* piped(chat("m", { stream: true, n: 2 }))
+        expect(error).toBeNull()
+        expect(text.endsWith(done)).toBe(true)
       }).pipe(Effect.provide(routerOver(two, chunkedUpstream({ a: { chunks: [role, words, stop, stop.replace("\"index\":0", "\"index\":1")], then: "end" } })))))
 
     it.effect("content that merely mentions [DONE], finish_reason or error is content", () =>
       Effect.gen(function* () {
-        const router = yield* Router.Router
-        const out = collector()
-        const error = yield* failureOf(streamOf(yield* router.chat({ request: chat("m", { stream: true }) })).pipe(out.writer))
-        expect(error.detail).toBe("stream ended before the answer finished (no finish_reason or [DONE])")
-        expect(out.text()).toBe(role + tricky)
+        expect(yield* piped()).toMatchObject({ text: role + tricky, error: { detail: truncated } })
       }).pipe(Effect.provide(routerOver(two, chunkedUpstream({ a: { chunks: [role, tricky], then: "end" } })))))
   })
 
