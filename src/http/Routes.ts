@@ -6,7 +6,7 @@ import * as HttpLayerRouter from "@effect/platform/HttpLayerRouter"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
-import { Clock, Effect, Either, ParseResult, Schedule, Schema } from "effect"
+import { Cause, Clock, Effect, Either, ParseResult, Schedule, Schema } from "effect"
 import { METHODS } from "node:http"
 import { Strategy } from "../config/ConfigFile.js"
 import { RouterConfig } from "../config/RouterConfig.js"
@@ -21,7 +21,7 @@ import { decisionJson, summary } from "../policy/Rank.js"
 import { type ModelIndex, Providers } from "../providers/Providers.js"
 import { type Explanation, Router } from "../router/Router.js"
 import { adminKeyCheck, clientKeyCheck, type KeyCheck, sessionKeyOf } from "./Auth.js"
-import { type HttpError, MethodNotAllowed, RouteNotFound, toErrorResponse } from "./Errors.js"
+import { errorBody, type HttpError, MethodNotAllowed, RouteNotFound, toErrorResponse } from "./Errors.js"
 import { collectBody, requestIdOf } from "./FastLane.js"
 
 const errorResponse = (e: HttpError, requestId: string) => {
@@ -37,7 +37,7 @@ const errorResponse = (e: HttpError, requestId: string) => {
  * Wraps a handler with a key check, the request id and the OpenAI error shape; the handler gets
  * the request and the id.
  */
-const guarded = <E extends HttpError>(
+export const guarded = <E extends HttpError>(
   keys: KeyCheck,
   handler: (req: HttpServerRequest.HttpServerRequest, requestId: string) => Effect.Effect<HttpServerResponse.HttpServerResponse, E>
 ) =>
@@ -47,9 +47,19 @@ const guarded = <E extends HttpError>(
   if (denied !== null) return Effect.succeed(errorResponse(denied, requestId))
   return handler(req, requestId).pipe(
     Effect.map(HttpServerResponse.setHeader("x-request-id", requestId)),
-    Effect.catchAll((e) => Effect.succeed(errorResponse(e, requestId)))
+    Effect.catchAll((e) => Effect.succeed(errorResponse(e, requestId))),
+    // A defect (a bug) is logged, and its answer is still OpenAI-shaped with its request id: the
+    // platform's own would be an empty 500.
+    Effect.catchAllDefect((defect) => Effect.as(Effect.logError("request failed unexpectedly", Cause.die(defect)), internalErrorResponse(requestId)))
   )
 }
+
+const internalErrorResponse = (requestId: string) =>
+  HttpServerResponse.text(JSON.stringify(errorBody("Internal router error", "server_error", null, "internal_error")), {
+    status: 500,
+    contentType: "application/json",
+    headers: { "x-request-id": requestId }
+  })
 
 const pathOf = (req: HttpServerRequest.HttpServerRequest) => req.url.split("?")[0] ?? req.url
 
