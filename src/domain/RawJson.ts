@@ -48,7 +48,8 @@ const closeBrace = 0x7d
 const openBracket = 0x5b
 const closeBracket = 0x5d
 
-const isWhitespace = (c: number | undefined) => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09
+/** JSON's whitespace: space, line feed, carriage return, tab. */
+export const isWhitespace = (c: number | undefined) => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09
 
 const skipWhitespace = (b: Buffer, i: number): number => {
   while (isWhitespace(b[i])) i++

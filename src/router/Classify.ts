@@ -3,6 +3,7 @@
  * in the README can be tested row by row.
  */
 import type { UpstreamTransportError } from "../domain/Errors.js"
+import { isWhitespace } from "../domain/RawJson.js"
 
 /** `return`: the request itself was refused, so no other backend would do better. */
 export type StatusAction = "ok" | "return" | "failover"
@@ -128,7 +129,6 @@ export const classifyRefusal = (status: number, body: string, retryAfterMs: numb
 /** A transport failure is transient, whatever its kind. */
 export const classifyTransport = (e: UpstreamTransportError): Classified => ({ class: "transient", outcome: outcomeOfTransport(e) })
 
-const isSpace = (b: number | undefined) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09
 
 /**
  * Whether an answer's body has the shape of a JSON object: its first and last non-blank bytes are
@@ -139,9 +139,19 @@ const isSpace = (b: number | undefined) => b === 0x20 || b === 0x0a || b === 0x0
 export const looksLikeJsonObject = (body: Uint8Array): boolean => {
   let start = 0
   let end = body.byteLength - 1
-  while (start <= end && isSpace(body[start])) start++
-  while (end > start && isSpace(body[end])) end--
+  while (start <= end && isWhitespace(body[start])) start++
+  while (end > start && isWhitespace(body[end])) end--
   return start < end && body[start] === 0x7b && body[end] === 0x7d
+}
+
+/**
+ * The error an answer or event stands for: its `error`, when it has one and no `choices` (a chunk
+ * may carry `"error": null` beside its choices). `undefined` otherwise.
+ */
+export const inBandError = (parsed: unknown): unknown => {
+  if (typeof parsed !== "object" || parsed === null) return undefined
+  const { error, choices } = parsed as { error?: unknown; choices?: unknown }
+  return error === null || choices !== undefined ? undefined : error
 }
 
 /**
@@ -153,9 +163,8 @@ export const errorInBody = (body: Uint8Array): { readonly status: number; readon
   if (!/^\s*\{\s*"error"/.test(head)) return null
   const text = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("utf8")
   try {
-    const parsed = JSON.parse(text) as { error?: unknown; choices?: unknown }
-    if (parsed.choices !== undefined || parsed.error === undefined || parsed.error === null) return null
-    return { status: statusOfErrorObject(parsed.error), text }
+    const error = inBandError(JSON.parse(text))
+    return error === undefined ? null : { status: statusOfErrorObject(error), text }
   } catch {
     return null
   }

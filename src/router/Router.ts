@@ -35,11 +35,12 @@ import {
   classifyRefusal,
   classifyTransport,
   errorInBody,
+  inBandError,
   looksLikeJsonObject,
   parseRetryAfter,
   statusOfErrorObject
 } from "./Classify.js"
-import { framed, HeldStart, lastEventEnd, maxHeldBack, maxHeldEvent, normalizeLines, scanEvents } from "./Sse.js"
+import { dataOf, framed, HeldStart, jsonOrNull, lastEventEnd, maxHeldBack, maxHeldEvent, normalizeLines, scanEvents } from "./Sse.js"
 import { type Deadlines, deadlines, type Expiry, scheduler } from "./Timer.js"
 
 export interface ChatInput {
@@ -203,15 +204,6 @@ const isEmptyObject = (o: object): boolean => {
   return true
 }
 
-/** An error event's error as a body of its own; one nested deeper than `JSON.stringify` goes is described. */
-const errorEventBody = (error: unknown): string => {
-  try {
-    return JSON.stringify({ error })
-  } catch {
-    return JSON.stringify({ error: { message: "an error event nested too deeply to quote" } })
-  }
-}
-
 /**
  * Reads the complete events at the start of a stream: `commit` once a delta carries anything but
  * its role (see `carries`), or an event has a finish, is `[DONE]`, or is not a chat chunk at all;
@@ -223,11 +215,7 @@ export const preamble = (buf: Uint8Array): "commit" | "wait" | { readonly status
   if (end === -1) return "wait"
   const text = Buffer.from(buf.buffer, buf.byteOffset, end).toString("utf8")
   for (const event of normalizeLines(text).split("\n\n")) {
-    const data = event
-      .split("\n")
-      .filter((line) => line.startsWith("data:"))
-      .map((line) => line.slice(line.startsWith("data: ") ? 6 : 5))
-      .join("\n")
+    const data = dataOf(event)
     if (data === "") continue
     if (data.trim() === "[DONE]") return "commit"
     let parsed: { error?: unknown; choices?: unknown }
@@ -236,8 +224,11 @@ export const preamble = (buf: Uint8Array): "commit" | "wait" | { readonly status
     } catch {
       return "commit"
     }
-    if (parsed.error !== undefined && parsed.error !== null && parsed.choices === undefined) {
-      return { status: statusOfErrorObject(parsed.error), body: new Uint8Array(Buffer.from(errorEventBody(parsed.error))) }
+    const error = inBandError(parsed)
+    if (error !== undefined) {
+      // One nested deeper than `JSON.stringify` goes is described instead.
+      const body = jsonOrNull({ error }) ?? JSON.stringify({ error: { message: "an error event nested too deeply to quote" } })
+      return { status: statusOfErrorObject(error), body: new Uint8Array(Buffer.from(body)) }
     }
     // An event of a shape this router does not know is passed on, not held.
     if (!Array.isArray(parsed.choices)) return "commit"
@@ -491,26 +482,21 @@ export const make = Effect.gen(function* () {
         // then nothing reaches the client (a role-only preamble is held back), so a backend that
         // accepts the stream and then stalls, drops the connection or sends an error event can
         // still be skipped invisibly.
-        const encoded = encodingOf(r)
-        if (encoded !== null) {
-          const outcome = failed({ class: "transient", outcome: "bad_response" }, encodedDetail(r.status, encoded), r.status)
+        // The attempt fails before its commit point: reported first, so the abort that ends the
+        // upstream call is not taken for a client leaving.
+        const giveUp = (outcome: string, detail: string) => {
+          const failure = failed({ class: "transient", outcome }, detail, r.status)
           controller.abort()
-          return Effect.succeed(outcome)
+          return Effect.succeed(failure)
         }
+        const noContent = () => giveUp("bad_response", `stream sent ${maxHeldBack / 1024 / 1024} MiB without any content`)
+        const encoded = encodingOf(r)
+        if (encoded !== null) return giveUp("bad_response", encodedDetail(r.status, encoded))
         let sawEvent = false
         const held = new HeldStart()
-        const noContent = () => {
-          const outcome = failed({ class: "transient", outcome: "bad_response" }, `stream sent ${maxHeldBack / 1024 / 1024} MiB without any content`, r.status)
-          controller.abort()
-          return outcome
-        }
         const commit = (): Effect.Effect<Outcome, UpstreamTransportError> =>
           Effect.flatMap(r.next, (chunk): Effect.Effect<Outcome, UpstreamTransportError> => {
-            if (chunk === null) {
-              const outcome = failed({ class: "transient", outcome: "empty_stream" }, "stream ended before any content", r.status)
-              controller.abort()
-              return Effect.succeed(outcome)
-            }
+            if (chunk === null) return giveUp("empty_stream", "stream ended before any content")
             const events = held.add(chunk)
             // For a stream the first byte is its first whole event; silence after it is `idle`.
             if (!sawEvent && events !== null) {
@@ -523,17 +509,15 @@ export const make = Effect.gen(function* () {
               // memory whole answers may). Bytes that begin like no event are not a stream at all.
               const arriving = held.size - held.judged
               if (arriving <= maxHeldBack) return commit()
-              if (!held.arrivingLooksLikeEvent()) return Effect.succeed(noContent())
+              if (!held.arrivingLooksLikeEvent()) return noContent()
               if (arriving <= maxHeldEvent) return commit()
-              const outcome = failed({ class: "transient", outcome: "protocol_error" }, `stream event larger than ${maxHeldEvent / 1024 / 1024} MiB before any content`, r.status)
-              controller.abort()
-              return Effect.succeed(outcome)
+              return giveUp("protocol_error", `stream event larger than ${maxHeldEvent / 1024 / 1024} MiB before any content`)
             }
             const verdict = preamble(events)
             if (verdict === "wait") {
               // Held back only so far: a start that never commits is a broken stream, not one to
               // buffer without end.
-              return held.judged <= maxHeldBack ? commit() : Effect.succeed(noContent())
+              return held.judged <= maxHeldBack ? commit() : noContent()
             }
             if (verdict !== "commit") {
               // Settled as that error first, so the abort is not taken for a client leaving.
@@ -886,14 +870,15 @@ export const make = Effect.gen(function* () {
         decision
       })
 
-    // The candidates health or credits ruled out for now: they come back by themselves.
-    const resting = decision.dropped.filter((d) => d.outcome !== undefined).map((d) => d.candidate)
+    // The candidates health or credits ruled out for now: they come back by themselves. Asked for
+    // on the failure paths only.
+    const resting = () => decision.dropped.filter((d) => d.outcome !== undefined).map((d) => d.candidate)
+    /** When a client's retry could meet a candidate again (see `freeAgainIn`). */
+    const retryAfterMs = () => freeAgainIn([...ranked.map((r) => r.candidate), ...resting()], now())
     /** 503: nothing can be tried, for `reasons` (every candidate dropped, or skipped by health). */
     const noneLeft = (reasons: ReadonlyArray<string>, attempts: ReadonlyArray<Attempt>): Effect.Effect<never, NoCandidates> => {
       // Dropped by the request's own needs alone (tools, context, price, …), it never can be served.
-      const retry = ranked.length === 0 && resting.length === 0
-        ? { final: true }
-        : { retryAfterMs: freeAgainIn([...ranked.map((r) => r.candidate), ...resting], now()) }
+      const retry = ranked.length === 0 && resting().length === 0 ? { final: true } : { retryAfterMs: retryAfterMs() }
       const failure = new NoCandidates({ model: request.model, reasons, attempts, decision: summary(decision), ...retry })
       recordAs(null, null, 503, "no_candidates", attempts, { error: failure.message })
       return Effect.fail(failure)
@@ -954,8 +939,7 @@ export const make = Effect.gen(function* () {
       }
       // Nothing was even tried: every candidate's health ruled it out for now.
       if (tried === 0) return noneLeft(attempts.map((a) => `${a.provider}+${a.upstreamModel}: ${a.detail}`), attempts)
-      const retryAfterMs = freeAgainIn([...ranked.map((r) => r.candidate), ...resting], now())
-      const failure = new AllCandidatesFailed({ model: request.model, attempts, decision: summary(decision), retryAfterMs })
+      const failure = new AllCandidatesFailed({ model: request.model, attempts, decision: summary(decision), retryAfterMs: retryAfterMs() })
       recordAs(null, null, 502, "all_failed", attempts, { error: failure.message })
       return Effect.fail(failure)
     }

@@ -4,6 +4,7 @@
  * never receives half an event followed by the router's error event.
  */
 import type { ChunkWriter } from "../providers/Upstream.js"
+import { inBandError } from "./Classify.js"
 
 /** Past this, held-back bytes are forwarded anyway: the body is evidently not SSE. */
 export const maxHeldBack = 1024 * 1024
@@ -88,6 +89,14 @@ export class HeldStart {
 
 /** An event stream's text with every line ending made `\n`, for reading its events. */
 export const normalizeLines = (text: string): string => (text.includes("\r") ? text.replace(/\r\n?/g, "\n") : text)
+
+/** The data of one event (its `data:` lines, joined by `\n`), from its text with `\n` line endings. */
+export const dataOf = (event: string): string =>
+  event
+    .split("\n")
+    .filter((line) => line.startsWith("data:"))
+    .map((line) => line.slice(line.startsWith("data: ") ? 6 : 5))
+    .join("\n")
 
 export interface FramedWriter extends ChunkWriter {
   /** Forwards whatever is held back (at a clean end of the body). */
@@ -201,13 +210,10 @@ const finishesIn = (buf: Buffer): number => {
 const errorEvent = (buf: Buffer): EventsSeen["error"] => {
   for (let at = keyAt(buf, ERROR, 0); at !== -1; at = keyAt(buf, ERROR, at)) {
     const start = Math.max(0, lastEventEnd(buf.subarray(0, at)))
-    const event = normalizeLines(buf.toString("utf8", start)).split("\n\n")[0]!
-    const data = event.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(l.startsWith("data: ") ? 6 : 5)).join("\n")
+    const data = dataOf(normalizeLines(buf.toString("utf8", start)).split("\n\n")[0]!)
     try {
-      const parsed = JSON.parse(data) as { error?: unknown; choices?: unknown }
-      if (parsed.error !== undefined && parsed.error !== null && parsed.choices === undefined) {
-        return { at: start, message: errorMessage(parsed.error) }
-      }
+      const error = inBandError(JSON.parse(data))
+      if (error !== undefined) return { at: start, message: errorMessage(error) }
     } catch {
       // Not an event of JSON: not an error event either.
     }
@@ -216,15 +222,19 @@ const errorEvent = (buf: Buffer): EventsSeen["error"] => {
 }
 
 const errorMessage = (error: unknown): string => {
-  const m = typeof error === "string" ? error : typeof error === "object" && error !== null && typeof (error as { message?: unknown }).message === "string" ? (error as { message: string }).message : quoted(error)
+  const m = typeof error === "string"
+    ? error
+    : typeof error === "object" && error !== null && typeof (error as { message?: unknown }).message === "string"
+    ? (error as { message: string }).message
+    : jsonOrNull(error) ?? "an error nested too deeply to quote"
   return m.length > 500 ? `${m.slice(0, 500)}…` : m
 }
 
-/** An upstream's value as JSON text, or a word for one nested deeper than `JSON.stringify` goes. */
-const quoted = (v: unknown): string => {
+/** An upstream's value as JSON text, or `null` for one nested deeper than `JSON.stringify` goes. */
+export const jsonOrNull = (v: unknown): string | null => {
   try {
     return JSON.stringify(v)
   } catch {
-    return "an error nested too deeply to quote"
+    return null
   }
 }
