@@ -57,7 +57,8 @@ const wholeNumber = (name: string, valid: (n: number) => boolean, expected: stri
   nonEmpty(name).pipe(Config.mapOrFail(Option.match({
     onNone: () => Either.right(Option.none<number>()),
     onSome: (raw) => {
-      const n = /^\d+$/.test(raw.trim()) ? Number(raw.trim()) : NaN
+      const digits = raw.trim()
+      const n = /^\d+$/.test(digits) ? Number(digits) : NaN
       return Number.isSafeInteger(n) && valid(n)
         ? Either.right(Option.some(n))
         : Either.left(ConfigError.InvalidData([name], `${expected}, but received ${JSON.stringify(raw)}`))

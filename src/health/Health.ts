@@ -150,6 +150,7 @@ const note = (e: { readonly recent: Array<readonly [number, boolean]> }, now: nu
 
 export { withoutKey }
 
+/** What an open (or half-open) breaker's reason says it is: a provider misconfigured, or a circuit open. */
 const outcomeOfReason = (reason: string): "misconfigured" | "circuit_open" => (reason.startsWith("misconfigured") ? "misconfigured" : "circuit_open")
 
 /**
@@ -212,7 +213,7 @@ export const make = (settings: ResilienceSettings, onTransition: (t: Transition)
     e.breaker = admission.state
     if (!admission.allowed) {
       const reason = e.breaker._tag === "Open" ? `circuit open until ${iso(e.breaker.until)}` : "circuit half-open, probe under way"
-      return { ok: false, outcome: e.breaker._tag !== "Closed" && e.breaker.reason.startsWith("misconfigured") ? "misconfigured" : "circuit_open", reason }
+      return { ok: false, outcome: e.breaker._tag !== "Closed" ? outcomeOfReason(e.breaker.reason) : "circuit_open", reason }
     }
     if (admission.probe) return { ok: true, probe: true }
     const model = e.models.get(c.upstreamModel)
@@ -240,7 +241,7 @@ export const make = (settings: ResilienceSettings, onTransition: (t: Transition)
     const provider = blocked(e.breaker, now)
     if (provider !== null) {
       const b = e.breaker as { readonly reason: string }
-      return { outcome: b.reason.startsWith("misconfigured") ? "misconfigured" : "circuit_open", reason: provider, until: openUntil(e.breaker) }
+      return { outcome: outcomeOfReason(b.reason), reason: provider, until: openUntil(e.breaker) }
     }
     const m = e.models.get(c.upstreamModel)
     if (m === undefined || blocked(m, now) === null) return null
@@ -410,7 +411,7 @@ export const make = (settings: ResilienceSettings, onTransition: (t: Transition)
       const e = entries.get(id) ?? entryOf(id)
       const b = e.breaker
       const open = b._tag === "Open" && b.until > now
-      const misconfigured = b._tag !== "Closed" && b.reason.startsWith("misconfigured")
+      const misconfigured = b._tag !== "Closed" && outcomeOfReason(b.reason) === "misconfigured"
       const state = e.creditsUntil > now
         ? "out_of_credits"
         : misconfigured && (open || b._tag === "HalfOpen")

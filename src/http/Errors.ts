@@ -60,6 +60,9 @@ export const errorBody = (message: string, type: string, param: string | null, c
   error: { message, type, param, code }
 })
 
+/** The body of the 500 for a defect (a bug), wherever in the HTTP surface it comes up. */
+export const internalErrorBody = JSON.stringify(errorBody("Internal router error", "server_error", null, "internal_error"))
+
 const json = (status: number, message: string, type: string, param: string | null, code: string | null, headers?: Record<string, string>): ErrorResponse => ({
   status,
   body: JSON.stringify(errorBody(message, type, param, code)),

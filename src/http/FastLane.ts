@@ -20,7 +20,7 @@ import { type ChatError, type Reply, Router } from "../router/Router.js"
 import { modelFromModels } from "../policy/Preferences.js"
 import { summary } from "../policy/Rank.js"
 import { clientKeyCheck, sessionKeyOf } from "./Auth.js"
-import { errorBody, type ErrorResponse, type HttpError, toErrorResponse } from "./Errors.js"
+import { errorBody, type ErrorResponse, type HttpError, internalErrorBody, toErrorResponse } from "./Errors.js"
 
 export interface FastLaneService {
   /** Answers the request and returns `true`, or returns `false` for a request it does not serve. */
@@ -110,9 +110,8 @@ export const sendError = (res: ServerResponse, requestId: string, error: HttpErr
 /** A 500 for a defect, or a cut connection when the answer had already begun. */
 const internalError = (res: ServerResponse, requestId: string) => {
   if (res.headersSent) return void res.destroy()
-  const body = JSON.stringify(errorBody("Internal router error", "server_error", null, "internal_error"))
   res.writeHead(500, { "content-type": "application/json", "x-request-id": requestId })
-  res.end(body)
+  res.end(internalErrorBody)
 }
 
 /**
@@ -151,8 +150,7 @@ const streamHeaders = {
  * for it, forever: after `graceMs` without the end taken, the connection is cut.
  */
 const endStream = (res: ServerResponse, graceMs: number, last?: string) => {
-  if (last === undefined) res.end()
-  else res.end(last)
+  res.end(last)
   if (res.writableFinished) return
   const timer = setTimeout(() => {
     if (!res.writableFinished) res.destroy()

@@ -21,7 +21,7 @@ import { decisionJson, summary } from "../policy/Rank.js"
 import { type ModelIndex, Providers } from "../providers/Providers.js"
 import { type Explanation, Router } from "../router/Router.js"
 import { adminKeyCheck, clientKeyCheck, type KeyCheck, sessionKeyOf } from "./Auth.js"
-import { errorBody, type HttpError, MethodNotAllowed, RouteNotFound, toErrorResponse } from "./Errors.js"
+import { type HttpError, internalErrorBody, MethodNotAllowed, RouteNotFound, toErrorResponse } from "./Errors.js"
 import { collectBody, requestIdOf } from "./FastLane.js"
 
 const errorResponse = (e: HttpError, requestId: string) => {
@@ -55,7 +55,7 @@ export const guarded = <E extends HttpError>(
 }
 
 const internalErrorResponse = (requestId: string) =>
-  HttpServerResponse.text(JSON.stringify(errorBody("Internal router error", "server_error", null, "internal_error")), {
+  HttpServerResponse.text(internalErrorBody, {
     status: 500,
     contentType: "application/json",
     headers: { "x-request-id": requestId }

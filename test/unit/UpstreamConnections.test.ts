@@ -32,10 +32,10 @@ const events = `data: ${JSON.stringify({ id: "c1", object: "chat.completion.chun
 /**
  * What the server does with the n-th request on a connection (1-based), the k-th request overall:
  * answer it, close the connection without a word (FIN), reset it (RST, what a server closing with
- * the request unread in its buffer sends), close it in the middle of a status line, or answer after
- * an interim `100 Continue` nobody asked for.
+ * the request unread in its buffer sends), close it in the middle of a status line, answer after
+ * an interim `100 Continue` nobody asked for, or say nothing at all.
  */
-type Policy = (onConnection: number, overall: number) => "answer" | "close" | "reset" | "partial" | "interim"
+type Policy = (onConnection: number, overall: number) => "answer" | "close" | "reset" | "partial" | "interim" | "silent"
 
 interface RawServer {
   readonly url: string
@@ -72,6 +72,7 @@ const rawServer = (policy: Policy): Promise<RawServer> => {
         if (action === "close") return void socket.destroy()
         if (action === "reset") return void socket.resetAndDestroy()
         if (action === "partial") return void socket.end("HTTP/1.1 2")
+        if (action === "silent") return
         const streamed = /^accept: text\/event-stream/im.test(head)
         const body = streamed ? events : answer
         if (action === "interim") socket.write("HTTP/1.1 100 Continue\r\n\r\n")
@@ -202,27 +203,11 @@ describe("an interim 100 Continue nobody asked for", () => {
 describe("a request still under way when the router's pools close (shutting down)", () => {
   it.live("ends as aborted, the router's doing, not as a failure of the provider", () =>
     Effect.gen(function* () {
-      // A server that takes requests and never answers.
-      const silent = yield* Effect.promise(() =>
-        new Promise<string>((resolve) => {
-          const sockets = new Set<Socket>()
-          const s = createServer((socket) => {
-            sockets.add(socket)
-            socket.on("error", () => {})
-          })
-          s.listen(0, "127.0.0.1", () => resolve(`http://127.0.0.1:${(s.address() as { port: number }).port}/v1`))
-          const close = () =>
-            new Promise<void>((done) => {
-              for (const socket of sockets) socket.destroy()
-              s.close(() => done())
-            })
-          servers.push({ url: "", received: () => 0, connections: () => 0, close })
-        })
-      )
+      const server = yield* Effect.promise(() => serve(() => "silent"))
       const scope = yield* Scope.make()
       const context = yield* Layer.buildWithScope(UpstreamLive.layer, scope)
       const upstream = Context.get(context, UpstreamLive.Upstream)
-      const call = yield* Effect.fork(Effect.either(upstream.request({ provider: spec(silent), method: "POST", path: "/chat/completions", body })))
+      const call = yield* Effect.fork(Effect.either(upstream.request({ provider: spec(server.url), method: "POST", path: "/chat/completions", body })))
       yield* Effect.sleep("100 millis")
       yield* Scope.close(scope, Exit.void)
       const result = yield* Fiber.join(call)
