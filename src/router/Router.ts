@@ -218,7 +218,7 @@ export const preamble = (buf: Uint8Array): "commit" | "wait" | { readonly status
     const data = dataOf(event)
     if (data === "") continue
     if (data.trim() === "[DONE]") return "commit"
-    let parsed: { error?: unknown; choices?: unknown }
+    let parsed: unknown
     try {
       parsed = JSON.parse(data)
     } catch {
@@ -230,8 +230,9 @@ export const preamble = (buf: Uint8Array): "commit" | "wait" | { readonly status
       const body = jsonOrNull({ error }) ?? JSON.stringify({ error: { message: "an error event nested too deeply to quote" } })
       return { status: statusOfErrorObject(error), body: new Uint8Array(Buffer.from(body)) }
     }
-    // An event of a shape this router does not know is passed on, not held.
-    if (!Array.isArray(parsed.choices)) return "commit"
+    // An event of a shape this router does not know (`null`, a number, an object without
+    // choices) is passed on, not held.
+    if (!isRecord(parsed) || !Array.isArray(parsed.choices)) return "commit"
     for (const choice of parsed.choices as ReadonlyArray<unknown>) {
       if (!isRecord(choice)) return "commit"
       if (choice.finish_reason !== undefined && choice.finish_reason !== null) return "commit"

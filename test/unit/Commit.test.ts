@@ -29,6 +29,9 @@ describe("preamble (what the first events of a stream say)", () => {
     expect(preamble(bytes(chunk({}, "stop")))).toBe("commit")
     expect(preamble(bytes("data: [DONE]\n\n"))).toBe("commit")
     expect(preamble(bytes("data: {\"n\":1}\n\n"))).toBe("commit")
+    // JSON that is no object at all is passed on the same way (it threw, and the request was a 500).
+    expect(preamble(bytes("data: null\n\n"))).toBe("commit")
+    expect(preamble(bytes("data: 5\n\n"))).toBe("commit")
   })
 
   it("commits on any delta field besides the role (reasoning, a legacy function call, audio, …), not on empty ones", () => {
