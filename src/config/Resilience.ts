@@ -3,7 +3,7 @@
  * `monitoring` sections with defaults. Read by the workflow (retries, deadline) and by `Health`
  * (breakers, cooldowns, checks).
  */
-import { Context, Layer } from "effect"
+import { Context, Effect, Layer, Option } from "effect"
 import { type BreakerConfig, defaultBreakerConfig } from "../health/Breaker.js"
 import type { ConfigFile } from "./ConfigFile.js"
 
@@ -72,3 +72,13 @@ export const fromFile = (file: ConfigFile): ResilienceSettings => {
 export class Resilience extends Context.Tag("sanctum/Resilience")<Resilience, ResilienceSettings>() {}
 
 export const layer = (settings: ResilienceSettings = defaults) => Layer.succeed(Resilience, settings)
+
+/**
+ * The settings already given to the Layer being built (by `Providers.layerStatic`, or an app's own
+ * `layer(...)`), else the defaults. `Router.layer` uses it so that a library user's `resilience`
+ * section takes effect without a Layer of its own, and an app that gives none still gets one.
+ */
+export const layerGivenOrDefaults = Layer.effect(
+  Resilience,
+  Effect.map(Effect.serviceOption(Resilience), Option.getOrElse(() => defaults))
+)

@@ -4,7 +4,8 @@
  * path is a synchronous map lookup.
  */
 import { Context, Deferred, Duration, Effect, FiberHandle, Layer, Option, Schedule, Stream } from "effect"
-import { aliasTargetError, checkAliasTargets, configState, decodeConfig } from "../config/ConfigFile.js"
+import { aliasTargetError, checkAliasTargets, type ConfigFileError, configState, decodeConfig } from "../config/ConfigFile.js"
+import * as Resilience from "../config/Resilience.js"
 import { RouterConfig } from "../config/RouterConfig.js"
 import { discoveryRequestId, infoFromListing, isUnknown, listingAvailable, mergeInfo, type ModelInfo, unknownModel } from "../domain/Capabilities.js"
 import { ModelNotFound } from "../domain/Errors.js"
@@ -545,16 +546,22 @@ export const layer = Layer.scoped(
 
 /**
  * A registry from a configuration object in the YAML file's shape, without a database: for using
- * the router as a library. Invalid input fails the layer with a `ConfigFileError`.
+ * the router as a library. It also gives `Resilience`, which `Router.layer` takes from it: from the
+ * object's `resilience` and `monitoring` sections when it has either (before, they were silently
+ * left at the defaults), else the settings given to this Layer, else the defaults. Invalid input
+ * fails the layer with a `ConfigFileError`.
  */
-export const layerStatic = (config: unknown) =>
-  Layer.scoped(
-    Providers,
+export const layerStatic = (config: unknown): Layer.Layer<Providers | Resilience.Resilience, ConfigFileError, Upstream> =>
+  Layer.unwrapEffect(
     Effect.gen(function* () {
       const loaded = yield* decodeConfig(config, "configuration")
       const problem = checkAliasTargets(loaded.file, new Set(Object.keys(loaded.file.providers ?? {})))
       if (problem !== null) return yield* aliasTargetError("configuration", problem)
       const state = configState(loaded.file)
-      return yield* make(Stream.make(state), state)
+      const own = loaded.file.resilience != null || loaded.file.monitoring != null
+      return Layer.merge(
+        Layer.scoped(Providers, make(Stream.make(state), state)),
+        own ? Resilience.layer(Resilience.fromFile(loaded.file)) : Resilience.layerGivenOrDefaults
+      )
     })
   )

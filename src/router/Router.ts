@@ -1080,11 +1080,12 @@ export const make = Effect.gen(function* () {
 export const layerWithoutDependencies = Layer.effect(Router, make)
 
 /**
- * The workflow with the default policy, an in-memory health registry and default resilience
- * settings; give it a `Providers` and an `Upstream` Layer.
+ * The workflow with the default policy and an in-memory health registry; give it a `Providers` and
+ * an `Upstream` Layer. Resilience settings are those a Layer given to it provides
+ * (`Providers.layerStatic` provides its config's), else the defaults.
  */
 export const layer = layerWithoutDependencies.pipe(
   Layer.provide(Policy.layer),
   Layer.provide(HealthModule.layer),
-  Layer.provide(ResilienceModule.layer())
+  Layer.provide(ResilienceModule.layerGivenOrDefaults)
 )

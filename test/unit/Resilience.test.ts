@@ -587,6 +587,46 @@ describe("the end-to-end deadline", () => {
     }).pipe(Effect.provide(routerWith({}, pair, { a: { behaviour: { mode: "ok", firstByteMs: 1_000 } } }))))
 })
 
+describe("Router.layer's resilience settings", () => {
+  /** Both providers hang, and give up on a first byte only long after any deadline below. */
+  const patient = {
+    providers: {
+      a: { endpoint: endpoint("a"), models: ["m"], priority: 1, timeouts: { first_byte: 5_000, total: 5_000 } },
+      b: { endpoint: endpoint("b"), models: ["m"], priority: 2, timeouts: { first_byte: 5_000, total: 5_000 } }
+    }
+  }
+  const hanging = FakeUpstream.layer({ a: { behaviour: { mode: "hang" } }, b: { behaviour: { mode: "hang" } } })
+  const deadlineOf = (ms: number) =>
+    Effect.gen(function* () {
+      const fiber = yield* Effect.fork(failureOf(ask()))
+      yield* TestClock.adjust(ms - 1)
+      expect(yield* pending(fiber)).toBe(true)
+      yield* TestClock.adjust(1)
+      const error = (yield* joinNow(fiber)) as RequestTimedOut
+      expect(error._tag).toBe("RequestTimedOut")
+      expect(error.timeoutMs).toBe(ms)
+    })
+
+  it.effect("come from the resilience section of the config given to Providers.layerStatic", () =>
+    deadlineOf(5_000).pipe(Effect.provide(Router.layer.pipe(
+      Layer.provide(Providers.layerStatic({ ...patient, resilience: { request_timeout: 5 } })),
+      Layer.provideMerge(hanging)
+    ))))
+
+  it.effect("without such a section, are those given to the Layer", () =>
+    deadlineOf(7_000).pipe(Effect.provide(Router.layer.pipe(
+      Layer.provide(Providers.layerStatic(patient)),
+      Layer.provide(Resilience.layer({ ...Resilience.defaults, requestTimeoutMs: 7_000 })),
+      Layer.provideMerge(hanging)
+    ))))
+
+  it.effect("and with neither, are the defaults", () =>
+    deadlineOf(Resilience.defaults.requestTimeoutMs).pipe(Effect.provide(Router.layer.pipe(
+      Layer.provide(Providers.layerStatic(patient)),
+      Layer.provideMerge(hanging)
+    ))))
+})
+
 describe("passive statistics", () => {
   it.effect("each answer feeds the provider's latency averages and success rate", () =>
     Effect.gen(function* () {
