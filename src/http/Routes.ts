@@ -37,9 +37,9 @@ const errorResponse = (e: HttpError, requestId: string) => {
  * Wraps a handler with a key check, the request id and the OpenAI error shape; the handler gets
  * the request and the id.
  */
-export const guarded = <E extends HttpError>(
+export const guarded = <E extends HttpError, R = never>(
   keys: KeyCheck,
-  handler: (req: HttpServerRequest.HttpServerRequest, requestId: string) => Effect.Effect<HttpServerResponse.HttpServerResponse, E>
+  handler: (req: HttpServerRequest.HttpServerRequest, requestId: string) => Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>
 ) =>
 (req: HttpServerRequest.HttpServerRequest) => {
   const requestId = requestIdOf(NodeHttpServerRequest.toIncomingMessage(req))
@@ -217,15 +217,18 @@ export const layer = HttpLayerRouter.use((router) =>
       guarded(client, () => Effect.succeed(HttpServerResponse.unsafeJson({ object: "list", data: providers.index().list })))
     )
 
-    // Model ids contain `/` (`meta-llama/Llama-3.3-70B-Instruct`), so the id is the rest of the path.
+    // Model ids contain `/` (`meta-llama/Llama-3.3-70B-Instruct`), so the id is the rest of the path:
+    // the route's wildcard, as the router matched it, not a slice of the raw URL (which in `/v1//models/m`
+    // or an absolute-form target is not where the slice assumes).
     yield* router.add(
       "GET",
       "/v1/models/*",
-      guarded(client, (req) => {
-        const id = decodeURIComponent(pathOf(req).slice("/v1/models/".length))
-        const entry = providers.index().list.find((m) => m.id === id)
-        return entry === undefined ? Effect.fail(new ModelNotFound({ model: id })) : Effect.succeed(HttpServerResponse.unsafeJson(entry))
-      })
+      guarded(client, () =>
+        Effect.flatMap(HttpLayerRouter.params, (params) => {
+          const id = params["*"] ?? ""
+          const entry = providers.index().list.find((m) => m.id === id)
+          return entry === undefined ? Effect.fail(new ModelNotFound({ model: id })) : Effect.succeed(HttpServerResponse.unsafeJson(entry))
+        }))
     )
 
     // Every method Node parses: TRACE or PROPFIND on a known path is a 405 as much as PUT is, and

@@ -2,6 +2,7 @@
  * `GET /health` and the model list: bare ids, `provider+model` ids, aliases, discovery from a
  * provider's own `GET /models`, and retrieving ids that contain `/`.
  */
+import { request } from "node:http"
 import { NotFoundError } from "openai"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { FakeServer } from "../../src/testing/FakeServer.js"
@@ -122,6 +123,25 @@ describe("health and models", () => {
     const rawPinned = await fetch(`${router.url}/v1/models/alpha+${slashModel}`)
     expect(rawPinned.status).toBe(200)
     expect(await rawPinned.json()).toMatchObject({ id: `alpha+${slashModel}`, owned_by: "alpha" })
+  })
+
+  it("takes the id from the path the route matched: a doubled slash or an absolute-form target", async () => {
+    // fetch tidies such paths; node:http sends them as written, as some clients and proxies do.
+    const get = (path: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = request(`${router.url}/`, { path }, (res) => {
+          const chunks: Array<Buffer> = []
+          res.on("data", (c: Buffer) => chunks.push(c))
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString("utf8") }))
+        })
+        req.on("error", reject)
+        req.end()
+      })
+    for (const path of ["/v1//models/m1", `${router.url}/v1/models/m1`, "/v1/models/m%31", `/v1//models/${slashModel}`]) {
+      const { status, body } = await get(path)
+      expect({ path, status }).toEqual({ path, status: 200 })
+      expect(JSON.parse(body)).toMatchObject({ id: path.endsWith(slashModel) ? slashModel : "m1", object: "model" })
+    }
   })
 
   it("answers 404 model_not_found for an unknown model id", async () => {
