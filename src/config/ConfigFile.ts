@@ -147,7 +147,8 @@ export const ServerFile = Schema.Struct({
   max_body_bytes: Schema.optional(IntLike.pipe(Schema.positive({ message: (issue) => `must be a positive number of bytes, got ${String(issue.actual)}` }))),
   request_retention_days: Schema.optional(
     IntLike.pipe(Schema.nonNegative({ message: (issue) => `must be a whole number of days (0 keeps every record), got ${String(issue.actual)}` }))
-  )
+  ),
+  drain_timeout: Schema.optional(NumberLike.pipe(Schema.nonNegative({ message: (issue) => `must be a number of seconds (0 or more), got ${String(issue.actual)}` })))
 }).annotations({ identifier: "server settings (a mapping)" })
 export type ServerFile = typeof ServerFile.Type
 

@@ -23,7 +23,10 @@ export interface SettingsShape {
   /** `ROUTER_ADMIN_KEY`: required on `/admin/*`; while unset the admin surface answers 401. */
   readonly adminKey: Redacted.Redacted<string> | null
   readonly maxBodyBytes: number
-  /** How long shutdown waits for open requests (streams included) before closing them. */
+  /**
+   * How long shutdown waits for open requests (streams included) before answering them itself (a
+   * 503, or a last `stream_interrupted` event) and closing their connections.
+   */
   readonly drainMs: number
   /** Request records older than this many days are deleted; 0 keeps them all. */
   readonly requestRetentionDays: number
@@ -65,6 +68,18 @@ const wholeNumber = (name: string, valid: (n: number) => boolean, expected: stri
     }
   })))
 
+/** Seconds from the environment, a whole or decimal number of 0 or more; empty or blank means unset. */
+const seconds = (name: string) =>
+  nonEmpty(name).pipe(Config.mapOrFail(Option.match({
+    onNone: () => Either.right(Option.none<number>()),
+    onSome: (raw) => {
+      const n = /^\s*\d+(\.\d+)?\s*$/.test(raw) ? Number(raw) : NaN
+      return Number.isFinite(n)
+        ? Either.right(Option.some(n))
+        : Either.left(ConfigError.InvalidData([name], `Expected a number of seconds (0 or more), but received ${JSON.stringify(raw)}`))
+    }
+  })))
+
 /** The environment part, read through Effect's `Config` so tests can supply a `ConfigProvider`. */
 export const EnvSettings = Config.all({
   config: nonEmpty("ROUTER_CONFIG"),
@@ -74,7 +89,8 @@ export const EnvSettings = Config.all({
   clientKey: nonEmpty("ROUTER_CLIENT_KEY"),
   adminKey: nonEmpty("ROUTER_ADMIN_KEY"),
   maxBodyBytes: wholeNumber("ROUTER_MAX_BODY_BYTES", (n) => n > 0, "Expected a positive number of bytes"),
-  requestRetentionDays: wholeNumber("ROUTER_REQUEST_RETENTION_DAYS", () => true, "Expected a whole number of days, 0 to keep every record")
+  requestRetentionDays: wholeNumber("ROUTER_REQUEST_RETENTION_DAYS", () => true, "Expected a whole number of days, 0 to keep every record"),
+  drainTimeout: seconds("ROUTER_DRAIN_TIMEOUT")
 })
 
 /** Which config file to load, if any: `--config` wins over `ROUTER_CONFIG`. */
@@ -100,7 +116,7 @@ export const resolveSettings = (flags: Flags, file: ServerFile | null | undefine
       clientKey: Option.getOrNull(Option.map(env.clientKey, Redacted.make)),
       adminKey: Option.getOrNull(Option.map(env.adminKey, Redacted.make)),
       maxBodyBytes: Option.getOrUndefined(env.maxBodyBytes) ?? file?.max_body_bytes ?? defaults.maxBodyBytes,
-      drainMs: defaults.drainMs,
+      drainMs: Math.round(1000 * (Option.getOrUndefined(env.drainTimeout) ?? file?.drain_timeout ?? defaults.drainMs / 1000)),
       requestRetentionDays: Option.getOrUndefined(env.requestRetentionDays) ?? file?.request_retention_days ?? defaults.requestRetentionDays
     }
     if (!Number.isInteger(settings.port) || settings.port < 0 || settings.port > 65535) {

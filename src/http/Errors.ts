@@ -35,6 +35,16 @@ export class ExpectationFailed extends Schema.TaggedError<ExpectationFailed>()("
   expectation: Schema.String
 }) {}
 
+/**
+ * The router stopped before this request was answered: shutdown waited out its drain time. Nothing
+ * is wrong with the request, so a client may send it again (to this router once it is back).
+ */
+export class ShuttingDown extends Schema.TaggedError<ShuttingDown>()("ShuttingDown", {}) {
+  get message() {
+    return "The router is shutting down and did not finish this request; send it again"
+  }
+}
+
 export type HttpError =
   | InvalidRequest
   | PayloadTooLarge
@@ -48,6 +58,7 @@ export type HttpError =
   | RouteNotFound
   | MethodNotAllowed
   | ExpectationFailed
+  | ShuttingDown
 
 export interface ErrorResponse {
   readonly status: number
@@ -62,6 +73,11 @@ export const errorBody = (message: string, type: string, param: string | null, c
 
 /** The body of the 500 for a defect (a bug), wherever in the HTTP surface it comes up. */
 export const internalErrorBody = JSON.stringify(errorBody("Internal router error", "server_error", null, "internal_error"))
+
+/** The last event of a stream the router cuts because it is shutting down. */
+export const shutdownEvent = `data: ${
+  JSON.stringify(errorBody("The router is shutting down; the answer was cut off before its end", "server_error", null, "stream_interrupted"))
+}\n\n`
 
 const json = (status: number, message: string, type: string, param: string | null, code: string | null, headers?: Record<string, string>): ErrorResponse => ({
   status,
@@ -148,6 +164,8 @@ export const toErrorResponse = (e: HttpError): ErrorResponse => {
       return json(404, `Unknown request URL: ${e.method} ${e.path}`, "invalid_request_error", null, "unknown_url")
     case "MethodNotAllowed":
       return json(405, `Method ${e.method} is not allowed on ${e.path} (use ${e.allowed})`, "invalid_request_error", null, "method_not_allowed", { allow: e.allowed })
+    case "ShuttingDown":
+      return json(503, e.message, "server_error", null, "shutting_down", { connection: "close" })
     case "ExpectationFailed":
       return json(417, `Expect: ${e.expectation} cannot be met; only 100-continue is supported`, "invalid_request_error", "expect", "expectation_failed")
   }

@@ -9,22 +9,28 @@
  * by `HttpLayerRouter` on the same server.
  */
 import * as HttpLayerRouter from "@effect/platform/HttpLayerRouter"
-import { Cause, Context, Effect, Either, FiberId, Layer, Runtime, RuntimeFlags, Scheduler } from "effect"
+import { Cause, Context, Effect, Either, type Fiber, FiberId, Layer, Runtime, RuntimeFlags, Scheduler } from "effect"
 import { randomUUID } from "node:crypto"
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http"
 import { Settings } from "../config/Settings.js"
 import { InvalidRequest, PayloadTooLarge } from "../domain/Errors.js"
 import { parseChatRequest, parseEmbeddingRequest, parseJsonBody } from "../domain/OpenAi.js"
 import type { ChunkWriter } from "../providers/Upstream.js"
-import { type ChatError, type Reply, Router } from "../router/Router.js"
+import { type ChatError, type Reply, Router, shutdownInterruptor } from "../router/Router.js"
 import { modelFromModels } from "../policy/Preferences.js"
 import { summary } from "../policy/Rank.js"
 import { clientKeyCheck, sessionKeyOf } from "./Auth.js"
-import { errorBody, type ErrorResponse, type HttpError, internalErrorBody, toErrorResponse } from "./Errors.js"
+import { errorBody, type ErrorResponse, type HttpError, internalErrorBody, shutdownEvent, ShuttingDown, toErrorResponse } from "./Errors.js"
 
 export interface FastLaneService {
   /** Answers the request and returns `true`, or returns `false` for a request it does not serve. */
   readonly handle: (req: IncomingMessage, res: ServerResponse) => boolean
+  /**
+   * Cuts every request still being answered, for a shutdown that has waited long enough: each
+   * gets a 503 `shutting_down`, or, when its stream has begun, a last `stream_interrupted` event,
+   * instead of a connection closed under it. `then` runs once they are answered.
+   */
+  readonly cutInFlight: (then: () => void) => void
 }
 
 export class FastLane extends Context.Tag("sanctum/FastLane")<FastLane, FastLaneService>() {}
@@ -105,6 +111,18 @@ export const sendError = (res: ServerResponse, requestId: string, error: HttpErr
     ...e.headers
   })
   res.end(e.body)
+}
+
+/** How long a shutdown waits for the requests it cut to be answered before closing connections. */
+const cutWaitMs = 1_000
+
+/**
+ * The answer to a request shutdown cut: a 503 when nothing of it was sent yet, else the end of its
+ * stream with an event that says why (the router writes whole events only, so it lands between two).
+ */
+const cutByShutdown = (res: ServerResponse, requestId: string) => {
+  if (!res.headersSent) return sendError(res, requestId, new ShuttingDown())
+  if (!res.writableEnded) res.end(shutdownEvent)
 }
 
 /** A 500 for a defect, or a cut connection when the answer had already begun. */
@@ -210,6 +228,8 @@ export const make = Effect.gen(function* () {
   const runFork = Runtime.runFork(Runtime.disableRuntimeFlag(runtime, RuntimeFlags.RuntimeMetrics))
   const auth = clientKeyCheck(settings.clientKey)
   const limit = settings.maxBodyBytes
+  /** The requests being answered, for a shutdown to cut; a request leaves when its response closes. */
+  const inFlight = new Map<ServerResponse, { readonly fiber: Fiber.RuntimeFiber<void>; readonly requestId: string }>()
 
   /**
    * Decodes the body at the edge, synchronously: a bad request is answered without ever starting
@@ -317,8 +337,10 @@ export const make = Effect.gen(function* () {
         const decoded = decode(endpoint, raw, requestId, timeout, sessionKeyOf(req.headers))
         if (Either.isLeft(decoded)) return sendError(res, requestId, decoded.left)
         const fiber = runFork(program(decoded.right.stream, decoded.right.route, res, requestId))
+        inFlight.set(res, { fiber, requestId })
         // A client that hangs up interrupts the workflow, which aborts the upstream call.
         res.once("close", () => {
+          inFlight.delete(res)
           if (!res.writableFinished) fiber.unsafeInterruptAsFork(FiberId.none)
         })
       } catch (e) {
@@ -329,7 +351,30 @@ export const make = Effect.gen(function* () {
     return true
   }
 
-  return FastLane.of({ handle })
+  const cutInFlight = (then: () => void) => {
+    let left = inFlight.size
+    let called = false
+    const finish = () => {
+      if (!called) {
+        called = true
+        then()
+      }
+    }
+    if (left === 0) return finish()
+    // An interruption waits for its finalizers (the upstream call's abort); a bound all the same.
+    setTimeout(finish, cutWaitMs).unref()
+    for (const [res, { fiber, requestId }] of inFlight) {
+      // Answered once the fiber is done, so nothing it still writes can follow the answer. (A fiber
+      // cannot catch its own interruption: `program`'s handler never sees this one.)
+      fiber.addObserver(() => {
+        cutByShutdown(res, requestId)
+        if (--left === 0) finish()
+      })
+      fiber.unsafeInterruptAsFork(shutdownInterruptor)
+    }
+  }
+
+  return FastLane.of({ handle, cutInFlight })
 })
 
 export const layer = Layer.effect(FastLane, make)

@@ -74,11 +74,15 @@ export const serverLayer = Layer.scoped(
     server.on("checkExpectation", onCheckExpectation)
     const base = yield* NodeHttpServer.make(() => server, { port: settings.port, host: settings.host })
     // Runs before `NodeHttpServer`'s own close, which waits for every open connection: idle ones
-    // go at once, and open streams get `drainMs` to finish before they are cut.
+    // go at once, and open requests (streams included) get `drainMs` to finish. Those still open
+    // then are cut and answered by the fast lane (a 503, or a last event), and the connections
+    // closed a turn after those answers are written.
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
         server.closeIdleConnections()
-        setTimeout(() => server.closeAllConnections(), settings.drainMs).unref()
+        setTimeout(() => {
+          lane.cutInFlight(() => setImmediate(() => server.closeAllConnections()))
+        }, settings.drainMs).unref()
       })
     )
     return HttpServer.make({

@@ -3,7 +3,7 @@
  * answers, and record what happened. One typed Effect pipeline per request, kept lean (few Effect
  * steps, no per-request spans or logs) because it is the router's hot path.
  */
-import { Cause, Context, Effect, Either, Exit, Fiber, Layer, Option, Random } from "effect"
+import { Cause, Context, Effect, Either, Exit, Fiber, FiberId, HashSet, Layer, Option, Random } from "effect"
 import * as ResilienceModule from "../config/Resilience.js"
 import { Resilience } from "../config/Resilience.js"
 import * as HealthModule from "../health/Health.js"
@@ -42,6 +42,13 @@ import {
 } from "./Classify.js"
 import { dataOf, framed, HeldStart, jsonOrNull, lastEventEnd, maxHeldBack, maxHeldEvent, normalizeLines, scanEvents } from "./Sse.js"
 import { type Deadlines, deadlines, type Expiry, scheduler } from "./Timer.js"
+
+
+/**
+ * Who interrupts the requests still open when shutdown has waited out its drain time: a request
+ * interrupted by it was cut by the router, not left by its client, and is recorded so.
+ */
+export const shutdownInterruptor = FiberId.make(-1, 0)
 
 export interface ChatInput {
   readonly request: ChatCompletionRequest
@@ -916,7 +923,13 @@ export const make = Effect.gen(function* () {
                   reply.provider,
                   reply.upstreamModel,
                   reply.status,
-                  exit._tag === "Success" ? "ok" : Cause.isInterruptedOnly(exit.cause) ? "client_closed" : "stream_interrupted",
+                  exit._tag === "Success"
+                    ? "ok"
+                    : !Cause.isInterruptedOnly(exit.cause)
+                    ? "stream_interrupted"
+                    : HashSet.has(Cause.interruptors(exit.cause), shutdownInterruptor)
+                    ? "shutdown"
+                    : "client_closed",
                   reply.attempts,
                   {
                     error: exit._tag === "Failure"

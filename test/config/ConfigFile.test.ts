@@ -336,6 +336,8 @@ describe("decodeConfig", () => {
       expect(body.message).toContain("server.max_body_bytes")
       const retention = yield* refused({ server: { request_retention_days: -3 } })
       expect(retention.message).toMatch(/server\.request_retention_days: .*-3/)
+      const drain = yield* refused({ server: { drain_timeout: -1 } })
+      expect(drain.message).toMatch(/server\.drain_timeout: .*seconds.*-1/)
     }))
 
   it.effect("reports every invalid key, not only the first", () =>

@@ -129,6 +129,20 @@ describe("resolveSettings", () => {
       }
     }))
 
+  it.effect("takes the shutdown drain from ROUTER_DRAIN_TIMEOUT over the file's server.drain_timeout, in seconds", () =>
+    Effect.gen(function* () {
+      expect((yield* resolve({}, null)).drainMs).toBe(10_000)
+      expect((yield* resolve({}, { drain_timeout: 8 })).drainMs).toBe(8_000)
+      expect((yield* resolve({}, { drain_timeout: 8 }, { ROUTER_DRAIN_TIMEOUT: "2.5" })).drainMs).toBe(2_500)
+      expect((yield* resolve({}, { drain_timeout: 8 }, { ROUTER_DRAIN_TIMEOUT: "0" })).drainMs).toBe(0)
+      expect((yield* resolve({}, { drain_timeout: 8 }, { ROUTER_DRAIN_TIMEOUT: " " })).drainMs).toBe(8_000)
+      for (const bad of ["-1", "soon", "1e3", "5s"]) {
+        const e = yield* refusal({}, null, { ROUTER_DRAIN_TIMEOUT: bad })
+        expect(e.message).toContain("ROUTER_DRAIN_TIMEOUT")
+        expect(e.message).toContain(JSON.stringify(bad))
+      }
+    }))
+
   it.effect("takes an empty or blank number variable for unset, and blanks around its digits for nothing", () =>
     Effect.gen(function* () {
       expect((yield* resolve({}, null, { ROUTER_PORT: "", ROUTER_MAX_BODY_BYTES: "  ", ROUTER_REQUEST_RETENTION_DAYS: "" })).port).toBe(8480)
