@@ -46,6 +46,13 @@ export interface UpstreamCall {
   readonly onRequestSent?: (() => void) | undefined
   /** Called when the status line and headers arrive: the first byte, for timing. */
   readonly onResponseStart?: (() => void) | undefined
+  /**
+   * `request` only: called as each piece of the body arrives. The router bounds the silence
+   * between pieces of a whole answer (its idle limit, counted from `onResponseStart`), so an
+   * implementation that reads the body in pieces calls it for each; one that only has the whole
+   * body must deliver it within that limit. `send`'s readers see the pieces themselves.
+   */
+  readonly onResponseData?: (() => void) | undefined
 }
 
 /** A whole response, read to its end. */
@@ -105,12 +112,22 @@ export class Upstream extends Context.Tag("sanctum/Upstream")<Upstream, Upstream
 
 /**
  * `request` built from `send`, for implementations (fakes, wrappers) that have no faster way: the
- * response start, then its whole body.
+ * response start, then its whole body, read piece by piece when the caller asks to hear of each
+ * (`onResponseData`).
  */
 export const requestVia = (send: UpstreamService["send"]): UpstreamService["request"] => (call) =>
   Effect.flatMap(send(call), (r) => {
     call.onResponseStart?.()
-    return Effect.map(r.body, (body): UpstreamComplete => ({ status: r.status, headers: r.headers, body }))
+    const onData = call.onResponseData
+    if (onData === undefined) return Effect.map(r.body, (body): UpstreamComplete => ({ status: r.status, headers: r.headers, body }))
+    const pieces: Array<Uint8Array> = []
+    const rest: Effect.Effect<UpstreamComplete, UpstreamTransportError> = Effect.flatMap(r.next, (piece) => {
+      if (piece === null) return Effect.succeed({ status: r.status, headers: r.headers, body: Buffer.concat(pieces) })
+      onData()
+      pieces.push(piece)
+      return rest
+    })
+    return rest
   })
 
 const codeOf = (e: unknown): string => {
@@ -540,11 +557,16 @@ export const makeWith = (options: UpstreamOptions = {}) => Effect.gen(function* 
   const request = (call: UpstreamCall): Effect.Effect<UpstreamComplete, UpstreamTransportError> =>
     Effect.async((resume) => {
       const exchange = new Exchange(call.provider.id)
+      const onData = call.onResponseData
       exchange.onProgress = function check() {
         if (exchange.failure !== undefined) resume(exchange.fail())
         else if (exchange.done) {
           resume(Effect.succeed({ status: exchange.status, headers: exchange.headers, body: concat(exchange.chunks, exchange.size) }))
-        } else exchange.onProgress = check
+        } else {
+          // Neither the end nor a failure: a piece of the body arrived.
+          onData?.()
+          exchange.onProgress = check
+        }
       }
       const refused = start(call, exchange)
       if (refused !== null) {

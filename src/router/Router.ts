@@ -389,7 +389,9 @@ export const make = Effect.gen(function* () {
       }
       const limits = {
         firstByteMs: t.firstByteMs,
-        idleMs: stream ? t.idleMs : null,
+        // Between the pieces of a stream, and of a whole answer's body from its headers on: a body
+        // that stalls fails over at once (nothing of a whole answer has reached the client yet).
+        idleMs: t.idleMs,
         totalMs: t.totalMs,
         // A request that waits first_byte for one of the provider's connections moves on, unless
         // nobody else could take it.
@@ -480,8 +482,10 @@ export const make = Effect.gen(function* () {
 
       const served = (r: UpstreamResponse): Effect.Effect<Outcome, UpstreamTransportError> => {
         if (actionOfStatus(r.status) !== "ok" || !contentTypeOf(r).includes("text/event-stream")) {
-          // An error status, or a plain answer to a stream request: read whole, like any answer,
-          // under the same deadlines (idle is about the gaps between events, and here are none).
+          // An error status, or a plain answer to a stream request: read whole, under first_byte
+          // and total only. `body` tells of no pieces, so idle could not tell a slowly arriving
+          // answer from a stalled one (a request that is not streamed is read by `request`, which
+          // does, and is watched for idle).
           onFirstByte()
           timer.hold()
           return Effect.map(r.body, (bytes) => complete({ status: r.status, headers: r.headers, body: bytes }))
@@ -559,7 +563,8 @@ export const make = Effect.gen(function* () {
       if (!stream) {
         // Not streamed: one upstream step from request to complete answer. Interrupting it throws
         // the switch (aborting the call and its timer), and nothing follows it that could leak.
-        return upstream.request({ provider: c.provider, method: "POST", path, body, stream, requestId, abort: controller, onRequestWaiting: onWaiting, onRequestSent: onSent, onResponseStart: onFirstByte }).pipe(
+        // Each piece of the body restarts the idle deadline.
+        return upstream.request({ provider: c.provider, method: "POST", path, body, stream, requestId, abort: controller, onRequestWaiting: onWaiting, onRequestSent: onSent, onResponseStart: onFirstByte, onResponseData: timer.touch }).pipe(
           Effect.match({ onFailure: transportFailed, onSuccess: complete })
         )
       }

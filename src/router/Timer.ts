@@ -72,7 +72,7 @@ export type Expiry = "first_byte" | "idle" | "total" | "queued" | "deadline"
 
 export interface Limits {
   readonly firstByteMs: number
-  /** `null`: silence after the first byte is bounded by the total only (whole answers). */
+  /** `null`: silence after the first byte is bounded by the total only. */
   readonly idleMs: number | null
   readonly totalMs: number
   /** How long the request may wait for a connection (see `waiting`). Default: `firstByteMs`. */
@@ -100,12 +100,18 @@ export const deadlines = (
   let armedFor = Number.POSITIVE_INFINITY
   let done = false
   let held = false
-  /** The earliest moment a deadline may pass, as things stand. */
-  const due = () => {
+  /** The earliest moment after `t` (now) a deadline may pass, as things stand. */
+  const due = (t: number) => {
     if (waits) return Math.min(base + queueMs, deadlineAt)
     let at = Math.min(base + limits.totalMs, deadlineAt)
-    if (!gotFirstByte) at = Math.min(at, base + limits.firstByteMs)
-    else if (limits.idleMs !== null && !held) at = Math.min(at, lastTouch + limits.idleMs)
+    if (!gotFirstByte) {
+      at = Math.min(at, base + limits.firstByteMs)
+      // The idle deadline starts with the first byte, so it may pass as early as one idle period
+      // after the request went out. Armed no later than that, the timer need not be re-armed
+      // when the first byte comes (one setTimeout more per answer otherwise); firing before the
+      // first byte, it only re-arms.
+      if (limits.idleMs !== null && base + limits.idleMs > t) at = Math.min(at, base + limits.idleMs)
+    } else if (limits.idleMs !== null && !held) at = Math.min(at, lastTouch + limits.idleMs)
     return at
   }
   const arm = (at: number, t: number) => {
@@ -117,7 +123,7 @@ export const deadlines = (
     if (waits) {
       if (t >= base + queueMs) return finish("queued")
       if (t >= deadlineAt) return finish("deadline")
-      return arm(due(), t)
+      return arm(due(t), t)
     }
     // The provider's limits first: one that passes together with the request's deadline is its own.
     if (t >= base + limits.totalMs) return finish("total")
@@ -125,27 +131,27 @@ export const deadlines = (
     if (t >= deadlineAt) return finish("deadline")
     if (gotFirstByte && limits.idleMs !== null && !held && t - lastTouch >= limits.idleMs) return finish("idle")
     // Nothing passed yet (the limits moved on since the timer was armed): wait for the next one.
-    arm(due(), t)
+    arm(due(t), t)
   }
   const finish = (which: Expiry) => {
     done = true
     expire(which)
   }
   /** Re-arms when a deadline now comes before the armed timer (idle watching began or resumed). */
-  const sooner = () => {
+  const sooner = (t: number) => {
     if (done) return
-    const at = due()
+    const at = due(t)
     if (at < armedFor) {
       cancelTimer()
-      arm(at, now())
+      arm(at, t)
     }
   }
-  arm(due(), base)
+  arm(due(base), base)
   return {
     waiting: () => {
       if (gotFirstByte || done) return
       waits = true
-      sooner()
+      sooner(now())
     },
     sent: () => {
       if (gotFirstByte || done) return
@@ -155,7 +161,7 @@ export const deadlines = (
       // fires. After a wait it may be armed for the request's deadline only.
       if (waits) {
         waits = false
-        sooner()
+        sooner(t)
       }
     },
     firstByte: () => {
@@ -164,7 +170,7 @@ export const deadlines = (
       // An answer means the request went out, whether or not `sent` said so.
       waits = false
       lastTouch = now()
-      sooner()
+      sooner(lastTouch)
     },
     touch: () => {
       lastTouch = now()
@@ -176,7 +182,7 @@ export const deadlines = (
       if (!held) return
       held = false
       lastTouch = now()
-      sooner()
+      sooner(lastTouch)
     },
     cancel: () => {
       if (!done) {

@@ -102,7 +102,8 @@ export const startFakeServer = (options: FakeServerOptions = {}): Promise<FakeSe
     later(p.firstByteMs, () => {
       if (res.destroyed) return
       res.writeHead(p.status, { "content-type": p.contentType, ...(p.contentType === "application/json" ? {} : { "cache-control": "no-cache" }), ...p.headers })
-      if (p.contentType === "text/event-stream") res.flushHeaders()
+      // A stream's headers, and those of an answer that stalls before its body, go out at once.
+      if (p.contentType === "text/event-stream" || p.then !== "end") res.flushHeaders()
       let i = 0
       const step = () => {
         if (res.destroyed) return

@@ -39,6 +39,12 @@ export type FakeBehaviour =
   | { readonly mode: "hang" }
   /** A stream that sends `afterChunks` events and then goes silent, or (`cut`) drops the connection. */
   | { readonly mode: "stall" | "cut"; readonly afterChunks: number; readonly content?: string }
+  /**
+   * A plain answer (a chat completion as JSON, even to a stream request; embeddings) whose status
+   * and headers arrive, then the first `afterBytes` bytes of its body (default none), then silence
+   * with the connection kept open. A model list (`GET /models`) is answered whole.
+   */
+  | { readonly mode: "stallBody"; readonly afterBytes?: number; readonly content?: string }
 
 export interface FakeRequest {
   readonly method: string
@@ -193,6 +199,13 @@ export const plan = (behaviour: FakeBehaviour, request: FakeRequest, name: strin
       return streamed
         ? { _tag: "Reply", status: 200, contentType: "text/event-stream", firstByteMs: 0, chunks: [{ delayMs: 0, data: `data: ${JSON.stringify(error)}\n\n` }], then: "end" }
         : json(200, error)
+    }
+    case "stallBody": {
+      const asked = typeof request.body === "object" && request.body !== null ? { ...request.body, stream: false } : request.body
+      const whole = plan({ mode: "ok", ...(behaviour.content === undefined ? {} : { content: behaviour.content }) }, { ...request, body: asked }, name, models)
+      if (whole._tag !== "Reply" || request.method === "GET") return whole
+      const sent = Buffer.from(whole.chunks.map((c) => c.data).join("")).subarray(0, behaviour.afterBytes ?? 0).toString("utf8")
+      return { ...whole, chunks: sent === "" ? [] : [{ delayMs: 0, data: sent }], then: "hang" }
     }
     case "ok":
     case "stall":

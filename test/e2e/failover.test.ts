@@ -226,6 +226,34 @@ describe("failover to the next provider", () => {
     expect(attemptsOf(record).map((a) => `${a.provider}:${a.outcome}`)).toEqual(["alpha:timeout", "beta:ok"])
   })
 
+  it("on a plain answer whose headers arrive and whose body then stalls, after idle, not total", async () => {
+    const alpha = await h.fake({ name: "alpha", behaviour: { mode: "stallBody", afterBytes: 20 } })
+    const beta = await h.fake({ name: "beta" })
+    const router = await h.router({
+      config: {
+        providers: {
+          alpha: { endpoint: alpha.url, models: ["m1"], priority: 1, timeouts: { first_byte: 2, idle: 0.3, total: 30 } },
+          beta: { endpoint: beta.url, models: ["m1"], priority: 2 }
+        }
+      }
+    })
+    const requestId = newRequestId("stall-body")
+    const started = Date.now()
+    const { data, response } = await ask(clientOf(router), requestId)
+    const elapsed = Date.now() - started
+    expect(data.choices[0]?.message.content).toBe("Hello from beta!")
+    expect(response.headers.get("x-router-provider")).toBe("beta")
+    expect(response.headers.get("x-router-attempts")).toBe("alpha:stalled,beta:ok")
+    // idle is 0.3 s: neither first_byte (2 s) nor total (30 s) was waited for.
+    expect(elapsed).toBeGreaterThanOrEqual(250)
+    expect(elapsed).toBeLessThan(2_000)
+    // The stalled call is closed, not left open on the upstream.
+    expect((await alpha.waitForAbort()).path).toBe("/chat/completions")
+    const attempts = attemptsOf(await recordOf(router, requestId))
+    expect(attempts.map((a) => [a.provider, a.outcome, a.status])).toEqual([["alpha", "stalled", null], ["beta", "ok", 200]])
+    expect(attempts[0]?.detail).toBe("no data for 300 ms (stalled)")
+  })
+
   it("on a streamed 500 before the stream began", async () => {
     const { client } = await pair({ mode: "status", status: 502 })
     const { data: stream, response } = await client.chat.completions

@@ -3,7 +3,20 @@ import { Effect, Fiber, Option, TestClock } from "effect"
 import type { StreamInterrupted } from "../../src/domain/Errors.js"
 import * as Router from "../../src/router/Router.js"
 import { FakeUpstream } from "../../src/testing/FakeUpstream.js"
-import { chat, collector, dataLines, endpoint, failureOf, joinNow, type Recorded, routerRecording, routerWith } from "./helpers.js"
+import * as Script from "../../src/testing/Script.js"
+import {
+  chat,
+  chunkedUpstream,
+  collector,
+  dataLines,
+  endpoint,
+  failureOf,
+  joinNow,
+  type Recorded,
+  routerOver,
+  routerRecording,
+  routerWith
+} from "./helpers.js"
 
 const calls = Effect.flatMap(FakeUpstream, (f) => f.calls)
 
@@ -163,6 +176,87 @@ describe("total timeout", () => {
       expect((yield* joinNow(piping)).detail).toBe("no complete answer within 5000 ms")
       // Two events: the role-only preamble, then the first content, which commits the answer.
     }).pipe(Effect.provide(routerWith(providers({ timeouts: { total: 5 } }), { a: { behaviour: { mode: "stall", afterChunks: 2 } } }))))
+})
+
+describe("idle on the body of a whole (not streamed) answer", () => {
+  /** A whole answer in `n` pieces. */
+  const answerIn = (n: number) => {
+    const text = JSON.stringify(Script.chatCompletion("m", "Hi", {}))
+    return Array.from({ length: n }, (_, i) => text.slice(Math.floor((i * text.length) / n), Math.floor(((i + 1) * text.length) / n)))
+  }
+  const json = { "content-type": "application/json" }
+
+  it.effect("headers, then no body: fails over after exactly idle, as stalled, and aborts the call", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const fiber = yield* Effect.fork(router.chat({ request: chat("m") }))
+      yield* TestClock.adjust("1999 millis")
+      expect(yield* pending(fiber)).toBe(true)
+      expect((yield* calls).map((c) => [c.provider, c.aborted])).toEqual([["a", false]])
+      yield* TestClock.adjust("1 millis")
+      const reply = yield* joinNow(fiber)
+      expect(reply.provider).toBe("b")
+      expect(reply.attempts).toEqual([
+        { provider: "a", upstreamModel: "m", outcome: "stalled", detail: "no data for 2000 ms (stalled)", status: null, durationMs: 2000 },
+        { provider: "b", upstreamModel: "m", outcome: "ok", detail: "ok", status: 200, durationMs: 0 }
+      ])
+      expect((yield* calls).map((c) => [c.provider, c.aborted])).toEqual([["a", true], ["b", false]])
+    }).pipe(Effect.provide(routerWith(providers({ timeouts: { idle: 2 } }), { a: { behaviour: { mode: "stallBody" } } }))))
+
+  it.effect("part of the body, then silence: idle counts from the last piece", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const fiber = yield* Effect.fork(router.chat({ request: chat("m") }))
+      // The second piece comes at 1.5 s; silence from then on.
+      yield* TestClock.adjust("3499 millis")
+      expect(yield* pending(fiber)).toBe(true)
+      yield* TestClock.adjust("1 millis")
+      const reply = yield* joinNow(fiber)
+      expect(reply.attempts.map((a) => [a.provider, a.outcome, a.durationMs])).toEqual([["a", "stalled", 3500], ["b", "ok", 0]])
+    }).pipe(Effect.provide(routerOver(providers({ timeouts: { idle: 2 } }), chunkedUpstream({
+      a: { headers: json, chunks: answerIn(3).slice(0, 2), gapMs: 1500, then: "hang" },
+      b: { headers: json, chunks: answerIn(1), then: "end" }
+    })))))
+
+  it.effect("a body arriving slowly, each piece within idle, is served however long it takes", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const fiber = yield* Effect.fork(router.chat({ request: chat("m") }))
+      for (let i = 0; i < 5; i++) yield* TestClock.adjust("1500 millis")
+      const reply = yield* joinNow(fiber)
+      expect(reply.attempts.map((a) => [a.provider, a.outcome, a.durationMs])).toEqual([["a", "ok", 7500]])
+      if (reply._tag !== "Json") throw new Error("expected a whole answer")
+      expect(Buffer.from(reply.body).toString("utf8")).toBe(answerIn(1)[0])
+    }).pipe(Effect.provide(routerOver(providers({ timeouts: { idle: 2 } }), chunkedUpstream({
+      a: { headers: json, chunks: answerIn(6), gapMs: 1500, then: "end" }
+    })))))
+
+  it.effect("an error status whose body stalls fails over on idle too", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const fiber = yield* Effect.fork(router.chat({ request: chat("m") }))
+      yield* TestClock.adjust("2 seconds")
+      const reply = yield* joinNow(fiber)
+      expect(reply.attempts.map((a) => [a.provider, a.outcome])).toEqual([["a", "stalled"], ["b", "ok"]])
+    }).pipe(Effect.provide(routerOver(providers({ timeouts: { idle: 2 } }), chunkedUpstream({
+      a: { headers: json, status: 500, chunks: ["{\"error\":"], then: "hang" },
+      b: { headers: json, chunks: answerIn(1), then: "end" }
+    })))))
+
+  // Kept as it was: `body` of a streamed call tells of no pieces, so idle cannot watch it.
+  it.effect("a plain answer to a stream request whose body stalls is bounded by total, not idle", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const fiber = yield* Effect.fork(router.chat({ request: chat("m", { stream: true }) }))
+      yield* TestClock.adjust("4999 millis")
+      expect(yield* pending(fiber)).toBe(true)
+      yield* TestClock.adjust("1 millis")
+      const reply = yield* joinNow(fiber)
+      expect(reply.attempts.map((a) => [a.provider, a.outcome, a.detail])).toEqual([
+        ["a", "timeout", "no complete answer within 5000 ms"],
+        ["b", "ok", "ok"]
+      ])
+    }).pipe(Effect.provide(routerWith(providers({ timeouts: { idle: 2, total: 5 } }), { a: { behaviour: { mode: "stallBody", afterBytes: 10 } } }))))
 })
 
 describe("timers after the answer", () => {

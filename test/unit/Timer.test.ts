@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, TestClock } from "effect"
-import { deadlines, type Expiry, type Limits, scheduler } from "../../src/router/Timer.js"
+import { deadlines, type Expiry, type Limits, type Schedule, scheduler } from "../../src/router/Timer.js"
 
 /** Deadlines on the test clock, recording what expired. */
 const watch = (limits: Limits) =>
@@ -188,6 +188,37 @@ describe("deadlines (one timer for first byte, idle and total)", () => {
       yield* TestClock.adjust("150 millis")
       d.sent()
       yield* expiresIn(fired, 100, "first_byte")
+    }))
+
+  it.effect("with idle watching, an answer that begins and ends within idle arms one timer, not one more at its first byte", () =>
+    Effect.gen(function* () {
+      const clock = yield* Effect.clock
+      const schedule = scheduler(clock)
+      let armed = 0
+      const counting: Schedule = (ms, task) => {
+        armed++
+        return schedule(ms, task)
+      }
+      const fired: Array<Expiry> = []
+      const d = deadlines(counting, () => clock.unsafeCurrentTimeMillis(), { firstByteMs: 1000, idleMs: 200, totalMs: 10_000 }, (w) => fired.push(w))
+      yield* TestClock.adjust("50 millis")
+      d.firstByte()
+      yield* TestClock.adjust("100 millis")
+      d.touch()
+      d.cancel()
+      expect(armed).toBe(1)
+      yield* TestClock.adjust("1 hour")
+      expect(fired).toEqual([])
+    }))
+
+  it.effect("with idle watching, the first-byte limit still holds, and a first byte later than idle starts idle from it", () =>
+    Effect.gen(function* () {
+      const none = yield* watch({ firstByteMs: 1000, idleMs: 200, totalMs: 10_000 })
+      yield* expiresIn(none.fired, 1000, "first_byte")
+      const late = yield* watch({ firstByteMs: 1000, idleMs: 200, totalMs: 10_000 })
+      yield* TestClock.adjust("700 millis")
+      late.d.firstByte()
+      yield* expiresIn(late.fired, 200, "idle")
     }))
 
   it.effect("a first byte ends the wait even when sent was never called", () =>

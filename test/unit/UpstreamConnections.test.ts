@@ -14,6 +14,7 @@
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Either, Exit, Fiber, Layer, Scope } from "effect"
 import { readFileSync } from "node:fs"
+import { createServer as createHttpServer } from "node:http"
 import { createServer as createHttpsServer } from "node:https"
 import { createServer, type Server, type Socket } from "node:net"
 import type { ProviderSpec } from "../../src/domain/Provider.js"
@@ -234,6 +235,50 @@ describe("the new send is one, not more", () => {
         expect(server.received()).toBe(3)
       }).pipe(Effect.provide(UpstreamLive.layer)))
   }
+})
+
+describe("a whole answer's body, as it arrives", () => {
+  it.live("request tells of each piece after the response start (the router's idle limit counts the gaps)", () =>
+    Effect.gen(function* () {
+      // The first half, then the rest once the caller has heard of the first (or, if it never
+      // does, a second later, so the test fails rather than hangs).
+      let rest: () => void = () => {}
+      const server = createHttpServer((_, res) => {
+        res.writeHead(200, { "content-type": "application/json" })
+        res.write(answer.slice(0, 40))
+        const timer = setTimeout(() => rest(), 1000)
+        rest = () => {
+          clearTimeout(timer)
+          rest = () => {}
+          res.end(answer.slice(40))
+        }
+      })
+      yield* Effect.acquireRelease(
+        Effect.promise(() => new Promise<void>((done) => server.listen(0, "127.0.0.1", () => done()))),
+        () => Effect.promise(() => new Promise<void>((done) => {
+          server.closeAllConnections()
+          server.close(() => done())
+        }))
+      )
+      const { port } = server.address() as { port: number }
+      const heard: Array<string> = []
+      const u = yield* UpstreamLive.Upstream
+      const r = yield* u.request({
+        provider: spec(`http://127.0.0.1:${port}/v1`),
+        method: "POST",
+        path: "/chat/completions",
+        body,
+        onResponseStart: () => heard.push("start"),
+        onResponseData: () => {
+          heard.push("data")
+          rest()
+        }
+      })
+      expect(Buffer.from(r.body).toString("utf8")).toBe(answer)
+      expect(heard[0]).toBe("start")
+      expect(heard.filter((h) => h === "data").length).toBeGreaterThanOrEqual(2)
+      expect(heard.slice(1).every((h) => h === "data")).toBe(true)
+    }).pipe(Effect.provide(UpstreamLive.layer), Effect.scoped))
 })
 
 describe("the connector the pools use", () => {

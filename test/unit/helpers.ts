@@ -136,6 +136,8 @@ export interface ChunkScript {
   readonly headers?: Readonly<Record<string, string | ReadonlyArray<string>>>
   /** Each chunk after the first comes this long (on the test clock) after the one before. */
   readonly gapMs?: number
+  /** The answer's status (by default 200). */
+  readonly status?: number
 }
 
 /**
@@ -179,7 +181,7 @@ export const chunkedUpstream = (scripts: Readonly<Record<string, ChunkScript>>) 
             }
           })
           return {
-            status: 200,
+            status: script.status ?? 200,
             headers: script.headers ?? { "content-type": "text/event-stream" },
             body: Effect.gen(function* () {
               const all: Array<Uint8Array> = []
