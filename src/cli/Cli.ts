@@ -27,7 +27,7 @@ export const serve = Command.make("serve", { config, port, host, db }, (opts) =>
     db: Option.getOrUndefined(opts.db)
   }, process.env))).pipe(Command.withDescription("Run the router daemon"))
 
-const modes = ["ok", "slow", "status", "rate-limited", "error200", "reset", "refuse", "hang", "stall", "cut"] as const
+const modes = ["ok", "slow", "status", "rate-limited", "error200", "reset", "refuse", "hang", "stall", "cut", "stall-body"] as const
 
 /** The behaviour a `fake-provider` mode stands for. */
 export const behaviourOf = (o: {
@@ -57,6 +57,8 @@ export const behaviourOf = (o: {
     case "stall":
     case "cut":
       return { mode: o.mode, afterChunks: o.after, ...content }
+    case "stall-body":
+      return { mode: "stallBody", afterBytes: o.after, ...content }
   }
 }
 
@@ -69,11 +71,12 @@ export const fakeProvider = Command.make(
       Options.withDefault("ok"),
       Options.withDescription(
         "ok | slow (first byte and each event after --delay-ms) | status (HTTP --status) | rate-limited (429, Retry-After --retry-after) | " +
-          "error200 (an error object inside a 200) | reset | refuse | hang | stall / cut (after --after events, go silent / drop the connection)"
+          "error200 (an error object inside a 200) | reset | refuse | hang | stall / cut (after --after events, go silent / drop the connection) | " +
+          "stall-body (a whole answer's 200 and headers, --after bytes of its body, then silence)"
       )
     ),
     status: Options.integer("status").pipe(Options.withDefault(500), Options.withDescription("status for --mode status, error code for error200")),
-    after: Options.integer("after").pipe(Options.withDefault(2), Options.withDescription("events sent before a stall or cut")),
+    after: Options.integer("after").pipe(Options.withDefault(2), Options.withDescription("events sent before a stall or cut (bytes of the body for stall-body)")),
     delayMs: Options.integer("delay-ms").pipe(Options.withDefault(0), Options.withDescription("delay before the first byte and between events")),
     retryAfter: Options.integer("retry-after").pipe(Options.withDefault(5), Options.withDescription("seconds, for --mode rate-limited")),
     models: Options.text("models").pipe(Options.withDefault("fake-model"), Options.withDescription("comma-separated model ids it lists")),

@@ -64,6 +64,20 @@ describe("sanctum-router fake-provider", () => {
     expect(((await res.json()) as { error: { code: number } }).error.code).toBe(429)
   })
 
+  it("sends a whole answer's status and headers and then part of its body in stall-body mode, and goes silent", async () => {
+    const url = await fake(["--mode", "stall-body", "--after", "10"])
+    const res = await fetch(`${url}/chat/completions`, { method: "POST", body, headers: { "content-type": "application/json" } })
+    expect(res.status).toBe(200)
+    expect(res.headers.get("content-type")).toContain("application/json")
+    const reader = res.body!.getReader()
+    const first = await reader.read()
+    expect(new TextDecoder().decode(first.value)).toBe('{"id":"cha')
+    // Nothing more comes: the next read is still pending when the first is long done.
+    const next = await Promise.race([reader.read().then(() => "more"), new Promise((r) => setTimeout(() => r("silent"), 300))])
+    expect(next).toBe("silent")
+    await reader.cancel()
+  })
+
   it("lets an operator rehearse a failover against a real router config", async () => {
     const down = await fake(["--mode", "error200", "--status", "503", "--name", "down"])
     const up = await fake(["--mode", "ok", "--name", "up"])
