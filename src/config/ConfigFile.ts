@@ -11,6 +11,7 @@ import { defaultRouting, namesEachOnce, type RoutingConfig, routingFromJson } fr
 import {
   type AliasSpec,
   type ConfigState,
+  defaultMaxConnections,
   defaultTimeouts,
   type ProviderSpec,
   ProviderType,
@@ -117,6 +118,11 @@ export const ProviderFile = Schema.Struct({
   supports_streaming: Schema.optional(BooleanLike),
   supports_multimodal: Schema.optional(BooleanLike),
   timeouts: Schema.optional(Schema.NullOr(Timeouts)),
+  /**
+   * The most requests in flight to the provider at once (default 256): a local server with a few
+   * slots (llama.cpp's `--parallel`) gets no more, and the rest wait in the router.
+   */
+  max_connections: Schema.optional(PositiveIntLike),
   hedge_after_ms: Schema.optional(HedgeAfterMs),
   /** Share of traffic under the `weighted` strategy, relative to other providers (default 1). */
   weight: Schema.optional(NumberLike.pipe(Schema.positive({ message: () => "must be a positive number" }))),
@@ -400,6 +406,7 @@ export const providerSpecs = (file: ConfigFile): ReadonlyArray<ProviderSpec> =>
       idleMs: seconds(p.timeouts?.idle, defaultTimeouts.idleMs),
       totalMs: seconds(p.timeouts?.total, defaultTimeouts.totalMs)
     },
+    maxConnections: p.max_connections ?? defaultMaxConnections,
     source: "file"
   }))
 

@@ -23,6 +23,9 @@ export interface Timeouts {
 
 export const defaultTimeouts: Timeouts = { connectMs: 5_000, firstByteMs: 60_000, idleMs: 30_000, totalMs: 600_000 }
 
+/** Connections the router opens to one provider at most, unless its `max_connections` says otherwise. */
+export const defaultMaxConnections = 256
+
 export interface ProviderSpec {
   readonly id: string
   /** Base URL of the OpenAI-compatible API, without a trailing slash (`https://api.venice.ai/api/v1`). */
@@ -38,6 +41,12 @@ export interface ProviderSpec {
   readonly supportsStreaming: boolean | null
   readonly supportsMultimodal: boolean | null
   readonly timeouts: Timeouts
+  /**
+   * The most requests in flight to this provider at once (its connection pool's size). Further
+   * requests wait in the router for a connection, and move on to the next candidate after a wait
+   * as long as `timeouts.firstByteMs` (outcome `busy`).
+   */
+  readonly maxConnections: number
   /** Start the next candidate as well when this one has sent no first byte after this long. */
   readonly hedgeAfterMs: number | null
   /** Share of traffic under the `weighted` strategy. */

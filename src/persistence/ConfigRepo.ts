@@ -6,7 +6,7 @@ import { SqlClient } from "@effect/sql"
 import { Effect, Redacted, Schema } from "effect"
 import { createHash } from "node:crypto"
 import type { AliasSpec, ProviderSpec } from "../domain/Provider.js"
-import { defaultTimeouts, ProviderType, RecordSource } from "../domain/Provider.js"
+import { defaultMaxConnections, defaultTimeouts, ProviderType, RecordSource } from "../domain/Provider.js"
 import { type RoutingConfig, routingFromJson, routingToJson, strategies } from "../domain/Routing.js"
 
 const Maybe = <A, I>(s: Schema.Schema<A, I>) => Schema.optionalWith(Schema.NullOr(s), { exact: true })
@@ -42,7 +42,9 @@ const ProviderRow = Schema.Struct({
   api_key_fingerprint: Schema.NullOr(Schema.String),
   hedge_after_ms: Schema.NullOr(Schema.Number),
   weight: Schema.NullOr(Schema.Number),
-  model_overrides: Schema.NullOr(Schema.parseJson(Schema.Record({ key: Schema.String, value: ModelOverride })))
+  model_overrides: Schema.NullOr(Schema.parseJson(Schema.Record({ key: Schema.String, value: ModelOverride }))),
+  // NULL in rows written before the cap existed (or by hand): the default.
+  max_connections: Schema.NullOr(Schema.Number)
 })
 
 const AliasRow = Schema.Struct({
@@ -122,6 +124,7 @@ export class ConfigRepo extends Effect.Service<ConfigRepo>()("sanctum/ConfigRepo
         hedgeAfterMs: r.hedge_after_ms,
         weight: r.weight ?? 1,
         modelOverrides: r.model_overrides ?? {},
+        maxConnections: r.max_connections ?? defaultMaxConnections,
         apiKeyFingerprint: r.api_key_fingerprint
       }))
     }).pipe(Effect.orDie)
@@ -159,6 +162,7 @@ export class ConfigRepo extends Effect.Service<ConfigRepo>()("sanctum/ConfigRepo
             hedge_after_ms: p.hedgeAfterMs,
             weight: p.weight,
             model_overrides: JSON.stringify(p.modelOverrides),
+            max_connections: p.maxConnections,
             updated_at: now
           }
           yield* sql`INSERT OR REPLACE INTO providers ${sql.insert(row)}`

@@ -13,13 +13,15 @@ import init from "./migrations/0001_init.js"
 import hedging from "./migrations/0002_hedging.js"
 import capabilities from "./migrations/0003_capabilities.js"
 import routing from "./migrations/0004_routing.js"
+import maxConnections from "./migrations/0005_max_connections.js"
 
 /** Keys must match `^\d+_.+$`: the migrator silently skips any other. */
 export const migrations = {
   "0001_init": init,
   "0002_hedging": hedging,
   "0003_capabilities": capabilities,
-  "0004_routing": routing
+  "0004_routing": routing,
+  "0005_max_connections": maxConnections
 } as const
 
 /** A migrated database at `filename` (`:memory:` works for tests); the parent directory is created. */

@@ -435,22 +435,29 @@ export const keepAliveMs = (url: URL): number => (url.protocol === "https:" ? 30
 
 interface Target {
   readonly pool: Pool
-  /** Set when a changed endpoint or key replaced this pool. */
+  /** Set when a changed endpoint, key or connection cap replaced this pool. */
   closed: boolean
   readonly basePath: string
   readonly authorization: string | undefined
 }
 
 export interface UpstreamOptions {
-  /** Connections per provider endpoint; more concurrent requests wait for one. Default 256. */
+  /**
+   * A cap on every provider's connections: each gets the smaller of this and its own
+   * `maxConnections`. More concurrent requests wait for one. Default: none.
+   */
   readonly connections?: number | undefined
 }
 
-/** The live client: keep-alive undici pools, one per provider endpoint, closed with the layer. */
+/**
+ * The live client: keep-alive undici pools, one per provider endpoint, each of the provider's
+ * `maxConnections`, closed with the layer.
+ */
 export const makeWith = (options: UpstreamOptions = {}) => Effect.gen(function* () {
-  const connections = options.connections ?? 256
+  const connectionsOf = (p: ProviderSpec) => Math.min(p.maxConnections, options.connections ?? Number.POSITIVE_INFINITY)
   const targets = new Map<string, Target>()
-  const keyOf = (p: ProviderSpec) => `${p.id}\u0000${p.endpoint}\u0000${p.timeouts.connectMs}`
+  // Everything the pool is built from: a provider whose cap changed gets a pool of the new size.
+  const keyOf = (p: ProviderSpec) => `${p.id}\u0000${p.endpoint}\u0000${p.timeouts.connectMs}\u0000${connectionsOf(p)}`
 
   yield* Effect.addFinalizer(() =>
     Effect.promise(() => Promise.all([...targets.values()].map((t) => t.pool.destroy().catch(() => undefined))))
@@ -471,7 +478,8 @@ export const makeWith = (options: UpstreamOptions = {}) => Effect.gen(function* 
     const key = keyOf(p)
     let target = targets.get(key)
     if (target === undefined || target.authorization !== authorizationOf(p)) {
-      // A changed endpoint or key replaces the provider's pool; the old one closes when idle.
+      // A changed endpoint, key or connection cap replaces the provider's pool; the old one
+      // closes when idle (requests in flight or queued on it still complete there).
       for (const [k, t] of targets) {
         if (k.startsWith(`${p.id}\u0000`)) {
           targets.delete(k)
@@ -482,7 +490,7 @@ export const makeWith = (options: UpstreamOptions = {}) => Effect.gen(function* 
       const url = new URL(p.endpoint)
       target = {
         pool: new Pool(url.origin, {
-          connections,
+          connections: connectionsOf(p),
           connect: connectorFor(p.timeouts.connectMs),
           keepAliveTimeout: keepAliveMs(url),
           // The router enforces first-byte, idle and total timeouts itself; undici's would race them.
@@ -584,7 +592,7 @@ const authorizationOf = (p: ProviderSpec) =>
 
 export const make = makeWith()
 
-/** The live upstream client with other options (fewer connections per provider, say). */
+/** The live upstream client with other options (fewer connections for every provider, say). */
 export const layerWith = (options: UpstreamOptions) => Layer.scoped(Upstream, makeWith(options))
 
 /** The live upstream client. */

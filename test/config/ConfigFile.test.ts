@@ -309,6 +309,36 @@ describe("decodeConfig", () => {
       expect(error.message).not.toContain("providers.a.timeouts.first_byte")
     }))
 
+  it.effect("refuses a max_connections that is not a positive integer, naming it", () =>
+    Effect.gen(function* () {
+      const error = yield* refused({
+        providers: {
+          zero: { endpoint: "http://127.0.0.1:8080/v1", max_connections: 0 },
+          negative: { endpoint: "http://127.0.0.1:8080/v1", max_connections: -2 },
+          fraction: { endpoint: "http://127.0.0.1:8080/v1", max_connections: 2.5 },
+          text: { endpoint: "http://127.0.0.1:8080/v1", max_connections: "four" }
+        }
+      })
+      expect(error.message.split("\n")[0]).toContain("/etc/sanctum/router.yaml")
+      const lines = issueLines(error.message)
+      expect(lines).toContainEqual(expect.stringMatching(/^providers\.zero\.max_connections: must be a positive integer/))
+      expect(lines).toContainEqual(expect.stringMatching(/^providers\.negative\.max_connections: must be a positive integer/))
+      expect(lines).toContainEqual(expect.stringMatching(/^providers\.fraction\.max_connections: must be an integer/))
+      expect(lines).toContainEqual(expect.stringMatching(/^providers\.text\.max_connections: .*"four"/))
+      expect(lines).toHaveLength(4)
+    }))
+
+  it.effect("accepts max_connections as a number or as text from ${VAR} substitution", () =>
+    Effect.gen(function* () {
+      const loaded = yield* accepted(
+        { providers: { llama: { endpoint: "http://127.0.0.1:8080/v1", max_connections: "${LLAMA_SLOTS:-4}" } } },
+        { LLAMA_SLOTS: "2" }
+      )
+      expect(providerSpecs(loaded.file)[0]?.maxConnections).toBe(2)
+      const plain = yield* accepted({ providers: { llama: { endpoint: "http://127.0.0.1:8080/v1", max_connections: 4 } } })
+      expect(providerSpecs(plain.file)[0]?.maxConnections).toBe(4)
+    }))
+
   it.effect("refuses an unknown provider_type", () =>
     Effect.gen(function* () {
       const error = yield* refused({ providers: { a: { endpoint: "https://x.example/v1", provider_type: "openai" } } })
@@ -446,7 +476,7 @@ describe("providerSpecs and aliasSpecs", () => {
   const file = (providers: NonNullable<ConfigFile["providers"]>, aliases?: ConfigFile["aliases"]): ConfigFile =>
     aliases === undefined ? { providers } : { providers, aliases }
 
-  it("fills the defaults: openai_compat, priority 100, discovered models, unknown capabilities, 5/60/600 s", () => {
+  it("fills the defaults: openai_compat, priority 100, discovered models, unknown capabilities, 5/60/600 s, 256 connections", () => {
     const [spec] = providerSpecs(file({ p: { endpoint: "https://x.example/v1" } }))
     expect(spec).toEqual({
       id: "p",
@@ -459,6 +489,7 @@ describe("providerSpecs and aliasSpecs", () => {
       supportsStreaming: null,
       supportsMultimodal: null,
       timeouts: { connectMs: 5_000, firstByteMs: 60_000, idleMs: 30_000, totalMs: 600_000 },
+      maxConnections: 256,
       hedgeAfterMs: null,
       weight: 1,
       modelOverrides: {},
@@ -477,7 +508,8 @@ describe("providerSpecs and aliasSpecs", () => {
         supports_tools: false,
         supports_streaming: true,
         supports_multimodal: false,
-        timeouts: { connect: 1.5, first_byte: 20, total: 120 }
+        timeouts: { connect: 1.5, first_byte: 20, total: 120 },
+        max_connections: 4
       }
     }))
     expect(spec).toMatchObject({
@@ -489,7 +521,8 @@ describe("providerSpecs and aliasSpecs", () => {
       supportsTools: false,
       supportsStreaming: true,
       supportsMultimodal: false,
-      timeouts: { connectMs: 1_500, firstByteMs: 20_000, idleMs: 30_000, totalMs: 120_000 }
+      timeouts: { connectMs: 1_500, firstByteMs: 20_000, idleMs: 30_000, totalMs: 120_000 },
+      maxConnections: 4
     })
   })
 

@@ -34,7 +34,8 @@ describe("the file's records on restart", () => {
             priority: 10,
             supports_tools: false,
             supports_streaming: true,
-            timeouts: { connect: 2, first_byte: 30, total: 90 }
+            timeouts: { connect: 2, first_byte: 30, total: 90 },
+            max_connections: 4
           },
           beta: { endpoint, models: ["m3"] }
         },
@@ -52,11 +53,12 @@ describe("the file's records on restart", () => {
       supports_tools: 0,
       supports_streaming: 1,
       supports_multimodal: null,
-      api_key_fingerprint: null
+      api_key_fingerprint: null,
+      max_connections: 4
     })
     expect(JSON.parse(alpha!.models!)).toEqual(["m1", "m2"])
     expect(JSON.parse(alpha!.timeouts)).toEqual({ connectMs: 2_000, firstByteMs: 30_000, idleMs: 30_000, totalMs: 90_000 })
-    expect(beta).toMatchObject({ id: "beta", source: "file", provider_type: "openai_compat", priority: 100, supports_tools: null })
+    expect(beta).toMatchObject({ id: "beta", source: "file", provider_type: "openai_compat", priority: 100, supports_tools: null, max_connections: 256 })
     expect(JSON.parse(beta!.timeouts)).toEqual({ connectMs: 5_000, firstByteMs: 60_000, idleMs: 30_000, totalMs: 600_000 })
     expect(aliasRows(router.dbPath).map((a) => ({ ...a, targets: JSON.parse(a.targets) }))).toEqual([
       { name: "chain", source: "file", targets: ["alpha+m2", "m3"] },

@@ -144,6 +144,16 @@ describe("invalid configuration stops start-up", () => {
     expect(message).toContain("\"first\"")
   })
 
+  it("names the key path of a max_connections that is not a positive integer", async () => {
+    const dir = t.dir()
+    const message = await refusedWith({
+      dir,
+      config: { providers: { llama: { endpoint: "http://127.0.0.1:8080/v1", models: ["m"], max_connections: 0 } } }
+    })
+    expect(message).toContain(join(dir, "router.yaml"))
+    expect(message).toMatch(/providers\.llama\.max_connections: must be a positive integer/)
+  })
+
   it("names the file of invalid YAML", async () => {
     const dir = t.dir()
     const message = await refusedWith({ dir, config: "providers:\n  p: [\n" })

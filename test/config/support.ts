@@ -55,6 +55,7 @@ export interface ProviderRowOut {
   readonly supports_multimodal: number | null
   readonly timeouts: string
   readonly api_key_fingerprint: string | null
+  readonly max_connections: number | null
   readonly updated_at: number
 }
 

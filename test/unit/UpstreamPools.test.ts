@@ -1,10 +1,13 @@
 /**
  * The live `Upstream` across configuration changes: a provider whose endpoint changed gets a new
  * pool, and a request planned before the change (a failover onto the old spec) still finds a
- * working one, while requests on the new spec are in flight.
+ * working one, while requests on the new spec are in flight. A provider whose `maxConnections`
+ * changed gets a pool of the new size, and requests on the old one still complete.
  */
 import { afterAll, describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Fiber } from "effect"
+import { createServer, type ServerResponse } from "node:http"
+import type { AddressInfo, Socket } from "node:net"
 import type { ProviderSpec } from "../../src/domain/Provider.js"
 import * as UpstreamLive from "../../src/providers/Upstream.js"
 import { startFakeServer, type FakeServer } from "../../src/testing/FakeServer.js"
@@ -53,4 +56,98 @@ describe("Upstream pools across a configuration change", () => {
         Array.from({ length: 20 }, (_, i) => (i % 3 === 0 ? "Hello from before!" : "Hello from after!"))
       )
     }).pipe(Effect.provide(UpstreamLive.layer)))
+})
+
+/** A backend that holds every request until the test answers the oldest, counting what is in flight. */
+const heldServer = Effect.acquireRelease(
+  Effect.promise(() =>
+    new Promise<{
+      url: string
+      received: () => number
+      inFlight: () => number
+      arrived: (n: number) => Promise<void>
+      answerOldest: () => void
+      close: () => Promise<void>
+    }>((resolve) => {
+      const held: Array<ServerResponse> = []
+      const waiters: Array<() => void> = []
+      const sockets = new Set<Socket>()
+      let answered = 0
+      let inFlight = 0
+      const server = createServer((req, res) => {
+        req.resume()
+        req.on("end", () => {
+          inFlight++
+          res.on("close", () => inFlight--)
+          held.push(res)
+          for (const wake of waiters.splice(0)) wake()
+        })
+      })
+      server.on("connection", (s) => {
+        sockets.add(s)
+        s.on("close", () => sockets.delete(s))
+      })
+      const arrived = (n: number): Promise<void> =>
+        held.length >= n ? Promise.resolve() : new Promise((r) => waiters.push(() => void arrived(n).then(r)))
+      server.listen(0, "127.0.0.1", () =>
+        resolve({
+          url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`,
+          received: () => held.length,
+          inFlight: () => inFlight,
+          arrived,
+          answerOldest: () => {
+            const body = JSON.stringify({ choices: [{ index: 0, message: { role: "assistant", content: `answer ${answered}` }, finish_reason: "stop" }] })
+            held[answered++]!.writeHead(200, { "content-type": "application/json" }).end(body)
+          },
+          close: () =>
+            new Promise<void>((r) => {
+              for (const s of sockets) s.destroy()
+              server.close(() => r())
+            })
+        })
+      )
+    })
+  ),
+  (s) => Effect.promise(s.close)
+)
+
+describe("Upstream pools and a provider's maxConnections", () => {
+  it.live("sends at most maxConnections at once, and follows a changed cap; requests on the old pool still complete", () =>
+    Effect.gen(function* () {
+      const server = yield* heldServer
+      const settle = Effect.promise(() => new Promise((r) => setTimeout(r, 100)))
+      const capped = (maxConnections: number) => providerSpec("p", { endpoint: server.url, source: "api", maxConnections })
+      const one = capped(1)
+      const first = yield* Effect.fork(Effect.all([ask(one), ask(one), ask(one)], { concurrency: "unbounded" }))
+      yield* Effect.promise(() => server.arrived(1))
+      yield* settle
+      expect(server.inFlight()).toBe(1)
+
+      // The cap is raised: new requests get a pool of three, while the old pool (closing) keeps
+      // its one connection for the two requests queued on it.
+      const three = capped(3)
+      const second = yield* Effect.fork(Effect.all([ask(three), ask(three), ask(three)], { concurrency: "unbounded" }))
+      yield* Effect.promise(() => server.arrived(4))
+      yield* settle
+      expect(server.inFlight()).toBe(4)
+
+      // Answered in arrival order: each answer on the old pool lets its next queued request out.
+      for (let n = 0; n < 6; n++) {
+        yield* Effect.promise(() => server.arrived(n + 1))
+        server.answerOldest()
+      }
+      const answers = [...(yield* Fiber.join(first)), ...(yield* Fiber.join(second))]
+      expect(answers.map((a) => a.status)).toEqual([200, 200, 200, 200, 200, 200])
+      expect(server.received()).toBe(6)
+
+      // Lowered again: one at a time.
+      const again = yield* Effect.fork(Effect.all([ask(one), ask(one)], { concurrency: "unbounded" }))
+      yield* Effect.promise(() => server.arrived(7))
+      yield* settle
+      expect(server.inFlight()).toBe(1)
+      server.answerOldest()
+      yield* Effect.promise(() => server.arrived(8))
+      server.answerOldest()
+      expect((yield* Fiber.join(again)).map((a) => a.status)).toEqual([200, 200])
+    }).pipe(Effect.scoped, Effect.provide(UpstreamLive.layer)))
 })

@@ -7,7 +7,7 @@ import { Effect, Fiber, Layer, TestServices } from "effect"
 import { discoveryRequestId } from "../../src/domain/Capabilities.js"
 import { UpstreamTransportError } from "../../src/domain/Errors.js"
 import type { ChatCompletionRequest } from "../../src/domain/OpenAi.js"
-import { defaultTimeouts, type ProviderSpec } from "../../src/domain/Provider.js"
+import { defaultMaxConnections, defaultTimeouts, type ProviderSpec } from "../../src/domain/Provider.js"
 import * as Resilience from "../../src/config/Resilience.js"
 import * as Health from "../../src/health/Health.js"
 import * as Policy from "../../src/policy/Policy.js"
@@ -37,6 +37,7 @@ export const providerSpec = (id: string, over: Partial<ProviderSpec> = {}): Prov
   supportsStreaming: null,
   supportsMultimodal: null,
   timeouts: defaultTimeouts,
+  maxConnections: defaultMaxConnections,
   hedgeAfterMs: null,
   weight: 1,
   modelOverrides: {},
