@@ -22,24 +22,39 @@ export const layer = Layer.scopedDiscard(
     const settings = yield* Resilience
 
     const check = (p: ProviderSpec) =>
-      upstream.request({ provider: p, method: "GET", path: "/models" }).pipe(
-        Effect.map((r): CheckResult =>
-          healthyStatuses.has(r.status)
-            ? { _tag: "Healthy" }
-            : { _tag: "Unhealthy", classified: classifyRefusal(r.status, "", undefined), detail: `GET /models answered HTTP ${r.status}` }
-        ),
-        Effect.timeoutTo({
-          duration: Duration.millis(settings.healthCheckTimeoutMs),
-          onTimeout: (): CheckResult => ({
-            _tag: "Unhealthy",
-            classified: { class: "transient", outcome: "timeout" },
-            detail: `no answer within ${settings.healthCheckTimeoutMs} ms`
+      Effect.suspend(() => {
+        // A check shares the provider's connections with requests. One that timed out still waiting
+        // for a free connection never reached the provider, and says nothing of it: a server with
+        // a few slots (`max_connections`) busy with long answers is busy, not down.
+        let waiting = false
+        return upstream.request({
+          provider: p,
+          method: "GET",
+          path: "/models",
+          onRequestWaiting: () => (waiting = true),
+          onRequestSent: () => (waiting = false)
+        }).pipe(
+          Effect.map((r): CheckResult | null =>
+            healthyStatuses.has(r.status)
+              ? { _tag: "Healthy" }
+              : { _tag: "Unhealthy", classified: classifyRefusal(r.status, "", undefined), detail: `GET /models answered HTTP ${r.status}` }
+          ),
+          Effect.timeoutTo({
+            duration: Duration.millis(settings.healthCheckTimeoutMs),
+            onTimeout: (): CheckResult | null =>
+              waiting ? null : {
+                _tag: "Unhealthy",
+                classified: { class: "transient", outcome: "timeout" },
+                detail: `no answer within ${settings.healthCheckTimeoutMs} ms`
+              },
+            onSuccess: (result) => result
           }),
-          onSuccess: (result) => result
-        }),
-        Effect.catchAll((e) => Effect.succeed<CheckResult>({ _tag: "Unhealthy", classified: classifyTransport(e), detail: e.detail })),
-        Effect.flatMap((result) => Effect.map(Clock.currentTimeMillis, (now) => health.reportCheck(p.id, result, now)))
-      )
+          Effect.catchAll((e) => Effect.succeed<CheckResult>({ _tag: "Unhealthy", classified: classifyTransport(e), detail: e.detail })),
+          Effect.flatMap((result) =>
+            result === null ? Effect.void : Effect.map(Clock.currentTimeMillis, (now) => health.reportCheck(p.id, result, now))
+          )
+        )
+      })
 
     const round = Effect.suspend(() =>
       Effect.forEach([...providers.index().providers.values()], check, {

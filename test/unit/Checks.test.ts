@@ -8,6 +8,7 @@ import * as Resilience from "../../src/config/Resilience.js"
 import * as Checks from "../../src/health/Checks.js"
 import * as Health from "../../src/health/Health.js"
 import * as Providers from "../../src/providers/Providers.js"
+import { Upstream } from "../../src/providers/Upstream.js"
 import * as FakeUpstream from "../../src/testing/FakeUpstream.js"
 import type { FakeBehaviour } from "../../src/testing/Script.js"
 
@@ -20,14 +21,30 @@ const settings: Resilience.ResilienceSettings = {
   breaker: { ...Resilience.defaults.breaker, consecutiveFailures: 2 }
 }
 
-const world = (behaviours: Record<string, FakeBehaviour | ReadonlyArray<FakeBehaviour>>) => {
+/** The checks over the fake provider; `wrap` may stand between them and it. */
+const world = (
+  behaviours: Record<string, FakeBehaviour | ReadonlyArray<FakeBehaviour>>,
+  wrap: Layer.Layer<Upstream, never, Upstream> = Layer.effectContext(Effect.context<Upstream>())
+) => {
   const upstream = FakeUpstream.layer(Object.fromEntries(Object.entries(behaviours).map(([id, behaviour]) => [id, { behaviour, models: ["m"] }])))
   const base = Layer.mergeAll(Providers.layerStatic(config), Health.layer).pipe(
     Layer.provideMerge(upstream),
     Layer.provideMerge(Resilience.layer(settings))
   )
-  return Checks.layer.pipe(Layer.provideMerge(base))
+  return Checks.layer.pipe(Layer.provide(wrap.pipe(Layer.provide(base))), Layer.provideMerge(base))
 }
+
+/** Checks of `id` wait for one of its connections (all busy), and wait on. */
+const connectionsBusy = (id: string) =>
+  Layer.effect(
+    Upstream,
+    Effect.map(Upstream, (inner) =>
+      Upstream.of({
+        send: inner.send,
+        request: (call) =>
+          call.provider.id === id ? Effect.zipRight(Effect.sync(() => call.onRequestWaiting?.()), Effect.never) : inner.request(call)
+      }))
+  )
 
 const stateOf = (id: string) =>
   Effect.gen(function* () {
@@ -71,6 +88,16 @@ describe("active health checks", () => {
       expect(after.last_check?.healthy).toBe(false)
       expect(after.last_check?.detail).toBe("no answer within 10000 ms")
     }).pipe(Effect.provide(world({ remote: { mode: "hang" } }))))
+
+  it.effect("a check that timed out still waiting for one of the provider's connections is not counted: it never reached the provider", () =>
+    Effect.gen(function* () {
+      yield* TestClock.adjust("10 seconds")
+      expect((yield* stateOf("remote")).last_check).toBeNull()
+      expect((yield* stateOf("local")).last_check?.healthy).toBe(true)
+      yield* TestClock.adjust("60 seconds")
+      expect((yield* stateOf("remote")).last_check).toBeNull()
+      expect((yield* stateOf("remote")).state).toBe("healthy")
+    }).pipe(Effect.provide(world({}, connectionsBusy("remote")))))
 
   it.effect("a 401 on the check marks the provider misconfigured; 404 and 405 are healthy", () =>
     Effect.gen(function* () {
