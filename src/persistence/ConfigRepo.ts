@@ -124,7 +124,9 @@ export class ConfigRepo extends Effect.Service<ConfigRepo>()("sanctum/ConfigRepo
         hedgeAfterMs: r.hedge_after_ms,
         weight: r.weight ?? 1,
         modelOverrides: r.model_overrides ?? {},
-        maxConnections: r.max_connections ?? defaultMaxConnections,
+        // Only the file and (later) the config API write it, both validated; a row edited by hand to
+        // something that is no count of connections gets the default rather than a pool that never sends.
+        maxConnections: Number.isSafeInteger(r.max_connections) && r.max_connections! >= 1 ? r.max_connections! : defaultMaxConnections,
         apiKeyFingerprint: r.api_key_fingerprint
       }))
     }).pipe(Effect.orDie)
