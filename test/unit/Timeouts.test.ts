@@ -29,23 +29,32 @@ const providers = (a: Record<string, unknown>, b: Record<string, unknown> = {}) 
   }
 })
 
+/**
+ * Asks for `m`: still waiting on a 1 ms before `ms`, then failed over from a (its call aborted,
+ * with this outcome and detail) to b at `ms`.
+ */
+const failsOverAt = (ms: number, outcome: string, detail: string) =>
+  Effect.gen(function* () {
+    const router = yield* Router.Router
+    const fiber = yield* Effect.fork(router.chat({ request: chat("m") }))
+    yield* TestClock.adjust(ms - 1)
+    expect(yield* pending(fiber)).toBe(true)
+    expect((yield* calls).map((c) => [c.provider, c.aborted])).toEqual([["a", false]])
+    yield* TestClock.adjust(1)
+    const reply = yield* joinNow(fiber)
+    expect(reply.provider).toBe("b")
+    expect(reply.attempts).toEqual([
+      { provider: "a", upstreamModel: "m", outcome, detail, status: null, durationMs: ms },
+      { provider: "b", upstreamModel: "m", outcome: "ok", detail: "ok", status: 200, durationMs: 0 }
+    ])
+    expect((yield* calls).map((c) => [c.provider, c.aborted])).toEqual([["a", true], ["b", false]])
+  })
+
 describe("first-byte timeout", () => {
   it.effect("fails over after exactly first_byte, not before, and aborts the silent call", () =>
-    Effect.gen(function* () {
-      const router = yield* Router.Router
-      const fiber = yield* Effect.fork(router.chat({ request: chat("m") }))
-      yield* TestClock.adjust("1999 millis")
-      expect(yield* pending(fiber)).toBe(true)
-      expect((yield* calls).map((c) => [c.provider, c.aborted])).toEqual([["a", false]])
-      yield* TestClock.adjust("1 millis")
-      const reply = yield* joinNow(fiber)
-      expect(reply.provider).toBe("b")
-      expect(reply.attempts).toEqual([
-        { provider: "a", upstreamModel: "m", outcome: "timeout", detail: "no first byte within 2000 ms", status: null, durationMs: 2000 },
-        { provider: "b", upstreamModel: "m", outcome: "ok", detail: "ok", status: 200, durationMs: 0 }
-      ])
-      expect((yield* calls).map((c) => [c.provider, c.aborted])).toEqual([["a", true], ["b", false]])
-    }).pipe(Effect.provide(routerWith(providers({ timeouts: { first_byte: 2 } }), { a: { behaviour: { mode: "hang" } } }))))
+    failsOverAt(2000, "timeout", "no first byte within 2000 ms").pipe(
+      Effect.provide(routerWith(providers({ timeouts: { first_byte: 2 } }), { a: { behaviour: { mode: "hang" } } }))
+    ))
 
   it.effect("a slow answer inside first_byte is served", () =>
     Effect.gen(function* () {
@@ -187,21 +196,9 @@ describe("idle on the body of a whole (not streamed) answer", () => {
   const json = { "content-type": "application/json" }
 
   it.effect("headers, then no body: fails over after exactly idle, as stalled, and aborts the call", () =>
-    Effect.gen(function* () {
-      const router = yield* Router.Router
-      const fiber = yield* Effect.fork(router.chat({ request: chat("m") }))
-      yield* TestClock.adjust("1999 millis")
-      expect(yield* pending(fiber)).toBe(true)
-      expect((yield* calls).map((c) => [c.provider, c.aborted])).toEqual([["a", false]])
-      yield* TestClock.adjust("1 millis")
-      const reply = yield* joinNow(fiber)
-      expect(reply.provider).toBe("b")
-      expect(reply.attempts).toEqual([
-        { provider: "a", upstreamModel: "m", outcome: "stalled", detail: "no data for 2000 ms (stalled)", status: null, durationMs: 2000 },
-        { provider: "b", upstreamModel: "m", outcome: "ok", detail: "ok", status: 200, durationMs: 0 }
-      ])
-      expect((yield* calls).map((c) => [c.provider, c.aborted])).toEqual([["a", true], ["b", false]])
-    }).pipe(Effect.provide(routerWith(providers({ timeouts: { idle: 2 } }), { a: { behaviour: { mode: "stallBody" } } }))))
+    failsOverAt(2000, "stalled", "no data for 2000 ms (stalled)").pipe(
+      Effect.provide(routerWith(providers({ timeouts: { idle: 2 } }), { a: { behaviour: { mode: "stallBody" } } }))
+    ))
 
   it.effect("part of the body, then silence: idle counts from the last piece", () =>
     Effect.gen(function* () {
