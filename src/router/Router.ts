@@ -858,6 +858,8 @@ export const make = Effect.gen(function* () {
       if (Either.isLeft(rewritten)) return Effect.fail(rewritten.left)
     }
 
+    /** Set once the request's record is written (or, for a stream, left to its end). */
+    let recorded = false
     const recordAs = (
       provider: string | null,
       upstreamModel: string | null,
@@ -865,7 +867,8 @@ export const make = Effect.gen(function* () {
       outcome: string,
       attempts: ReadonlyArray<Attempt>,
       extra?: { readonly body?: Uint8Array; readonly error?: string | undefined }
-    ) =>
+    ) => {
+      recorded = true
       record({
         requestId: requestId ?? "",
         createdAt: startedAt,
@@ -882,6 +885,7 @@ export const make = Effect.gen(function* () {
         error: extra?.error,
         decision
       })
+    }
 
     // The candidates health or credits ruled out for now: they come back by themselves. Asked for
     // on the failure paths only.
@@ -918,6 +922,7 @@ export const make = Effect.gen(function* () {
         return Effect.succeed(events === null ? reply : { ...reply, contentType: "text/event-stream; charset=utf-8", body: events })
       }
       // A stream is recorded when it ends, with how it ended.
+      recorded = true
       return Effect.succeed({
         ...reply,
         pipe: (writer: ChunkWriter) =>
@@ -1067,7 +1072,16 @@ export const make = Effect.gen(function* () {
             : Effect.flatMap(Fiber.join(other), (oa) => decisive(oa) ? both(exit.value, oa) : both(oa, exit.value))
       })
     }
-    return next(0, 0)
+    // Interrupted before an answer (the client left, or shutdown cut it): recorded too, with the
+    // attempts that ended by then; the one under way was aborted.
+    return Effect.onInterrupt(next(0, 0), (by) =>
+      Effect.sync(() => {
+        if (recorded) return
+        const shutdown = HashSet.has(by, shutdownInterruptor)
+        recordAs(null, null, shutdown ? 503 : 499, shutdown ? "shutdown" : "client_closed", attempts, {
+          error: shutdown ? "the router shut down before the answer" : "the client closed the connection before the answer"
+        })
+      }))
   }
 
   return Router.of({

@@ -56,9 +56,10 @@ describe("client abort before the answer starts", () => {
     const hanging = await h.fake({ name: "hanging", behaviour: { mode: "hang" } })
     const router = await h.router({ config: { providers: { hanging: { endpoint: hanging.url, models: ["m1"], timeouts: { first_byte: 30 } } } } })
     const controller = new AbortController()
+    const requestId = newRequestId("abort-early")
     const pending = fetch(`${router.baseURL}/chat/completions`, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { "content-type": "application/json", "x-request-id": requestId },
       body: JSON.stringify({ model: "m1", messages: [{ role: "user", content: "x" }] }),
       signal: controller.signal
     }).catch((e: unknown) => e)
@@ -71,5 +72,10 @@ describe("client abort before the answer starts", () => {
     expect(await pending).toBeInstanceOf(Error)
     const aborted = await hanging.waitForAbort()
     expect(aborted.path).toBe("/chat/completions")
+
+    // Recorded as well, though no answer was given: nginx's 499 for a client that closed first.
+    const record = await recordOf(router, requestId)
+    expect(record).toMatchObject({ provider: null, outcome: "client_closed", status: 499, stream: 0, model: "m1" })
+    expect(record.error).toBe("the client closed the connection before the answer")
   })
 })

@@ -19,19 +19,18 @@ describe("shutdown with requests in flight", () => {
 
   it("answers a request still waiting for its upstream with an OpenAI-shaped 503 shutting_down", async () => {
     const hanging = await h.fake({ name: "hanging", behaviour: { mode: "hang" } })
-    const router = await startRouter({
-      config: { providers: { hanging: { endpoint: hanging.url, models: ["m1"], timeouts: { first_byte: 60 } } } },
-      env: { ROUTER_DRAIN_TIMEOUT: "0.2" }
-    })
+    const config = { providers: { hanging: { endpoint: hanging.url, models: ["m1"], timeouts: { first_byte: 60 } } } }
+    const router = await startRouter({ config, env: { ROUTER_DRAIN_TIMEOUT: "0.2" } })
+    const requestId = newRequestId("shutdown-early")
     const answer = clientFor(router.baseURL).chat.completions
-      .create({ model: "m1", messages: [{ role: "user", content: "x" }] })
+      .create({ model: "m1", messages: [{ role: "user", content: "x" }] }, { headers: { "x-request-id": requestId } })
       .then(() => null, (e: unknown) => e)
     await new Promise<void>((resolve) => {
       const check = () => (hanging.requests.some((r) => r.path === "/chat/completions") ? resolve() : setImmediate(check))
       check()
     })
     const started = Date.now()
-    await router.close()
+    await router.close({ keepDir: true })
     const error = await answer
     expect(error).toBeInstanceOf(APIError)
     expect((error as APIError).status).toBe(503)
@@ -49,6 +48,14 @@ describe("shutdown with requests in flight", () => {
     })
     expect(call).toMatchObject({ aborted: true, completed: false })
     expect(Date.now() - started).toBeLessThan(5_000)
+
+    const again = await startRouter({ config, dir: router.dir })
+    try {
+      expect(await recordOf(again, requestId)).toMatchObject({ provider: null, outcome: "shutdown", status: 503, stream: 0 })
+    } finally {
+      await again.close()
+      rmSync(router.dir, { recursive: true, force: true })
+    }
   })
 
   it("ends a stream under way with a last stream_interrupted event, and records it as shutdown", async () => {
