@@ -52,33 +52,28 @@ const nonEmpty = (name: string) =>
   Config.option(Config.string(name)).pipe(Config.map(Option.filter((s) => s.trim() !== "")))
 
 /**
- * A whole number from the environment, within `valid`. Empty or blank means unset, as for every
- * other variable (compose files write `ROUTER_PORT=${PORT}` with PORT unset), and blanks around
- * the digits do not count.
+ * A number from the environment, written as `pattern` says and within `valid`. Empty or blank means
+ * unset, as for every other variable (compose files write `ROUTER_PORT=${PORT}` with PORT unset),
+ * and blanks around the number do not count.
  */
-const wholeNumber = (name: string, valid: (n: number) => boolean, expected: string) =>
+const numberFrom = (name: string, pattern: RegExp, valid: (n: number) => boolean, expected: string) =>
   nonEmpty(name).pipe(Config.mapOrFail(Option.match({
     onNone: () => Either.right(Option.none<number>()),
     onSome: (raw) => {
-      const digits = raw.trim()
-      const n = /^\d+$/.test(digits) ? Number(digits) : NaN
-      return Number.isSafeInteger(n) && valid(n)
+      const text = raw.trim()
+      const n = pattern.test(text) ? Number(text) : NaN
+      return valid(n)
         ? Either.right(Option.some(n))
         : Either.left(ConfigError.InvalidData([name], `${expected}, but received ${JSON.stringify(raw)}`))
     }
   })))
 
-/** Seconds from the environment, a whole or decimal number of 0 or more; empty or blank means unset. */
-const seconds = (name: string) =>
-  nonEmpty(name).pipe(Config.mapOrFail(Option.match({
-    onNone: () => Either.right(Option.none<number>()),
-    onSome: (raw) => {
-      const n = /^\s*\d+(\.\d+)?\s*$/.test(raw) ? Number(raw) : NaN
-      return Number.isFinite(n)
-        ? Either.right(Option.some(n))
-        : Either.left(ConfigError.InvalidData([name], `Expected a number of seconds (0 or more), but received ${JSON.stringify(raw)}`))
-    }
-  })))
+/** A whole number, within `valid`. */
+const wholeNumber = (name: string, valid: (n: number) => boolean, expected: string) =>
+  numberFrom(name, /^\d+$/, (n) => Number.isSafeInteger(n) && valid(n), expected)
+
+/** Seconds, a whole or decimal number of 0 or more. */
+const seconds = (name: string) => numberFrom(name, /^\d+(\.\d+)?$/, Number.isFinite, "Expected a number of seconds (0 or more)")
 
 /** The environment part, read through Effect's `Config` so tests can supply a `ConfigProvider`. */
 export const EnvSettings = Config.all({
