@@ -74,10 +74,12 @@ export const errorBody = (message: string, type: string, param: string | null, c
 /** The body of the 500 for a defect (a bug), wherever in the HTTP surface it comes up. */
 export const internalErrorBody = JSON.stringify(errorBody("Internal router error", "server_error", null, "internal_error"))
 
+/** The last event of a stream cut short: an OpenAI-shaped error, `stream_interrupted`, and no `[DONE]`. */
+export const interruptedEvent = (message: string, type: string): string =>
+  `data: ${JSON.stringify(errorBody(message, type, null, "stream_interrupted"))}\n\n`
+
 /** The last event of a stream the router cuts because it is shutting down. */
-export const shutdownEvent = `data: ${
-  JSON.stringify(errorBody("The router is shutting down; the answer was cut off before its end", "server_error", null, "stream_interrupted"))
-}\n\n`
+export const shutdownEvent = interruptedEvent("The router is shutting down; the answer was cut off before its end", "server_error")
 
 const json = (status: number, message: string, type: string, param: string | null, code: string | null, headers?: Record<string, string>): ErrorResponse => ({
   status,

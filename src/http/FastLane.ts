@@ -20,7 +20,7 @@ import { type ChatError, type Reply, Router, shutdownInterruptor } from "../rout
 import { modelFromModels } from "../policy/Preferences.js"
 import { summary } from "../policy/Rank.js"
 import { clientKeyCheck, sessionKeyOf } from "./Auth.js"
-import { errorBody, type ErrorResponse, type HttpError, internalErrorBody, shutdownEvent, ShuttingDown, toErrorResponse } from "./Errors.js"
+import { type ErrorResponse, type HttpError, internalErrorBody, interruptedEvent, shutdownEvent, ShuttingDown, toErrorResponse } from "./Errors.js"
 
 export interface FastLaneService {
   /** Answers the request and returns `true`, or returns `false` for a request it does not serve. */
@@ -268,7 +268,7 @@ export const make = Effect.gen(function* () {
           // no `[DONE]`, so the client can tell a cut-off answer from a finished one.
           onFailure: (e) =>
             Effect.sync(() => {
-              endStream(res, reply.idleMs, `data: ${JSON.stringify(errorBody(e.message, "upstream_error", null, "stream_interrupted"))}\n\n`)
+              endStream(res, reply.idleMs, interruptedEvent(e.message, "upstream_error"))
             })
         })
       )
