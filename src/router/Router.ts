@@ -43,12 +43,15 @@ import {
 import { dataOf, framed, HeldStart, jsonOrNull, lastEventEnd, maxHeldBack, maxHeldEvent, normalizeLines, scanEvents } from "./Sse.js"
 import { type Deadlines, deadlines, type Expiry, scheduler } from "./Timer.js"
 
-
 /**
  * Who interrupts the requests still open when shutdown has waited out its drain time: a request
  * interrupted by it was cut by the router, not left by its client, and is recorded so.
  */
 export const shutdownInterruptor = FiberId.make(-1, 0)
+
+/** The recorded outcome of a request interrupted by `by`: cut by shutdown, or left by its client. */
+const interruptedOutcome = (by: HashSet.HashSet<FiberId.FiberId>): "shutdown" | "client_closed" =>
+  HashSet.has(by, shutdownInterruptor) ? "shutdown" : "client_closed"
 
 export interface ChatInput {
   readonly request: ChatCompletionRequest
@@ -935,11 +938,9 @@ export const make = Effect.gen(function* () {
                   reply.status,
                   exit._tag === "Success"
                     ? "ok"
-                    : !Cause.isInterruptedOnly(exit.cause)
-                    ? "stream_interrupted"
-                    : HashSet.has(Cause.interruptors(exit.cause), shutdownInterruptor)
-                    ? "shutdown"
-                    : "client_closed",
+                    : Cause.isInterruptedOnly(exit.cause)
+                    ? interruptedOutcome(Cause.interruptors(exit.cause))
+                    : "stream_interrupted",
                   reply.attempts,
                   {
                     error: exit._tag === "Failure"
@@ -1077,9 +1078,9 @@ export const make = Effect.gen(function* () {
     return Effect.onInterrupt(next(0, 0), (by) =>
       Effect.sync(() => {
         if (recorded) return
-        const shutdown = HashSet.has(by, shutdownInterruptor)
-        recordAs(null, null, shutdown ? 503 : 499, shutdown ? "shutdown" : "client_closed", attempts, {
-          error: shutdown ? "the router shut down before the answer" : "the client closed the connection before the answer"
+        const outcome = interruptedOutcome(by)
+        recordAs(null, null, outcome === "shutdown" ? 503 : 499, outcome, attempts, {
+          error: outcome === "shutdown" ? "the router shut down before the answer" : "the client closed the connection before the answer"
         })
       }))
   }
