@@ -6,7 +6,7 @@ import OpenAI from "openai"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { FakeServer } from "../../src/testing/FakeServer.js"
 import type { RouterUnderTest } from "../kit/TestRouter.js"
-import { harness, newRequestId, recordOf } from "./helpers.js"
+import { harness, newRequestId, recordOf, until } from "./helpers.js"
 
 const longContent = Array.from({ length: 60 }, (_, i) => `word${i}`).join(" ")
 
@@ -64,10 +64,7 @@ describe("client abort before the answer starts", () => {
       signal: controller.signal
     }).catch((e: unknown) => e)
     // Abort once the upstream has the request (the fake records it on arrival).
-    await new Promise<void>((resolve) => {
-      const check = () => (hanging.requests.some((r) => r.path === "/chat/completions") ? resolve() : setImmediate(check))
-      check()
-    })
+    await until(() => hanging.requests.some((r) => r.path === "/chat/completions"))
     controller.abort()
     expect(await pending).toBeInstanceOf(Error)
     const aborted = await hanging.waitForAbort()

@@ -118,6 +118,13 @@ export const recordOf = async (router: RouterUnderTest, requestId: string) => {
   return found
 }
 
+/** Resolves once `condition` holds, checked on every turn of the event loop (a test's own timeout bounds it). */
+export const until = (condition: () => boolean): Promise<void> =>
+  new Promise((resolve) => {
+    const check = () => (condition() ? resolve() : setImmediate(check))
+    check()
+  })
+
 let counter = 0
 /** A fresh request id, so a test can find its own record. */
 export const newRequestId = (label: string) => `e2e-${label}-${process.pid}-${++counter}`

@@ -7,7 +7,18 @@ import OpenAI, { APIError } from "openai"
 import { rmSync } from "node:fs"
 import { afterAll, describe, expect, it } from "vitest"
 import { startRouter } from "../kit/TestRouter.js"
-import { harness, newRequestId, recordOf } from "./helpers.js"
+import { harness, newRequestId, recordOf, until } from "./helpers.js"
+
+/** A request's record, read by a router started again on the stopped one's directory (then removed). */
+const recordAfterRestart = async (config: object, dir: string, requestId: string) => {
+  const again = await startRouter({ config, dir })
+  try {
+    return await recordOf(again, requestId)
+  } finally {
+    await again.close()
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
 
 const longContent = Array.from({ length: 60 }, (_, i) => `word${i}`).join(" ")
 
@@ -25,10 +36,7 @@ describe("shutdown with requests in flight", () => {
     const answer = clientFor(router.baseURL).chat.completions
       .create({ model: "m1", messages: [{ role: "user", content: "x" }] }, { headers: { "x-request-id": requestId } })
       .then(() => null, (e: unknown) => e)
-    await new Promise<void>((resolve) => {
-      const check = () => (hanging.requests.some((r) => r.path === "/chat/completions") ? resolve() : setImmediate(check))
-      check()
-    })
+    await until(() => hanging.requests.some((r) => r.path === "/chat/completions"))
     const started = Date.now()
     await router.close({ keepDir: true })
     const error = await answer
@@ -42,20 +50,11 @@ describe("shutdown with requests in flight", () => {
     })
     // The upstream call was closed too, not left generating.
     const call = hanging.requests.find((r) => r.path === "/chat/completions")
-    await new Promise<void>((resolve) => {
-      const check = () => (call?.aborted === true ? resolve() : setImmediate(check))
-      check()
-    })
+    await until(() => call?.aborted === true)
     expect(call).toMatchObject({ aborted: true, completed: false })
     expect(Date.now() - started).toBeLessThan(5_000)
 
-    const again = await startRouter({ config, dir: router.dir })
-    try {
-      expect(await recordOf(again, requestId)).toMatchObject({ provider: null, outcome: "shutdown", status: 503, stream: 0 })
-    } finally {
-      await again.close()
-      rmSync(router.dir, { recursive: true, force: true })
-    }
+    expect(await recordAfterRestart(config, router.dir, requestId)).toMatchObject({ provider: null, outcome: "shutdown", status: 503, stream: 0 })
   })
 
   it("ends a stream under way with a last stream_interrupted event, and records it as shutdown", async () => {
@@ -81,12 +80,6 @@ describe("shutdown with requests in flight", () => {
     expect((error as APIError).message).toContain("The router is shutting down")
     expect((await slow.waitForAbort()).completed).toBe(false)
 
-    const again = await startRouter({ config, dir: router.dir })
-    try {
-      expect(await recordOf(again, requestId)).toMatchObject({ provider: "slow", outcome: "shutdown", stream: 1 })
-    } finally {
-      await again.close()
-      rmSync(router.dir, { recursive: true, force: true })
-    }
+    expect(await recordAfterRestart(config, router.dir, requestId)).toMatchObject({ provider: "slow", outcome: "shutdown", stream: 1 })
   })
 })
