@@ -29,8 +29,19 @@ const providers = (a: Record<string, unknown>, b: Record<string, unknown> = {}) 
   }
 })
 
+/** Asks (for `m` unless told): still waiting 1 ms before `ms`, and answered, or failed, at `ms`. */
+const replyAt = (ms: number, request = chat("m")) =>
+  Effect.gen(function* () {
+    const router = yield* Router.Router
+    const fiber = yield* Effect.fork(router.chat({ request }))
+    yield* TestClock.adjust(ms - 1)
+    expect(yield* pending(fiber)).toBe(true)
+    yield* TestClock.adjust(1)
+    return yield* joinNow(fiber)
+  })
+
 /**
- * Asks for `m`: still waiting on a 1 ms before `ms`, then failed over from a (its call aborted,
+ * Asks for `m`: still waiting on a 1 ms before `ms` (its call open), then failed over from a (its call aborted,
  * with this outcome and detail) to b at `ms`.
  */
 const failsOverAt = (ms: number, outcome: string, detail: string) =>
@@ -58,12 +69,7 @@ describe("first-byte timeout", () => {
 
   it.effect("a slow answer inside first_byte is served", () =>
     Effect.gen(function* () {
-      const router = yield* Router.Router
-      const fiber = yield* Effect.fork(router.chat({ request: chat("m") }))
-      yield* TestClock.adjust("1999 millis")
-      expect(yield* pending(fiber)).toBe(true)
-      yield* TestClock.adjust("1 millis")
-      const reply = yield* joinNow(fiber)
+      const reply = yield* replyAt(2000)
       expect(reply.provider).toBe("a")
       expect(reply.attempts.map((a) => [a.provider, a.outcome, a.durationMs])).toEqual([["a", "ok", 2000]])
       expect((yield* calls).map((c) => [c.provider, c.aborted])).toEqual([["a", false]])
@@ -137,12 +143,7 @@ describe("first-byte timeout", () => {
 describe("total timeout", () => {
   it.effect("before any answer, it fails over after exactly total", () =>
     Effect.gen(function* () {
-      const router = yield* Router.Router
-      const fiber = yield* Effect.fork(router.chat({ request: chat("m") }))
-      yield* TestClock.adjust("2999 millis")
-      expect(yield* pending(fiber)).toBe(true)
-      yield* TestClock.adjust("1 millis")
-      const reply = yield* joinNow(fiber)
+      const reply = yield* replyAt(3000)
       expect(reply.provider).toBe("b")
       expect(reply.attempts[0]).toMatchObject({ provider: "a", outcome: "timeout", detail: "no complete answer within 3000 ms", durationMs: 3000 })
     }).pipe(Effect.provide(routerWith(providers({ timeouts: { first_byte: 10, total: 3 } }), { a: { behaviour: { mode: "hang" } } }))))
@@ -202,13 +203,8 @@ describe("idle on the body of a whole (not streamed) answer", () => {
 
   it.effect("part of the body, then silence: idle counts from the last piece", () =>
     Effect.gen(function* () {
-      const router = yield* Router.Router
-      const fiber = yield* Effect.fork(router.chat({ request: chat("m") }))
       // The second piece comes at 1.5 s; silence from then on.
-      yield* TestClock.adjust("3499 millis")
-      expect(yield* pending(fiber)).toBe(true)
-      yield* TestClock.adjust("1 millis")
-      const reply = yield* joinNow(fiber)
+      const reply = yield* replyAt(3500)
       expect(reply.attempts.map((a) => [a.provider, a.outcome, a.durationMs])).toEqual([["a", "stalled", 3500], ["b", "ok", 0]])
     }).pipe(Effect.provide(routerOver(providers({ timeouts: { idle: 2 } }), chunkedUpstream({
       a: { headers: json, chunks: answerIn(3).slice(0, 2), gapMs: 1500, then: "hang" },
@@ -243,12 +239,7 @@ describe("idle on the body of a whole (not streamed) answer", () => {
   // Kept as it was: `body` of a streamed call tells of no pieces, so idle cannot watch it.
   it.effect("a plain answer to a stream request whose body stalls is bounded by total, not idle", () =>
     Effect.gen(function* () {
-      const router = yield* Router.Router
-      const fiber = yield* Effect.fork(router.chat({ request: chat("m", { stream: true }) }))
-      yield* TestClock.adjust("4999 millis")
-      expect(yield* pending(fiber)).toBe(true)
-      yield* TestClock.adjust("1 millis")
-      const reply = yield* joinNow(fiber)
+      const reply = yield* replyAt(5000, chat("m", { stream: true }))
       expect(reply.attempts.map((a) => [a.provider, a.outcome, a.detail])).toEqual([
         ["a", "timeout", "no complete answer within 5000 ms"],
         ["b", "ok", "ok"]
