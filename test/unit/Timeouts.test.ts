@@ -41,8 +41,8 @@ const replyAt = (ms: number, request = chat("m")) =>
   })
 
 /**
- * Asks for `m`: still waiting on a 1 ms before `ms` (its call open), then failed over from a (its call aborted,
- * with this outcome and detail) to b at `ms`.
+ * Asks for `m`: still waiting on a 1 ms before `ms` (its call open), then failed over from a (its
+ * call aborted, with this outcome and detail) to b at `ms`.
  */
 const failsOverAt = (ms: number, outcome: string, detail: string) =>
   Effect.gen(function* () {
