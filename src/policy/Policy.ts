@@ -19,6 +19,9 @@ export interface Ask {
   readonly aliasStrategy?: Strategy | null | undefined
   readonly prefs?: ProviderPrefs | null | undefined
   readonly sessionKey?: string | null | undefined
+  /** The body's `user` field and the request's id, for the `weighted` strategy (see `Rank.weightedKey`). */
+  readonly user?: unknown
+  readonly requestId?: string | null | undefined
 }
 
 export interface PolicyService {
@@ -44,6 +47,8 @@ export const make = (conditionsAt: (now: number) => Conditions, pinOf: (sessionK
       prefs: ask.prefs,
       pin: pinOf(ask.sessionKey ?? null),
       sessionKey: ask.sessionKey,
+      user: ask.user,
+      requestId: ask.requestId,
       conditions: conditionsAt(now)
     })
 })

@@ -209,8 +209,15 @@ export interface DecisionInput {
   readonly prefs?: ProviderPrefs | null | undefined
   /** The session's pinned provider (`/admin/override`). */
   readonly pin?: string | null | undefined
-  /** Whose request this is, for the `weighted` strategy. */
+  /**
+   * Whose request this is (`sessionKeyOf`): the key of the session pin, and the `weighted`
+   * strategy's key when it names an `X-Router-Session-Id` (see `weightedKey`).
+   */
   readonly sessionKey?: string | null | undefined
+  /** The body's OpenAI `user` field as sent: the `weighted` key without a session, when a non-empty string. */
+  readonly user?: unknown
+  /** The request's id (`x-request-id`, echoed or made): the `weighted` key without a session or `user`. */
+  readonly requestId?: string | null | undefined
   readonly conditions: Conditions
 }
 
@@ -287,6 +294,30 @@ const draw = (key: string, c: Candidate): number => {
 
 /** Highest-random-weight (rendezvous) score: the largest wins, in proportion to `weight`. */
 export const rendezvousScore = (key: string, c: Candidate): number => c.provider.weight / -Math.log(draw(key, c))
+
+/** `sessionKeyOf`'s prefix for an `X-Router-Session-Id`; its other kind (`key:`) hashes the caller's key. */
+const sessionIdPrefix = "session:"
+
+/** Noted when `weighted` had nothing to tell this request from others (`/admin/explain`, a library call without an id). */
+export const noWeightedKeyNote =
+  "weighted: no X-Router-Session-Id, user or request id, so ranked as for an empty key (requests without a session or user are spread by request id)"
+
+/**
+ * What the `weighted` strategy hashes: the `X-Router-Session-Id` (so a session keeps its provider),
+ * else the body's `user` (a stable per-user id from Letta and many clients), else the request id,
+ * so anonymous traffic spreads in proportion to the weights instead of all hashing one string.
+ * A hash of the caller's key is not used: there is one client key (or none), which every caller
+ * presents alike. The kinds are prefixed so a `user` can never pass for a session or a request id.
+ * `null` when there is none of them.
+ */
+export const weightedKey = (input: Pick<DecisionInput, "sessionKey" | "user" | "requestId">): string | null => {
+  const session = input.sessionKey
+  if (session != null && session.startsWith(sessionIdPrefix)) return session
+  const user = input.user
+  if (typeof user === "string" && user !== "") return `user:${user.length > 256 ? user.slice(0, 256) : user}`
+  const id = input.requestId
+  return id != null && id !== "" ? `request:${id}` : null
+}
 
 const strategyOf = (input: DecisionInput): Strategy => input.prefs?.sort ?? input.aliasStrategy ?? input.routing.strategy
 
@@ -374,8 +405,13 @@ export const decide = (input: DecisionInput): Decision => {
     kept.push({ candidate: c, score: null, maxTokens })
   }
 
-  // `kept` is in the base order every strategy falls back to on ties.
-  const key = input.sessionKey ?? ""
+  // `kept` is in the base order every strategy falls back to on ties. Only `weighted` needs a key.
+  let key = ""
+  if (strategy === "weighted") {
+    const k = weightedKey(input)
+    if (k === null) notes.push(noWeightedKeyNote)
+    else key = k
+  }
   for (let i = 0; i < kept.length; i++) {
     const r = kept[i]!
     r.score = strategy === "priority"

@@ -60,7 +60,10 @@ export interface ChatInput {
   readonly requestId?: string | undefined
   /** Lowers the request's end-to-end deadline (`x-router-timeout-ms`); it never raises it. */
   readonly timeoutMs?: number | undefined
-  /** Whose request this is (`sessionKeyOf`): for session pins and the `weighted` strategy. */
+  /**
+   * Whose request this is (`sessionKeyOf`): for session pins and the `weighted` strategy, which
+   * without an `X-Router-Session-Id` hashes the body's `user`, else `requestId`.
+   */
   readonly sessionKey?: string | null | undefined
 }
 
@@ -733,11 +736,13 @@ export const make = Effect.gen(function* () {
     request: { readonly model: string },
     needs: Needs,
     sessionKey: string | null | undefined,
+    /** `undefined` for `explain`, which has none. */
+    requestId: string | undefined,
     at: number,
     /** For `explain`, which always shows the prompt estimate. */
     explaining: boolean
   ): Plan | ModelNotFound | InvalidRequest => {
-    const fields = request as { readonly provider?: unknown; readonly models?: unknown }
+    const fields = request as { readonly provider?: unknown; readonly models?: unknown; readonly user?: unknown }
     // OpenRouter's routing fields are read here and never go upstream.
     const strip = fields.provider !== undefined || fields.models !== undefined
     const prefs = fields.provider === undefined ? null : prefsOf(fields)
@@ -755,7 +760,9 @@ export const make = Effect.gen(function* () {
         routing: providers.index().routing,
         aliasStrategy: resolution.strategy,
         prefs,
-        sessionKey
+        sessionKey,
+        user: fields.user,
+        requestId
       }, at)
     } catch (e) {
       // The prompt estimate (asked for when a window or a price is known, and always by explain)
@@ -805,7 +812,7 @@ export const make = Effect.gen(function* () {
     sessionKey: string | null | undefined
   ): Effect.Effect<Reply, ChatError> => {
     const startedAt = now()
-    const planned = plan(request, needs, sessionKey, startedAt, false)
+    const planned = plan(request, needs, sessionKey, requestId, startedAt, false)
     if (planned instanceof ModelNotFound || planned instanceof InvalidRequest) return Effect.fail(planned)
     const { decision, resolution, strip } = planned
     const ranked = decision.ranked
@@ -1098,7 +1105,7 @@ export const make = Effect.gen(function* () {
     explain: (what, sessionKey) =>
       Effect.suspend(() => {
         const needs = what.endpoint === "chat" ? needsOfChat(what.request) : needsOfEmbeddings(what.request)
-        const planned = plan(what.request, needs, sessionKey, now(), true)
+        const planned = plan(what.request, needs, sessionKey, undefined, now(), true)
         return planned instanceof ModelNotFound || planned instanceof InvalidRequest
           ? Effect.fail(planned)
           : Effect.succeed({ endpoint: what.endpoint, model: what.request.model, needs, decision: planned.decision })

@@ -304,6 +304,72 @@ describe("policy: the routing config steers the next request", () => {
   })
 })
 
+describe("policy: weighted routing without a session", () => {
+  const h = harness()
+  let router: RouterUnderTest
+
+  beforeAll(async () => {
+    const heavy = await h.fake({ name: "heavy", models: ["m"] })
+    const light = await h.fake({ name: "light", models: ["m"] })
+    // No ROUTER_CLIENT_KEY: the loopback setup, where the official client still sends its bearer
+    // token, the same one on every request.
+    router = await h.router({
+      config: {
+        routing: { strategy: "weighted" },
+        providers: {
+          heavy: { endpoint: heavy.url, models: ["m"], weight: 3 },
+          light: { endpoint: light.url, models: ["m"], weight: 1 }
+        }
+      },
+      env: { ROUTER_ADMIN_KEY: adminKey }
+    })
+  })
+  afterAll(() => h.closeAll())
+
+  const servedBy = async (options: { readonly requestId?: string; readonly user?: string; readonly session?: string } = {}) => {
+    const headers: Record<string, string> = {}
+    if (options.requestId !== undefined) headers["x-request-id"] = options.requestId
+    if (options.session !== undefined) headers["x-router-session-id"] = options.session
+    const { response } = await clientOf(router).chat.completions
+      .create({ model: "m", messages: [{ role: "user", content: "hi" }], ...(options.user === undefined ? {} : { user: options.user }) }, { headers })
+      .withResponse()
+    return response.headers.get("x-router-provider")
+  }
+
+  it("spreads anonymous requests over the providers by their request ids, in proportion to weight; the same id lands on the same provider", async () => {
+    const counts = new Map<string | null, number>()
+    const first = new Map<string, string | null>()
+    for (let i = 0; i < 80; i++) {
+      const id = `weighted-e2e-${i}`
+      const p = await servedBy({ requestId: id })
+      first.set(id, p)
+      counts.set(p, (counts.get(p) ?? 0) + 1)
+    }
+    expect([...counts.keys()].sort()).toEqual(["heavy", "light"])
+    // Expected 60 / 20; the ids are fixed, so the split is too.
+    expect(counts.get("heavy")!).toBeGreaterThan(counts.get("light")!)
+    expect(counts.get("light")!).toBeGreaterThanOrEqual(10)
+    for (const id of [...first.keys()].slice(0, 10)) expect(await servedBy({ requestId: id })).toBe(first.get(id))
+  })
+
+  it("keeps each user on one provider whatever the request id, and spreads users; a session id wins over the user", async () => {
+    const byUser = new Map<string, string | null>()
+    for (let i = 0; i < 16; i++) byUser.set(`user-${i}`, await servedBy({ user: `user-${i}`, requestId: `u-${i}-a` }))
+    for (const [user, p] of byUser) expect(await servedBy({ user, requestId: `${user}-b` })).toBe(p)
+    expect(new Set(byUser.values()).size).toBe(2)
+    const bySession = await servedBy({ session: "weighted-session", requestId: "s-0" })
+    for (const user of byUser.keys()) expect(await servedBy({ session: "weighted-session", user })).toBe(bySession)
+  })
+
+  it("explain, which has no request id, says how requests without a session or user are spread", async () => {
+    const body = { model: "m", messages: [{ role: "user", content: "hi" }] }
+    const anonymous = (await okJson(await adminCall(router, "POST", "/admin/explain", body))) as { notes: ReadonlyArray<string> }
+    expect(anonymous.notes).toEqual([expect.stringContaining("spread by request id")])
+    const withUser = (await okJson(await adminCall(router, "POST", "/admin/explain", { ...body, user: "user-1" }))) as { notes: ReadonlyArray<string> }
+    expect(withUser.notes).toEqual([])
+  })
+})
+
 describe("POST /admin/models/refresh", () => {
   const h = harness()
   afterAll(() => h.closeAll())

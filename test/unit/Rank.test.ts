@@ -17,10 +17,12 @@ import {
   needsOfChat,
   needsOfEmbeddings,
   noNeeds,
+  noWeightedKeyNote,
   type ProviderPrefs,
   rendezvousScore,
   summary,
-  unfit
+  unfit,
+  weightedKey
 } from "../../src/policy/Rank.js"
 import { chat, providerSpec } from "./helpers.js"
 
@@ -301,6 +303,67 @@ describe("Rank.decide: strategies", () => {
       const after = order(run({ candidates: all.filter((c) => c.provider.id !== removed), routing: r, sessionKey: key }))[0]
       expect(after).toBe(before)
     }
+  })
+
+  it("weighted: without a session, spreads users, else request ids, in proportion to weight", () => {
+    const candidates = [cand("heavy", 1, { weight: 3 }), cand("light", 1, { weight: 1 })]
+    const r = routing({ strategy: "weighted" })
+    const share = (over: (i: number) => Partial<DecisionInput>) => {
+      let heavy = 0
+      for (let i = 0; i < 2000; i++) if (order(run({ candidates, routing: r, ...over(i) }))[0] === "heavy") heavy++
+      return heavy / 2000
+    }
+    // As for sessions: expected 0.75, and the draws are a fixed hash, so the bounds never flake.
+    for (
+      const s of [
+        share((i) => ({ user: `user-${i}` })),
+        share((i) => ({ requestId: `req-${i}` })),
+        // The one client key every caller presents says nothing about who is asking.
+        share((i) => ({ sessionKey: "key:0123", requestId: `req-${i}` })),
+        share((i) => ({ sessionKey: "key:0123", user: `user-${i}`, requestId: "same" }))
+      ]
+    ) {
+      expect(s).toBeGreaterThan(0.71)
+      expect(s).toBeLessThan(0.79)
+    }
+  })
+
+  it("weighted: the same user or request id always lands on the same provider; a session id wins over user, and user over request id", () => {
+    const candidates = [cand("a", 1), cand("b", 1), cand("c", 1)]
+    const r = routing({ strategy: "weighted" })
+    const first = (over: Partial<DecisionInput>) => order(run({ candidates, routing: r, ...over }))[0]
+    for (let i = 0; i < 50; i++) {
+      const byUser = first({ user: `user-${i}` })
+      const byRequest = first({ requestId: `req-${i}` })
+      const bySession = first({ sessionKey: `session:${i}` })
+      for (let j = 0; j < 5; j++) {
+        expect(first({ user: `user-${i}`, requestId: `other-${j}` })).toBe(byUser)
+        expect(first({ user: `user-${i}`, sessionKey: "key:0123", requestId: `other-${j}` })).toBe(byUser)
+        expect(first({ sessionKey: `session:${i}`, user: `someone-${j}`, requestId: `other-${j}` })).toBe(bySession)
+      }
+      expect(first({ requestId: `req-${i}` })).toBe(byRequest)
+      // An empty or non-string `user` is no user.
+      expect(first({ user: "", requestId: `req-${i}` })).toBe(byRequest)
+      expect(first({ user: 42, requestId: `req-${i}` })).toBe(byRequest)
+    }
+    // A session id keeps the order it had before users and request ids were read.
+    expect(run({ candidates, routing: r, sessionKey: "session:x", user: "u", requestId: "q" }).ranked.map((x) => x.score)).toEqual(
+      run({ candidates, routing: r, sessionKey: "session:x" }).ranked.map((x) => x.score)
+    )
+  })
+
+  it("weighted: with no session, user or request id (explain), ranks as for an empty key and says so; other strategies read none of them", () => {
+    const candidates = [cand("a", 1), cand("b", 2)]
+    const d = run({ candidates, routing: routing({ strategy: "weighted" }), sessionKey: "key:0123" })
+    expect(d.notes).toEqual([noWeightedKeyNote])
+    expect(d.ranked[0]!.score).toBe(rendezvousScore("", d.ranked[0]!.candidate))
+    expect(run({ candidates, routing: routing({ strategy: "weighted" }), requestId: "q" }).notes).toEqual([])
+    for (const strategy of ["priority", "cost", "latency"] as const) {
+      expect(run({ candidates, routing: routing({ strategy }) }).notes).toEqual([])
+      expect(order(run({ candidates, routing: routing({ strategy }), user: "u", requestId: "q" }))).toEqual(["a", "b"])
+    }
+    expect(weightedKey({})).toBeNull()
+    expect(weightedKey({ user: "u".repeat(1000) })).toBe(`user:${"u".repeat(256)}`)
   })
 
   it("weighted: the score is the rendezvous score, largest first", () => {
