@@ -37,45 +37,90 @@ export const tokensPerMessage = 4
 
 const isImagePart = (type: unknown) => type === "image_url" || type === "input_image" || type === "image"
 
+/** The first unit of a character `quarterTokens` counts as a token (the ranges of its loop). */
+const wideChar = /[\u1100-\u11ff\u2e80-\u9fff\ua960-\ua97f\uac00-\ud7ff\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef\ud840-\ud88f]/
+
 /**
- * A cheap prompt-size estimate: characters of text / 4 (OpenAI's rule of thumb for English), plus
- * 4 tokens per message and 1,000 per image, plus the tool definitions' JSON / 4. It runs in
+ * The size of `s` in quarter tokens: 1 per UTF-16 unit (so ASCII is characters / 4, as before), 4
+ * per character of the scripts tokenizers spend about a token per character on: CJK ideographs
+ * (with the supplementary ones, a surrogate pair counted once), CJK punctuation, kana, Hangul and
+ * fullwidth forms. Every other script (Latin, Cyrillic, Greek, Arabic, Thai, emoji …) stays at
+ * 1 per unit: an overestimate would drop a candidate that fits, while an underestimate only costs
+ * the upstream's refusal and a move to a larger window. One pass, no allocation.
+ */
+export const quarterTokens = (s: string): number => {
+  // Most text has none of these. Finding that is near-instant for a Latin-1 string and about three
+  // times as fast as the loop for others (measured), and the loop starts at the first one.
+  const from = s.search(wideChar)
+  if (from === -1) return s.length
+  const n = s.length
+  let q = n
+  for (let i = from; i < n; i++) {
+    const c = s.charCodeAt(i)
+    // Below U+1100 (ASCII, Latin, Greek, Cyrillic, Arabic, Indic, Thai …): the common case.
+    if (c < 0x1100) continue
+    if (
+      c <= 0x11ff || // Hangul Jamo
+      (c >= 0x2e80 && c <= 0x9fff) || // CJK radicals, punctuation, kana, Bopomofo, enclosed, Ext. A, unified ideographs
+      (c >= 0xa960 && c <= 0xa97f) || // Hangul Jamo Extended-A
+      (c >= 0xac00 && c <= 0xd7ff) || // Hangul syllables, Jamo Extended-B
+      (c >= 0xf900 && c <= 0xfaff) || // CJK compatibility ideographs
+      (c >= 0xfe30 && c <= 0xfe4f) || // CJK compatibility forms
+      (c >= 0xff00 && c <= 0xffef) // halfwidth and fullwidth forms
+    ) {
+      q += 3
+    } else if (c >= 0xd840 && c <= 0xd88f) {
+      // The high half of U+20000–U+33FFF (CJK Extensions B–H): with its low half, 4 in all.
+      const d = s.charCodeAt(i + 1)
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        q += 2
+        i++
+      }
+    }
+  }
+  return q
+}
+
+/**
+ * A cheap prompt-size estimate: text in tokens at characters / 4 (OpenAI's rule of thumb for
+ * English) and one per CJK, kana or Hangul character (see `quarterTokens`), plus 4 tokens per
+ * message and 1,000 per image, plus the tool definitions' JSON measured as text. It runs in
  * microseconds; it is not a tokenizer, so the context gate only drops a candidate when the
  * estimate exceeds its window, and the upstream's own refusal (`context_too_long`) stays the
  * final word.
  */
 export const estimateChatTokens = (request: ChatCompletionRequest): number => {
-  let chars = 0
+  let quarters = 0
   let tokens = 0
   for (const m of request.messages) {
     tokens += tokensPerMessage
     const content = m.content
-    if (typeof content === "string") chars += content.length
+    if (typeof content === "string") quarters += quarterTokens(content)
     else if (Array.isArray(content)) {
       for (const part of content) {
         const p = part as { type?: unknown; text?: unknown }
         if (isImagePart(p?.type)) tokens += tokensPerImage
-        else if (typeof p?.text === "string") chars += p.text.length
+        else if (typeof p?.text === "string") quarters += quarterTokens(p.text)
       }
     }
     const calls = m.tool_calls
     if (Array.isArray(calls)) {
       for (const call of calls) {
         const f = (call as { function?: { name?: unknown; arguments?: unknown } })?.function
-        if (typeof f?.arguments === "string") chars += f.arguments.length
-        if (typeof f?.name === "string") chars += f.name.length
+        if (typeof f?.arguments === "string") quarters += quarterTokens(f.arguments)
+        if (typeof f?.name === "string") quarters += quarterTokens(f.name)
       }
     }
   }
-  if (request.tools !== undefined && request.tools !== null && request.tools.length > 0) chars += JSON.stringify(request.tools).length
-  return tokens + Math.ceil(chars / 4)
+  if (request.tools !== undefined && request.tools !== null && request.tools.length > 0) quarters += quarterTokens(JSON.stringify(request.tools))
+  return tokens + Math.ceil(quarters / 4)
 }
 
 export const estimateEmbeddingTokens = (request: EmbeddingRequest): number => {
   const input = request.input
-  if (typeof input === "string") return Math.ceil(input.length / 4)
+  if (typeof input === "string") return Math.ceil(quarterTokens(input) / 4)
   let n = 0
-  for (const item of input) n += typeof item === "string" ? Math.ceil(item.length / 4) : typeof item === "number" ? 1 : item.length
+  for (const item of input) n += typeof item === "string" ? Math.ceil(quarterTokens(item) / 4) : typeof item === "number" ? 1 : item.length
   return n
 }
 

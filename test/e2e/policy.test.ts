@@ -33,12 +33,13 @@ describe("policy: explain and the request path agree", () => {
   const h = harness()
   let good: FakeServer
   let fallback: FakeServer
+  let small: FakeServer
   let router: RouterUnderTest
 
   beforeAll(async () => {
     good = await h.fake({ name: "good", models: ["x"] })
     fallback = await h.fake({ name: "fallback", models: ["x"] })
-    const small = await h.fake({ name: "small", models: ["x"] })
+    small = await h.fake({ name: "small", models: ["x"] })
     const notools = await h.fake({ name: "notools", models: ["x"] })
     const broke = await h.fake({ name: "broke", models: ["x"], behaviour: { mode: "status", status: 402 } })
     const limited = await h.fake({ name: "limited", models: ["x"], behaviour: { mode: "status", status: 429, retryAfter: 600 } })
@@ -112,6 +113,20 @@ describe("policy: explain and the request path agree", () => {
       ranked: [{ id: "good+x", max_tokens: { requested: 16384, sent: 4096 } }, { id: "fallback+x" }],
       dropped: expect.arrayContaining([expect.objectContaining({ id: "small+x", reason: expect.stringMatching(/^context 8192 < needed/) })])
     })
+  })
+
+  it("drops a candidate whose window a Chinese prompt does not fit, though its characters / 4 would, on explain and on the request path", async () => {
+    // 10,000 characters: 2,500 tokens at characters / 4, which small's 8192 would take.
+    const chinese = { model: "x", messages: [{ role: "user", content: "中文".repeat(5000) }] }
+    const e = await explain(chinese)
+    expect(e.needs.prompt_tokens_estimate).toBe(10004)
+    expect(e.dropped.find((d) => d.id === "small+x")?.reason).toBe("context 8192 < needed 10004")
+    const before = requestsTo(small).length
+    const res = await postJson(router, "/v1/chat/completions", chinese)
+    expect(res.status, await res.clone().text()).toBe(200)
+    expect(res.headers.get("x-router-provider")).toBe("good")
+    expect(res.headers.get("x-router-decision")).toContain("small+x(context 8192 < needed 10004)")
+    expect(requestsTo(small)).toHaveLength(before)
   })
 
   it("explains embeddings bodies too, and refuses a body that is neither", async () => {

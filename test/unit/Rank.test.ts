@@ -19,8 +19,10 @@ import {
   noNeeds,
   noWeightedKeyNote,
   type ProviderPrefs,
+  quarterTokens,
   rendezvousScore,
   summary,
+  tokensPerMessage,
   unfit,
   weightedKey
 } from "../../src/policy/Rank.js"
@@ -148,6 +150,14 @@ describe("Rank.decide: gates", () => {
     const d = run({ candidates: [cand("small", 1, {}, { contextWindow: 8192 }), cand("big", 2, {}, { contextWindow: 131072 }), cand("unknown", 3)], needs: needs({ prompt: 12000 }) })
     expect(order(d)).toEqual(["big", "unknown"])
     expect(reasons(d)).toEqual([["small", "context 8192 < needed 12000"]])
+  })
+
+  it("drops a candidate whose window a CJK prompt does not fit, though its characters / 4 would", () => {
+    const request = chat("m", { messages: [{ role: "user", content: "这是一个很长的中文提示。".repeat(500) }] })
+    expect(6000 / 4 + tokensPerMessage).toBeLessThan(4096)
+    const d = run({ candidates: [cand("small", 1, {}, { contextWindow: 4096 }), cand("big", 2, {}, { contextWindow: 131072 })], needs: needsOfChat(request) })
+    expect(order(d)).toEqual(["big"])
+    expect(reasons(d)).toEqual([["small", `context 4096 < needed ${6000 + tokensPerMessage}`]])
   })
 
   it("drops on health and credits, with the outcome they are listed under", () => {
@@ -506,6 +516,9 @@ describe("Rank.decide: determinism", () => {
 })
 
 describe("Rank.needsOfChat", () => {
+  /** The estimate of one user message's text, without its framing. */
+  const one = (content: string) => estimateChatTokens(chat("m", { messages: [{ role: "user", content }] })) - tokensPerMessage
+
   it("needs streaming only when stream is true", () => {
     expect(needsOfChat(chat("m", { stream: true })).stream).toBe(true)
     expect(needsOfChat(chat("m", { stream: false })).stream).toBe(false)
@@ -564,11 +577,63 @@ describe("Rank.needsOfChat", () => {
     }))).toBe(3 * 4 + 1000 + Math.ceil((40 + 80 + 4 + 7 + JSON.stringify(tools).length) / 4))
   })
 
+  it("estimates CJK ideographs and punctuation, kana and Hangul at about one token per character", () => {
+    expect(one("你好，世界。".repeat(100))).toBe(600)
+    expect(one("日本語のテキストです")).toBe(10)
+    expect(one("안녕하세요 세계")).toBe(8) // 7 syllables, and the space a quarter
+    expect(one("ＡＢＣ")).toBe(3)
+    // A supplementary ideograph (CJK Extension B) is two UTF-16 units, counted once.
+    expect(one("𠀀𠀁𠀂𠀃")).toBe(4)
+    // Text parts, tool calls and tool definitions alike, in quarter tokens: 4 per CJK character, 1 per other.
+    const tools = [{ type: "function", function: { name: "查找", description: "查找资料", parameters: { type: "object" } } }]
+    const text = 100 * 4
+    const call = 2 * 4 + (8 + 2 * 4) // `查找`, `{"q":"北京"}`
+    const definitions = JSON.stringify(tools).length - 6 + 6 * 4
+    expect(estimateChatTokens(chat("m", {
+      messages: [{ role: "user", content: [{ type: "text", text: "中文".repeat(50) }] }, {
+        role: "assistant",
+        content: null,
+        tool_calls: [{ id: "1", type: "function", function: { name: "查找", arguments: "{\"q\":\"北京\"}" } }]
+      }],
+      tools
+    }))).toBe(2 * tokensPerMessage + Math.ceil((text + call + definitions) / 4))
+  })
+
+  it("estimates mixed text by its parts, and other scripts as characters / 4 as before", () => {
+    // 15 ASCII characters and 4 ideographs.
+    expect(one("Translate: 我爱北京 now")).toBe(Math.ceil(15 / 4 + 4))
+    expect(one("a".repeat(400))).toBe(100)
+    for (const other of ["Привет, как дела?", "Γειά σου κόσμε", "déjà vu — “quoted” …", "مرحبا بالعالم", "สวัสดีครับ", "नमस्ते दुनिया", "🙂🙂"]) {
+      expect(one(other.repeat(8))).toBe(Math.ceil((other.length * 8) / 4))
+    }
+  })
+
+  it("counts every code unit the same way whether or not an ideograph comes before it", () => {
+    // The fast path (no counted character at all) and the loop must agree on what counts.
+    const disagree: Array<string> = []
+    let counted = 0
+    for (let c = 0; c <= 0xffff; c++) {
+      if (c >= 0xd800 && c <= 0xdfff) continue
+      const ch = String.fromCharCode(c)
+      const alone = quarterTokens(ch)
+      if (alone === 4) counted++
+      if ((alone !== 1 && alone !== 4) || quarterTokens(`中${ch}`) !== 4 + alone) disagree.push(c.toString(16))
+    }
+    expect(disagree).toEqual([])
+    // Hangul Jamo, CJK U+2E80–U+9FFF, Jamo Ext-A, Hangul syllables and Ext-B, compatibility ideographs and forms, fullwidth forms.
+    expect(counted).toBe(0x100 + 0x7180 + 0x20 + 0x2c00 + 0x200 + 0x20 + 0xf0)
+    expect(quarterTokens("\ud840")).toBe(1)
+    expect(quarterTokens("\ud840\udc00")).toBe(4)
+    expect(quarterTokens("中\ud840x")).toBe(4 + 2)
+  })
+
   it("estimates embeddings input too", () => {
     expect(needsOfEmbeddings({ model: "e", input: "x".repeat(40) }).promptTokens()).toBe(10)
     expect(needsOfEmbeddings({ model: "e", input: ["x".repeat(8), "y".repeat(4)] }).promptTokens()).toBe(3)
     expect(needsOfEmbeddings({ model: "e", input: [[1, 2, 3], [4]] }).promptTokens()).toBe(4)
     expect(needsOfEmbeddings({ model: "e", input: "x" }).endpoint).toBe("embeddings")
+    expect(needsOfEmbeddings({ model: "e", input: "向量".repeat(10) }).promptTokens()).toBe(20)
+    expect(needsOfEmbeddings({ model: "e", input: ["한국어", "x".repeat(8)] }).promptTokens()).toBe(3 + 2)
   })
 })
 
