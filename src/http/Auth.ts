@@ -44,9 +44,10 @@ export const adminKeyCheck = (key: Redacted.Redacted<string> | null): KeyCheck =
 })
 
 /**
- * Who a request belongs to, for session pins (`/admin/override`) and the `weighted` strategy: its
- * `X-Router-Session-Id`, else a hash of the key it presented (never the key itself), else `null`.
- * The two kinds are prefixed so a session id can never pass for a key's hash.
+ * Who a request belongs to, for session pins (`/admin/override`): its `X-Router-Session-Id`, else a
+ * hash of the key it presented (never the key itself), else `null`. The two kinds are prefixed so a
+ * session id can never pass for a key's hash. The `weighted` strategy takes only the session id from
+ * it (see `Rank.weightedKey`): every caller presents the same client key.
  */
 export const sessionKeyOf = (headers: IncomingHttpHeaders): string | null => {
   const id = headers["x-router-session-id"]
