@@ -151,7 +151,7 @@ describe("the router over the fake provider, at its max_connections", () => {
       const reply = yield* joinNow(waiting)
       expect(reply.provider).toBe("b")
       expect(reply.attempts.map((x) => [x.provider, x.outcome, x.detail, x.durationMs])).toEqual([
-        ["a", "busy", "no free connection to the provider within 10000 ms", 10_000],
+        ["a", "busy", "no free connection to the provider within 10000 ms (max_connections 1)", 10_000],
         ["b", "ok", "ok", 0]
       ])
       // The request that moved on never went out to a.
