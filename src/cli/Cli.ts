@@ -2,17 +2,41 @@
  * The `sanctum-router` command line. `serve` runs the daemon; flags win over the environment,
  * which wins over the config file.
  */
-import { Command, Options } from "@effect/cli"
+import { Command, HelpDoc, Options, ValidationError } from "@effect/cli"
 import { Effect, Layer, Option } from "effect"
 import { startFakeServer } from "../testing/FakeServer.js"
 import type { FakeBehaviour } from "../testing/Script.js"
 import * as Daemon from "../Daemon.js"
 
+/**
+ * A flag taking a whole number from `min` to `max`, written in digits (blanks around them aside),
+ * as `ROUTER_PORT` is. `Options.integer` answers other text with "'abc' is not a integer", naming
+ * neither the flag nor what it takes, and reads whatever `Number` does (`1e3`, `0x10`); a bad
+ * value here stops the command with one line naming the flag, the value and the range.
+ */
+const wholeNumber = (name: string, min: number, max: number, expected: string) =>
+  Options.text(name).pipe(
+    Options.withPseudoName("integer"),
+    Options.mapEffect((raw) => {
+      const text = raw.trim()
+      const n = /^\d+$/.test(text) ? Number(text) : Number.NaN
+      return Number.isSafeInteger(n) && n >= min && n <= max
+        ? Effect.succeed(n)
+        : Effect.fail(ValidationError.invalidValue(HelpDoc.p(`sanctum-router: Invalid --${name} ${JSON.stringify(raw)}: expected ${expected}`)))
+    })
+  )
+
+/** 0 asks the system for any free port, as `ROUTER_PORT=0` does. */
+const portFlag = () => wholeNumber("port", 0, 65535, "a port number (0-65535)")
+
+/** The longest delay a Node timer takes; a longer one fires at once (after 1 ms). */
+const maxDelayMs = 2 ** 31 - 1
+
 const config = Options.text("config").pipe(
   Options.withDescription("YAML (or JSON) configuration file; default: $ROUTER_CONFIG, else none"),
   Options.optional
 )
-const port = Options.integer("port").pipe(Options.withDescription("port to listen on; default: $ROUTER_PORT, else 8480"), Options.optional)
+const port = portFlag().pipe(Options.withDescription("port to listen on, 0-65535 (0: any free port); default: $ROUTER_PORT, else 8480"), Options.optional)
 const host = Options.text("host").pipe(Options.withDescription("address to bind; default 127.0.0.1"), Options.optional)
 const db = Options.text("db").pipe(
   Options.withDescription("SQLite database file; default: $ROUTER_DB_PATH, else ./data/router.db"),
@@ -65,7 +89,7 @@ export const behaviourOf = (o: {
 export const fakeProvider = Command.make(
   "fake-provider",
   {
-    port: Options.integer("port").pipe(Options.withDefault(8481), Options.withDescription("port to listen on")),
+    port: portFlag().pipe(Options.withDefault(8481), Options.withDescription("port to listen on, 0-65535 (0: any free port)")),
     host: Options.text("host").pipe(Options.withDefault("127.0.0.1"), Options.withDescription("address to bind")),
     mode: Options.choice("mode", modes).pipe(
       Options.withDefault("ok"),
@@ -75,10 +99,22 @@ export const fakeProvider = Command.make(
           "stall-body (a whole answer's 200 and headers, --after bytes of its body, then silence)"
       )
     ),
-    status: Options.integer("status").pipe(Options.withDefault(500), Options.withDescription("status for --mode status, error code for error200")),
-    after: Options.integer("after").pipe(Options.withDefault(2), Options.withDescription("events sent before a stall or cut (bytes of the body for stall-body)")),
-    delayMs: Options.integer("delay-ms").pipe(Options.withDefault(0), Options.withDescription("delay before the first byte and between events")),
-    retryAfter: Options.integer("retry-after").pipe(Options.withDefault(5), Options.withDescription("seconds, for --mode rate-limited")),
+    status: wholeNumber("status", 100, 599, "an HTTP status (100-599)").pipe(
+      Options.withDefault(500),
+      Options.withDescription("status for --mode status, error code for error200 (100-599)")
+    ),
+    after: wholeNumber("after", 0, Number.MAX_SAFE_INTEGER, "a whole number (0 or more)").pipe(
+      Options.withDefault(2),
+      Options.withDescription("events sent before a stall or cut (bytes of the body for stall-body)")
+    ),
+    delayMs: wholeNumber("delay-ms", 0, maxDelayMs, `a number of milliseconds (0-${maxDelayMs})`).pipe(
+      Options.withDefault(0),
+      Options.withDescription("milliseconds before the first byte and between events")
+    ),
+    retryAfter: wholeNumber("retry-after", 0, Number.MAX_SAFE_INTEGER, "a whole number of seconds (0 or more)").pipe(
+      Options.withDefault(5),
+      Options.withDescription("seconds, for --mode rate-limited")
+    ),
     models: Options.text("models").pipe(Options.withDefault("fake-model"), Options.withDescription("comma-separated model ids it lists")),
     name: Options.text("name").pipe(Options.withDefault("fake"), Options.withDescription("its name, in default answers")),
     content: Options.text("content").pipe(Options.optional, Options.withDescription("the assistant's answer text"))

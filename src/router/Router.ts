@@ -21,7 +21,7 @@ import {
   UpstreamTransportError
 } from "../domain/Errors.js"
 import { type ChatCompletionRequest, type EmbeddingRequest, isRecord, isTooDeep, nestedTooDeeply, orTooDeep } from "../domain/OpenAi.js"
-import { bodyWithoutKey, type Candidate, pinnedId, type Timeouts, withoutKey } from "../domain/Provider.js"
+import { bodyWithoutKey, type Candidate, pinnedId, type ProviderSpec, withoutKey } from "../domain/Provider.js"
 import * as RawJson from "../domain/RawJson.js"
 import { bodyTail, RequestLog, type RequestLogService, type RequestRecord } from "../persistence/RequestLog.js"
 import * as Policy from "../policy/Policy.js"
@@ -290,7 +290,8 @@ export const completionAsEvents = (body: Uint8Array, includeUsage: boolean): Uin
 }
 
 /** An attempt's detail when a deadline cut it short. */
-const expiryDetail = (which: Expiry, t: Timeouts): string => {
+const expiryDetail = (which: Expiry, p: ProviderSpec): string => {
+  const t = p.timeouts
   switch (which) {
     case "idle":
       return `no data for ${t.idleMs} ms (stalled)`
@@ -299,7 +300,8 @@ const expiryDetail = (which: Expiry, t: Timeouts): string => {
     case "total":
       return `no complete answer within ${t.totalMs} ms`
     case "queued":
-      return `no free connection to the provider within ${t.firstByteMs} ms`
+      // Named, since the cap is what to raise when the provider could serve more at once.
+      return `no free connection to the provider within ${t.firstByteMs} ms (max_connections ${p.maxConnections})`
     case "deadline":
       return `the request deadline passed`
   }
@@ -382,7 +384,7 @@ export const make = Effect.gen(function* () {
       const controller = new AbortSwitch()
       // Which deadline cut the attempt short, if one did.
       let expiry: Expiry | null = null
-      const expired = () => (expiry === null ? null : expiryDetail(expiry, t))
+      const expired = () => (expiry === null ? null : expiryDetail(expiry, c.provider))
       // When the request went out on a connection (it may first wait for one), and its first byte.
       let sentAt = started
       let firstByteAt = started
@@ -561,7 +563,7 @@ export const make = Effect.gen(function* () {
             expiry === "idle"
               ? { class: "stalled", outcome: "stalled" }
               : { class: "transient", outcome: expiry === "queued" ? "busy" : "timeout" },
-            expiryDetail(expiry, t),
+            expiryDetail(expiry, c.provider),
             null
           )
           : failed(classifyTransport(e), e.detail, null)

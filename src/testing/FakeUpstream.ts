@@ -1,10 +1,13 @@
 /**
  * A fake `Upstream`: scripted providers answering in memory, no network, timed by Effect's `Clock`
  * (so `TestClock` drives its delays). Provide it instead of the live `Upstream.layer` to test routing.
+ * Like the live client, it keeps each provider to its `maxConnections` calls in flight; the rest
+ * wait for one (see `Connections`).
  */
 import { Context, Effect, Layer, Ref } from "effect"
 import { discoveryRequestId } from "../domain/Capabilities.js"
 import { UpstreamTransportError } from "../domain/Errors.js"
+import type { ProviderSpec } from "../domain/Provider.js"
 import { type ChunkWriter, requestVia, Upstream, type UpstreamCall, type UpstreamResponse } from "../providers/Upstream.js"
 import { type FakeBehaviour, plan } from "./Script.js"
 
@@ -31,11 +34,74 @@ export interface FakeCall {
 }
 
 export interface FakeUpstreamService {
-  /** Every call so far, in order. */
+  /**
+   * Every call so far, in the order they went out: a call still waiting for a connection, or
+   * aborted while it waited, never reached the provider and is not listed.
+   */
   readonly calls: Effect.Effect<ReadonlyArray<FakeCall>>
 }
 
 export class FakeUpstream extends Context.Tag("sanctum/FakeUpstream")<FakeUpstream, FakeUpstreamService>() {}
+
+/**
+ * One provider's connections, as the live client's pool keeps them: at most `size` calls hold one,
+ * and the rest wait for one, first come first served. A call holds its connection until its answer
+ * has been read to the end, it failed, or it was aborted or discarded.
+ *
+ * Not an Effect `Semaphore`: it wakes its waiters on a later task, and a call arriving meanwhile
+ * takes the freed permit at once, ahead of every call waiting (the waiter then queues again, at the
+ * back). Here a freed connection passes straight to the call that has waited longest, as in
+ * undici's pool, so the order calls go out in is the order they asked.
+ */
+class Connections {
+  private busy = 0
+  private readonly waiting: Array<() => void> = []
+
+  constructor(readonly size: number) {}
+
+  /**
+   * Takes a connection for `call`: at once when one is free, else after a wait in line, announced
+   * by `onRequestWaiting`. `taken` runs the moment the connection becomes the call's, before the
+   * call's fiber resumes, so whoever gives it back on interruption knows it has one. A call
+   * aborted while it waits leaves the line and fails with `aborted`, never having gone out.
+   */
+  take(call: UpstreamCall, taken: () => void): Effect.Effect<void, UpstreamTransportError> {
+    return Effect.async((resume) => {
+      if (this.busy < this.size) {
+        this.busy++
+        taken()
+        return resume(Effect.void)
+      }
+      const aborted = () => resume(Effect.fail(new UpstreamTransportError({ provider: call.provider.id, reason: "aborted", detail: "request aborted" })))
+      if (call.abort?.aborted) return aborted()
+      let inLine = true
+      const turn = () => {
+        inLine = false
+        taken()
+        resume(Effect.void)
+      }
+      const leave = () => {
+        if (!inLine) return false
+        inLine = false
+        this.waiting.splice(this.waiting.indexOf(turn), 1)
+        return true
+      }
+      this.waiting.push(turn)
+      call.abort?.onAbort(() => {
+        if (leave()) aborted()
+      })
+      call.onRequestWaiting?.()
+      return Effect.sync(() => void leave())
+    })
+  }
+
+  /** Gives a connection back: to the call waiting longest, if any. */
+  release(): void {
+    const next = this.waiting.shift()
+    if (next !== undefined) next()
+    else this.busy--
+  }
+}
 
 const decodeBody = (body: UpstreamCall["body"]): unknown => {
   if (body === undefined) return undefined
@@ -55,6 +121,17 @@ export const layer = (scripts: Readonly<Record<string, FakeProviderScript>> = {}
     Effect.gen(function* () {
       const calls = yield* Ref.make<ReadonlyArray<FakeCall>>([])
       const counters = new Map<string, number>()
+      const connections = new Map<string, Connections>()
+
+      const connectionsOf = (provider: ProviderSpec): Connections => {
+        const known = connections.get(provider.id)
+        if (known !== undefined && known.size === provider.maxConnections) return known
+        // A changed cap gets a new set of connections, as the live client gets a new pool: calls
+        // holding or waiting for one of the old set finish there.
+        const fresh = new Connections(provider.maxConnections)
+        connections.set(provider.id, fresh)
+        return fresh
+      }
 
       const behaviourFor = (provider: string): FakeBehaviour => {
         const b = scripts[provider]?.behaviour ?? { mode: "ok" }
@@ -85,12 +162,25 @@ export const layer = (scripts: Readonly<Record<string, FakeProviderScript>> = {}
         }
       }
 
-      const send = (call: UpstreamCall): Effect.Effect<UpstreamResponse, UpstreamTransportError> =>
-        Effect.gen(function* () {
+      const send = (call: UpstreamCall): Effect.Effect<UpstreamResponse, UpstreamTransportError> => {
+        // Model discovery asks every provider at start: it takes no turn in the script, no
+        // connection, and stays out of `calls`, so a test's sequences, call lists and connection
+        // limits see only the traffic it makes.
+        if (call.requestId === discoveryRequestId) return Effect.sync(() => discovery(call))
+        const slots = connectionsOf(call.provider)
+        let holds = false
+        // Every way a call ends gives its connection back, once.
+        const free = () => {
+          if (holds) {
+            holds = false
+            slots.release()
+          }
+        }
+        return Effect.gen(function* () {
           const id = call.provider.id
-          // Model discovery asks every provider at start: it takes no turn in the script and stays
-          // out of `calls`, so a test's sequences and call lists see only the traffic it makes.
-          if (call.requestId === discoveryRequestId) return discovery(call)
+          yield* slots.take(call, () => (holds = true))
+          // Only now does the provider see the call: one aborted while waiting was never sent.
+          call.onRequestSent?.()
           const body = decodeBody(call.body)
           const index = yield* Ref.modify(calls, (cs) => [cs.length, [...cs, { provider: id, method: call.method, path: call.path, body, aborted: false }]])
           let finished = false
@@ -102,6 +192,7 @@ export const layer = (scripts: Readonly<Record<string, FakeProviderScript>> = {}
           // Like the live client, an abort at any time (a discard included) is seen by the provider.
           call.abort?.onAbort(() => {
             if (!finished) Effect.runSync(markAborted)
+            free()
             onAbort?.()
           })
           const signalled: Effect.Effect<never, UpstreamTransportError> = Effect.async((resume) => {
@@ -115,10 +206,11 @@ export const layer = (scripts: Readonly<Record<string, FakeProviderScript>> = {}
           // As the contract says, interrupting a pending read throws the caller's switch.
           const abortable = <A>(effect: Effect.Effect<A, UpstreamTransportError>) =>
             Effect.raceFirst(effect, signalled).pipe(
-              Effect.tapError((e) => (e.reason === "aborted" ? markAborted : Effect.void)),
+              Effect.tapError((e) => (e.reason === "aborted" ? Effect.zipRight(Effect.sync(free), markAborted) : Effect.void)),
               Effect.onInterrupt(() =>
                 Effect.suspend(() => {
                   call.abort?.abort()
+                  free()
                   return finished ? Effect.void : markAborted
                 })
               )
@@ -126,8 +218,10 @@ export const layer = (scripts: Readonly<Record<string, FakeProviderScript>> = {}
           const p = plan(behaviourFor(id), { method: call.method, path: call.path, body }, id, scripts[id]?.models ?? [])
           switch (p._tag) {
             case "Refuse":
+              free()
               return yield* fail("connect", "connection refused")
             case "Reset":
+              free()
               return yield* fail("reset", "connection reset by upstream")
             case "Hang":
               return yield* abortable(Effect.never)
@@ -138,8 +232,12 @@ export const layer = (scripts: Readonly<Record<string, FakeProviderScript>> = {}
             const chunk = p.chunks[next]
             if (chunk === undefined) {
               if (p.then === "hang") return Effect.never
-              if (p.then === "reset") return fail("reset", "connection reset by upstream")
+              if (p.then === "reset") {
+                free()
+                return fail("reset", "connection reset by upstream")
+              }
               finished = true
+              free()
               return Effect.succeed(null)
             }
             next++
@@ -167,9 +265,17 @@ export const layer = (scripts: Readonly<Record<string, FakeProviderScript>> = {}
             body: abortable(readAll),
             next: abortable(Effect.map(read, (c) => (c === null ? null : new Uint8Array(Buffer.from(c))))),
             pipe,
-            discard: Effect.suspend(() => (finished ? Effect.void : markAborted))
+            discard: Effect.suspend(() => {
+              free()
+              return finished ? Effect.void : markAborted
+            })
           } satisfies UpstreamResponse
-        })
+        }).pipe(
+          // Interrupted anywhere between taking its connection and handing out the answer (a
+          // pending read gives it back itself).
+          Effect.onInterrupt(() => Effect.sync(free))
+        )
+      }
 
       return Context.make(Upstream, Upstream.of({ send, request: requestVia(send) })).pipe(
         Context.add(FakeUpstream, FakeUpstream.of({ calls: Ref.get(calls) }))

@@ -356,6 +356,18 @@ describe.concurrent("serve: start-up failures exit non-zero with one clear line"
     expect(existsSync(join(dir, "r.db"))).toBe(false)
   })
 
+  // Text, negative, a fraction, an exponent (which `Number` would read), above 65535, empty.
+  for (const value of ["abc", "-1", "0.5", "1e3", "65536", ""]) {
+    it(`--port ${JSON.stringify(value)}: one line naming the flag, the value and the range, before touching the database`, async ({ expect }) => {
+      const dir = workDir()
+      const r = await runToExit(["serve", "--port", value, "--db", join(dir, "r.db")], { cwd: dir })
+      expect(r.code).toBe(1)
+      expect(lines(r.stderr), r.stderr).toEqual([`sanctum-router: Invalid --port ${JSON.stringify(value)}: expected a port number (0-65535)`])
+      expect(stackTrace.test(r.stderr + r.stdout)).toBe(false)
+      expect(existsSync(join(dir, "r.db"))).toBe(false)
+    })
+  }
+
   it("ROUTER_PORT=99999: one line on stderr naming ROUTER_PORT", async ({ expect }) => {
     const dir = workDir()
     const r = await runToExit(["serve", "--db", join(dir, "r.db")], { cwd: dir, env: { ROUTER_PORT: "99999" } })
@@ -393,4 +405,24 @@ describe.concurrent("serve: start-up failures exit non-zero with one clear line"
       await new Promise<void>((res) => blocker.close(() => res()))
     }
   })
+})
+
+describe.concurrent("fake-provider: a bad number in a flag stops it with one line naming the flag", () => {
+  for (const [flag, value, expected] of [
+    ["--port", "abc", "a port number (0-65535)"],
+    ["--port", "70000", "a port number (0-65535)"],
+    ["--status", "42", "an HTTP status (100-599)"],
+    ["--status", "5xx", "an HTTP status (100-599)"],
+    ["--after", "-1", "a whole number (0 or more)"],
+    ["--delay-ms", "1.5", "a number of milliseconds (0-2147483647)"],
+    ["--delay-ms", "9999999999", "a number of milliseconds (0-2147483647)"],
+    ["--retry-after", "soon", "a whole number of seconds (0 or more)"]
+  ] as const) {
+    it(`${flag} ${value}`, async ({ expect }) => {
+      const r = await runToExit(["fake-provider", ...(flag === "--port" ? [] : ["--port", "0"]), flag, value])
+      expect(r.code).toBe(1)
+      expect(lines(r.stderr), r.stderr).toEqual([`sanctum-router: Invalid ${flag} ${JSON.stringify(value)}: expected ${expected}`])
+      expect(stackTrace.test(r.stderr + r.stdout)).toBe(false)
+    })
+  }
 })

@@ -10,7 +10,7 @@
 import type { ServerResponse } from "node:http"
 import { afterAll, describe, expect, it } from "vitest"
 import { chatChunks, chatCompletion, modelList } from "../../src/testing/Script.js"
-import { clientOf, harness, loopbackServer, newRequestId } from "./helpers.js"
+import { attemptsOf, clientOf, harness, loopbackServer, newRequestId, recordOf } from "./helpers.js"
 
 const h = harness()
 const extraClosers: Array<() => Promise<void>> = []
@@ -141,12 +141,18 @@ describe("max_connections", () => {
     expect(local.inFlight()).toBe(1)
 
     const started = Date.now()
+    const requestId = newRequestId("maxconn")
     const { data, response } = await client.chat.completions
-      .create({ model: "m1", messages: [{ role: "user", content: "short" }] }, { headers: { "x-request-id": newRequestId("maxconn") } })
+      .create({ model: "m1", messages: [{ role: "user", content: "short" }] }, { headers: { "x-request-id": requestId } })
       .withResponse()
     expect(Date.now() - started).toBeGreaterThanOrEqual(450)
     expect(data.choices[0]?.message.content).toBe("Hello from spare!")
     expect(response.headers.get("x-router-attempts")).toBe("local:busy,spare:ok")
+    // The record says how long it waited, and for how many connections: the cap to raise.
+    expect(attemptsOf(await recordOf(router, requestId)).map((a) => [a.provider, a.outcome, a.detail])).toEqual([
+      ["local", "busy", "no free connection to the provider within 500 ms (max_connections 1)"],
+      ["spare", "ok", "ok"]
+    ])
     // The waiting request never reached local: it waited in the router.
     expect(local.received()).toBe(1)
 

@@ -120,7 +120,8 @@ const pair = Effect.gen(function* () {
   const spare = yield* heldServer
   const config = {
     providers: {
-      p: { endpoint: server.url, models: ["m"], priority: 1, timeouts: { first_byte: 10 } },
+      // The one connection the client below allows, said in the config too (a busy attempt names it).
+      p: { endpoint: server.url, models: ["m"], priority: 1, max_connections: 1, timeouts: { first_byte: 10 } },
       q: { endpoint: spare.url, models: ["m"], priority: 2 }
     }
   }
@@ -230,7 +231,7 @@ describe("a request waiting for a connection to its provider", () => {
         spare.answer(0)
         const reply = yield* Fiber.join(b)
         expect(reply.attempts.map((x) => [x.provider, x.outcome, x.detail])).toEqual([
-          ["p", "busy", "no free connection to the provider within 10000 ms"],
+          ["p", "busy", "no free connection to the provider within 10000 ms (max_connections 1)"],
           ["q", "ok", "ok"]
         ])
         // Retries are for failures: a provider that was busy is not asked again at once. Nothing is
