@@ -4,6 +4,7 @@
  * steps, no per-request spans or logs) because it is the router's hot path.
  */
 import { Cause, Context, Effect, Either, Exit, Fiber, FiberId, HashSet, Layer, Option, Random } from "effect"
+import { randomUUID } from "node:crypto"
 import * as ResilienceModule from "../config/Resilience.js"
 import { Resilience } from "../config/Resilience.js"
 import * as HealthModule from "../health/Health.js"
@@ -57,6 +58,10 @@ export interface ChatInput {
   readonly request: ChatCompletionRequest
   /** The JSON body exactly as received: forwarded byte for byte when the model name need not change. */
   readonly raw?: Uint8Array | undefined
+  /**
+   * The request's id, for its record, the upstream's `x-request-id` and the `weighted` spread; one
+   * is made when none is given, as the HTTP edge makes one for a client that sent none.
+   */
   readonly requestId?: string | undefined
   /** Lowers the request's end-to-end deadline (`x-router-timeout-ms`); it never raises it. */
   readonly timeoutMs?: number | undefined
@@ -70,6 +75,7 @@ export interface ChatInput {
 export interface EmbeddingsInput {
   readonly request: EmbeddingRequest
   readonly raw?: Uint8Array | undefined
+  /** As `ChatInput.requestId`. */
   readonly requestId?: string | undefined
   readonly timeoutMs?: number | undefined
   readonly sessionKey?: string | null | undefined
@@ -809,7 +815,7 @@ export const make = Effect.gen(function* () {
     request: { readonly model: string },
     raw: Uint8Array | undefined,
     needs: Needs,
-    requestId: string | undefined,
+    requestId: string,
     timeoutMs: number | undefined,
     sessionKey: string | null | undefined
   ): Effect.Effect<Reply, ChatError> => {
@@ -882,7 +888,7 @@ export const make = Effect.gen(function* () {
     ) => {
       recorded = true
       record({
-        requestId: requestId ?? "",
+        requestId,
         createdAt: startedAt,
         endpoint,
         model: request.model,
@@ -1097,10 +1103,10 @@ export const make = Effect.gen(function* () {
   return Router.of({
     chat: (input) =>
       Effect.suspend(() =>
-        route("chat", "/chat/completions", input.request, input.raw, needsOfChat(input.request), input.requestId, input.timeoutMs, input.sessionKey)
+        route("chat", "/chat/completions", input.request, input.raw, needsOfChat(input.request), input.requestId ?? randomUUID(), input.timeoutMs, input.sessionKey)
       ),
     embeddings: (input) =>
-      Effect.suspend(() => route("embeddings", "/embeddings", input.request, input.raw, needsOfEmbeddings(input.request), input.requestId, input.timeoutMs, input.sessionKey)) as Effect.Effect<
+      Effect.suspend(() => route("embeddings", "/embeddings", input.request, input.raw, needsOfEmbeddings(input.request), input.requestId ?? randomUUID(), input.timeoutMs, input.sessionKey)) as Effect.Effect<
         JsonReply,
         ChatError
       >,
