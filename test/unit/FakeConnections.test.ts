@@ -132,18 +132,28 @@ describe("the router over the fake provider, at its max_connections", () => {
     Effect.flatMap(calls, (cs) =>
       cs.length >= n ? Effect.void : turns === 0 ? Effect.dieMessage(`fewer than ${n} calls`) : Effect.zipRight(Effect.yieldNow(), received(n, turns - 1)))
 
+  /**
+   * A stream to a takes its only connection; a plain request then waits for one. At 4 s, the
+   * stream's first event: the stream is being piped to `out`, and the plain request still waits.
+   */
+  const streamThenPlain = Effect.gen(function* () {
+    const router = yield* Router.Router
+    const stream = yield* Effect.fork(router.chat({ request: chat("m", { user: "stream", stream: true }) }))
+    yield* received(1)
+    const waiting = yield* Effect.fork(router.chat({ request: chat("m", { user: "plain" }) }))
+    yield* untilSuspended(waiting)
+    yield* TestClock.adjust("4 seconds")
+    const answer = yield* joinNow(stream)
+    if (answer._tag !== "Stream") return yield* Effect.dieMessage("expected a stream")
+    const out = collector()
+    const piping = yield* Effect.fork(answer.pipe(out.writer))
+    return { waiting, out, piping }
+  })
+
   it.effect("moves a request waiting for a's only connection on to b after first_byte (busy), and a's next request goes out once the stream ends", () =>
     Effect.gen(function* () {
       const router = yield* Router.Router
-      const stream = yield* Effect.fork(router.chat({ request: chat("m", { user: "stream", stream: true }) }))
-      yield* received(1)
-      const waiting = yield* Effect.fork(router.chat({ request: chat("m", { user: "plain" }) }))
-      yield* untilSuspended(waiting)
-      yield* TestClock.adjust("4 seconds")
-      const answer = yield* joinNow(stream)
-      if (answer._tag !== "Stream") return expect.fail("expected a stream")
-      const out = collector()
-      const piping = yield* Effect.fork(answer.pipe(out.writer))
+      const { waiting, out, piping } = yield* streamThenPlain
       yield* TestClock.adjust("5999 millis")
       expect(yield* pending(waiting)).toBe(true)
       expect(yield* senders).toEqual([["a", "stream"]])
@@ -168,16 +178,7 @@ describe("the router over the fake provider, at its max_connections", () => {
 
   it.effect("keeps a request that has no other candidate waiting past first_byte, and serves it when the connection frees up", () =>
     Effect.gen(function* () {
-      const router = yield* Router.Router
-      const stream = yield* Effect.fork(router.chat({ request: chat("m", { user: "stream", stream: true }) }))
-      yield* received(1)
-      const waiting = yield* Effect.fork(router.chat({ request: chat("m", { user: "plain" }) }))
-      yield* untilSuspended(waiting)
-      yield* TestClock.adjust("4 seconds")
-      const answer = yield* joinNow(stream)
-      if (answer._tag !== "Stream") return expect.fail("expected a stream")
-      const out = collector()
-      const piping = yield* Effect.fork(answer.pipe(out.writer))
+      const { waiting, piping } = yield* streamThenPlain
       // Past first_byte (10 s), and still waiting: nobody else could take it.
       yield* TestClock.adjust("15999 millis")
       expect(yield* pending(waiting)).toBe(true)
