@@ -4,23 +4,23 @@
  */
 import { Command, HelpDoc, Options, ValidationError } from "@effect/cli"
 import { Effect, Layer, Option } from "effect"
+import { wholeNumberIn } from "../config/Settings.js"
 import { startFakeServer } from "../testing/FakeServer.js"
 import type { FakeBehaviour } from "../testing/Script.js"
 import * as Daemon from "../Daemon.js"
 
 /**
- * A flag taking a whole number from `min` to `max`, written in digits (blanks around them aside),
- * as `ROUTER_PORT` is. `Options.integer` answers other text with "'abc' is not a integer", naming
- * neither the flag nor what it takes, and reads whatever `Number` does (`1e3`, `0x10`); a bad
- * value here stops the command with one line naming the flag, the value and the range.
+ * A flag taking a whole number from `min` to `max`, read as `ROUTER_PORT` is (`wholeNumberIn`).
+ * `Options.integer` answers other text with "'abc' is not a integer", naming neither the flag nor
+ * what it takes, and reads whatever `Number` does (`1e3`, `0x10`); a bad value here stops the
+ * command with one line naming the flag, the value and the range.
  */
 const wholeNumber = (name: string, min: number, max: number, expected: string) =>
   Options.text(name).pipe(
     Options.withPseudoName("integer"),
     Options.mapEffect((raw) => {
-      const text = raw.trim()
-      const n = /^\d+$/.test(text) ? Number(text) : Number.NaN
-      return Number.isSafeInteger(n) && n >= min && n <= max
+      const n = wholeNumberIn(raw)
+      return n >= min && n <= max
         ? Effect.succeed(n)
         : Effect.fail(ValidationError.invalidValue(HelpDoc.p(`sanctum-router: Invalid --${name} ${JSON.stringify(raw)}: expected ${expected}`)))
     })

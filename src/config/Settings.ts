@@ -51,29 +51,42 @@ export const defaults = {
 const nonEmpty = (name: string) =>
   Config.option(Config.string(name)).pipe(Config.map(Option.filter((s) => s.trim() !== "")))
 
+/** `raw` as a number when, blanks around it aside, it is written as `pattern` says; else `NaN`. */
+const numberIn = (raw: string, pattern: RegExp): number => {
+  const text = raw.trim()
+  return pattern.test(text) ? Number(text) : NaN
+}
+
 /**
- * A number from the environment, written as `pattern` says and within `valid`. Empty or blank means
- * unset, as for every other variable (compose files write `ROUTER_PORT=${PORT}` with PORT unset),
- * and blanks around the number do not count.
+ * A whole number as the router reads one, in the environment and in command-line flags alike:
+ * digits only (no sign, exponent or `0x`), blanks around them aside, and exact; else `NaN`.
  */
-const numberFrom = (name: string, pattern: RegExp, valid: (n: number) => boolean, expected: string) =>
+export const wholeNumberIn = (raw: string): number => {
+  const n = numberIn(raw, /^\d+$/)
+  return Number.isSafeInteger(n) ? n : NaN
+}
+
+/**
+ * A number from the environment, as `read` reads it and within `valid`. Empty or blank means
+ * unset, as for every other variable (compose files write `ROUTER_PORT=${PORT}` with PORT unset).
+ */
+const numberFrom = (name: string, read: (raw: string) => number, valid: (n: number) => boolean, expected: string) =>
   nonEmpty(name).pipe(Config.mapOrFail(Option.match({
     onNone: () => Either.right(Option.none<number>()),
     onSome: (raw) => {
-      const text = raw.trim()
-      const n = pattern.test(text) ? Number(text) : NaN
-      return valid(n)
+      const n = read(raw)
+      return Number.isFinite(n) && valid(n)
         ? Either.right(Option.some(n))
         : Either.left(ConfigError.InvalidData([name], `${expected}, but received ${JSON.stringify(raw)}`))
     }
   })))
 
 /** A whole number, within `valid`. */
-const wholeNumber = (name: string, valid: (n: number) => boolean, expected: string) =>
-  numberFrom(name, /^\d+$/, (n) => Number.isSafeInteger(n) && valid(n), expected)
+const wholeNumber = (name: string, valid: (n: number) => boolean, expected: string) => numberFrom(name, wholeNumberIn, valid, expected)
 
 /** Seconds, a whole or decimal number of 0 or more. */
-const seconds = (name: string) => numberFrom(name, /^\d+(\.\d+)?$/, Number.isFinite, "Expected a number of seconds (0 or more)")
+const seconds = (name: string) =>
+  numberFrom(name, (raw) => numberIn(raw, /^\d+(\.\d+)?$/), () => true, "Expected a number of seconds (0 or more)")
 
 /** The environment part, read through Effect's `Config` so tests can supply a `ConfigProvider`. */
 export const EnvSettings = Config.all({
