@@ -6,6 +6,7 @@ import { Redacted } from "effect"
 import { createHash, timingSafeEqual } from "node:crypto"
 import type { IncomingHttpHeaders } from "node:http"
 import { Unauthorized } from "../domain/Errors.js"
+import { sessionIdPrefix } from "../policy/Rank.js"
 
 const digest = (s: string) => createHash("sha256").update(s).digest()
 
@@ -53,7 +54,7 @@ export const sessionKeyOf = (headers: IncomingHttpHeaders): string | null => {
   const id = headers["x-router-session-id"]
   if (typeof id === "string") {
     const trimmed = id.trim()
-    if (trimmed !== "") return `session:${trimmed.slice(0, 256)}`
+    if (trimmed !== "") return `${sessionIdPrefix}${trimmed.slice(0, 256)}`
   }
   const key = presentedKey(headers)
   if (key === undefined) return null

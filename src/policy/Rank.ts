@@ -340,8 +340,11 @@ const draw = (key: string, c: Candidate): number => {
 /** Highest-random-weight (rendezvous) score: the largest wins, in proportion to `weight`. */
 export const rendezvousScore = (key: string, c: Candidate): number => c.provider.weight / -Math.log(draw(key, c))
 
-/** `sessionKeyOf`'s prefix for an `X-Router-Session-Id`; its other kind (`key:`) hashes the caller's key. */
-const sessionIdPrefix = "session:"
+/**
+ * How a session key made from an `X-Router-Session-Id` begins (`sessionKeyOf` makes it); its other
+ * kind (`key:`) hashes the caller's key.
+ */
+export const sessionIdPrefix = "session:"
 
 /** Noted when `weighted` had nothing to tell this request from others (`/admin/explain`, a library call without an id). */
 export const noWeightedKeyNote =

@@ -129,7 +129,6 @@ export const classifyRefusal = (status: number, body: string, retryAfterMs: numb
 /** A transport failure is transient, whatever its kind. */
 export const classifyTransport = (e: UpstreamTransportError): Classified => ({ class: "transient", outcome: outcomeOfTransport(e) })
 
-
 /**
  * Whether an answer's body has the shape of a JSON object: its first and last non-blank bytes are
  * `{` and `}`. Cheap enough for every answer (no parse), and enough to tell a chat or embeddings
