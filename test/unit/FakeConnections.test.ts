@@ -6,24 +6,17 @@
  * them. Without it, every call went out at once, whatever the cap.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Fiber, FiberStatus, Option, TestClock } from "effect"
+import { Effect, Fiber, TestClock } from "effect"
 import type { UpstreamTransportError } from "../../src/domain/Errors.js"
 import { AbortSwitch, Upstream, type UpstreamCall } from "../../src/providers/Upstream.js"
 import * as Router from "../../src/router/Router.js"
 import * as FakeUpstream from "../../src/testing/FakeUpstream.js"
-import { chat, collector, endpoint, joinNow, providerSpec, routerWith } from "./helpers.js"
+import { chat, collector, endpoint, joinNow, pending, providerSpec, routerWith, untilSuspended } from "./helpers.js"
 
 const calls = Effect.flatMap(FakeUpstream.FakeUpstream, (f) => f.calls)
 
 /** Who made each call the fake received (the request's `user`), by provider. */
 const senders = Effect.map(calls, (cs) => cs.map((c) => [c.provider, (c.body as { user?: unknown }).user]))
-
-/** Until the fiber waits on something outside itself (here, for a connection), or is done. */
-const untilSuspended = <A, E>(fiber: Fiber.RuntimeFiber<A, E>): Effect.Effect<void> =>
-  Effect.flatMap(fiber.status, (s) =>
-    FiberStatus.isRunning(s) ? Effect.zipRight(Effect.yieldNow(), untilSuspended(fiber)) : Effect.void)
-
-const pending = <A, E>(fiber: Fiber.Fiber<A, E>) => Effect.map(Fiber.poll(fiber), Option.isNone)
 
 /** Lets forked fibers run until `done` holds (a few turns of the scheduler at most). */
 const until = (done: () => boolean, turns = 100): Effect.Effect<void> =>

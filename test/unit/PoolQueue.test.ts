@@ -10,16 +10,14 @@
  * router's timers on the `TestClock`.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Fiber, FiberStatus, Layer, Option, TestClock } from "effect"
-import { createServer, type ServerResponse } from "node:http"
-import type { AddressInfo, Socket } from "node:net"
+import { Effect, Fiber, Layer, TestClock } from "effect"
 import * as Resilience from "../../src/config/Resilience.js"
 import * as Health from "../../src/health/Health.js"
 import * as Policy from "../../src/policy/Policy.js"
 import * as Providers from "../../src/providers/Providers.js"
 import * as UpstreamLive from "../../src/providers/Upstream.js"
 import * as Router from "../../src/router/Router.js"
-import { chat } from "./helpers.js"
+import { chat, heldServer, pending, untilSuspended } from "./helpers.js"
 
 /** The router over the live upstream client with one connection per provider, and its `Health`. */
 const routerLive = (config: unknown, resilience: Partial<Resilience.ResilienceSettings> = {}) =>
@@ -42,82 +40,33 @@ const completion = (content: string) =>
     choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: "stop" }]
   })
 
-/** A backend that lists its models at once and holds every other request until the test answers it. */
-const heldServer = Effect.acquireRelease(
-  Effect.promise(() =>
-    new Promise<{
-      url: string
-      count: () => number
-      /** The `user` field of each request held, in arrival order. */
-      users: () => Array<unknown>
-      seen: (n: number) => Promise<void>
-      /** Starts request `i`'s answer as an event stream with one content event, and holds the rest. */
-      startStream: (i: number) => void
-      endStream: (i: number) => void
-      answer: (i: number) => void
-      close: () => Promise<void>
-    }>((resolve) => {
-      const held: Array<ServerResponse> = []
-      const users: Array<unknown> = []
-      const waiters: Array<() => void> = []
-      const sockets = new Set<Socket>()
-      const server = createServer((req, res) => {
-        let raw = ""
-        req.setEncoding("utf8")
-        req.on("data", (c: string) => (raw += c))
-        req.on("end", () => {
-          if (req.method === "GET") return void res.end(JSON.stringify({ object: "list", data: [{ id: "m", object: "model", created: 0, owned_by: "x" }] }))
-          users.push((JSON.parse(raw) as { user?: unknown }).user)
-          held.push(res)
-          for (const w of waiters.splice(0)) w()
-        })
-      })
-      server.on("connection", (s) => {
-        sockets.add(s)
-        s.on("close", () => sockets.delete(s))
-      })
-      const seen = (n: number): Promise<void> =>
-        held.length >= n ? Promise.resolve() : new Promise((r) => waiters.push(() => void seen(n).then(r)))
-      server.listen(0, "127.0.0.1", () =>
-        resolve({
-          url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`,
-          count: () => held.length,
-          users: () => [...users],
-          seen,
-          startStream: (i) => {
-            held[i]!.writeHead(200, { "content-type": "text/event-stream" })
-            held[i]!.write(`data: ${JSON.stringify({ id: "c", object: "chat.completion.chunk", created: 0, model: "m", choices: [{ index: 0, delta: { content: "Hel" }, finish_reason: null }] })}\n\n`)
-          },
-          endStream: (i) => held[i]!.end("data: [DONE]\n\n"),
-          answer: (i) => {
-            const body = completion(`answer ${i}`)
-            if (!held[i]!.headersSent) held[i]!.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) })
-            held[i]!.end(body)
-          },
-          close: () =>
-            new Promise<void>((r) => {
-              for (const s of sockets) s.destroy()
-              server.close(() => r())
-            })
-        })
-      )
-    })
-  ),
-  (s) => Effect.promise(s.close)
-)
+/** A held backend (`heldServer`), with the answers these tests give its requests. */
+const heldServerAnswering = Effect.map(heldServer, (server) => ({
+  url: server.url,
+  count: () => server.held.length,
+  /** The `user` field of each request held, in arrival order. */
+  users: () => server.bodies.map((b) => (b as { user?: unknown }).user),
+  seen: server.arrived,
+  /** Starts request `i`'s answer as an event stream with one content event, and holds the rest. */
+  startStream: (i: number) => {
+    server.held[i]!.writeHead(200, { "content-type": "text/event-stream" })
+    server.held[i]!.write(`data: ${JSON.stringify({ id: "c", object: "chat.completion.chunk", created: 0, model: "m", choices: [{ index: 0, delta: { content: "Hel" }, finish_reason: null }] })}\n\n`)
+  },
+  endStream: (i: number) => void server.held[i]!.end("data: [DONE]\n\n"),
+  answer: (i: number) => {
+    const body = completion(`answer ${i}`)
+    const res = server.held[i]!
+    if (!res.headersSent) res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) })
+    res.end(body)
+  }
+}))
 
-/** Until the fiber waits on something outside itself: here, the upstream call. */
-const untilSuspended = <A, E>(fiber: Fiber.RuntimeFiber<A, E>): Effect.Effect<void> =>
-  Effect.flatMap(fiber.status, (s) => (FiberStatus.isSuspended(s) ? Effect.void : Effect.zipRight(Effect.yieldNow(), untilSuspended(fiber))))
-
-const pending = <A, E>(fiber: Fiber.Fiber<A, E>) => Effect.map(Fiber.poll(fiber), Option.isNone)
-
-type Held = Effect.Effect.Success<typeof heldServer>
+type Held = Effect.Effect.Success<typeof heldServerAnswering>
 
 /** Providers p (first_byte 10 s), tried first, and q, each a held server. */
 const pair = Effect.gen(function* () {
-  const server = yield* heldServer
-  const spare = yield* heldServer
+  const server = yield* heldServerAnswering
+  const spare = yield* heldServerAnswering
   const config = {
     providers: {
       // The one connection the client below allows, said in the config too (a busy attempt names it).
@@ -185,7 +134,7 @@ describe("a request waiting for a connection to its provider", () => {
 
   it.effect("is cut by the request's own deadline without blame, and never goes out", () =>
     Effect.gen(function* () {
-      const server = yield* heldServer
+      const server = yield* heldServerAnswering
       const config = { providers: { p: { endpoint: server.url, models: ["m"], timeouts: { first_byte: 60 } } } }
       yield* Effect.gen(function* () {
         const router = yield* Router.Router
@@ -244,7 +193,7 @@ describe("a request waiting for a connection to its provider", () => {
 
   it.effect("waits for a connection past first_byte when no other candidate could take it", () =>
     Effect.gen(function* () {
-      const server = yield* heldServer
+      const server = yield* heldServerAnswering
       const config = { providers: { p: { endpoint: server.url, models: ["m"], timeouts: { first_byte: 10 } } } }
       yield* Effect.gen(function* () {
         const router = yield* Router.Router

@@ -4,7 +4,7 @@
  * with backoff, and the end-to-end deadline. Time only moves with `TestClock.adjust`.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Fiber, Layer, Option, Random, TestClock } from "effect"
+import { Effect, Fiber, Layer, Random, TestClock } from "effect"
 import * as Resilience from "../../src/config/Resilience.js"
 import type { ResilienceSettings } from "../../src/config/Resilience.js"
 import { type AllCandidatesFailed, type NoCandidates, type RequestTimedOut, type UpstreamRejected, UpstreamTransportError } from "../../src/domain/Errors.js"
@@ -16,7 +16,7 @@ import { Upstream } from "../../src/providers/Upstream.js"
 import * as Router from "../../src/router/Router.js"
 import * as FakeUpstream from "../../src/testing/FakeUpstream.js"
 import type { FakeBehaviour } from "../../src/testing/Script.js"
-import { bodyJson, chat, endpoint, failureOf, joinNow } from "./helpers.js"
+import { bodyJson, chat, endpoint, failureOf, joinNow, pending } from "./helpers.js"
 
 type Settings = Partial<Omit<ResilienceSettings, "breaker">> & { readonly breaker?: Partial<BreakerConfig> }
 
@@ -72,8 +72,6 @@ const pair = {
 const calls = Effect.flatMap(FakeUpstream.FakeUpstream, (f) => f.calls)
 const callsTo = (provider: string) => Effect.map(calls, (cs) => cs.filter((c) => c.provider === provider).length)
 const providersCalled = Effect.map(calls, (cs) => cs.map((c) => c.provider))
-const pending = <A, E>(fiber: Fiber.Fiber<A, E>) => Effect.map(Fiber.poll(fiber), Option.isNone)
-
 const ask = (model = "m", extra: Partial<Router.ChatInput> = {}) =>
   Effect.flatMap(Router.Router, (router) => router.chat({ request: chat(model), ...extra }))
 

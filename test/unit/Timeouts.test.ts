@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Fiber, Option, TestClock } from "effect"
+import { Effect, TestClock } from "effect"
 import type { StreamInterrupted } from "../../src/domain/Errors.js"
 import * as Router from "../../src/router/Router.js"
 import { FakeUpstream } from "../../src/testing/FakeUpstream.js"
@@ -12,6 +12,7 @@ import {
   endpoint,
   failureOf,
   joinNow,
+  pending,
   type Recorded,
   routerOver,
   routerRecording,
@@ -19,8 +20,6 @@ import {
 } from "./helpers.js"
 
 const calls = Effect.flatMap(FakeUpstream, (f) => f.calls)
-
-const pending = <A, E>(fiber: Fiber.Fiber<A, E>) => Effect.map(Fiber.poll(fiber), Option.isNone)
 
 const providers = (a: Record<string, unknown>, b: Record<string, unknown> = {}) => ({
   providers: {

@@ -6,12 +6,10 @@
  */
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
-import { createServer, type ServerResponse } from "node:http"
-import type { AddressInfo, Socket } from "node:net"
 import type { ProviderSpec } from "../../src/domain/Provider.js"
 import * as UpstreamLive from "../../src/providers/Upstream.js"
 import { startFakeServer, type FakeServer } from "../../src/testing/FakeServer.js"
-import { providerSpec } from "./helpers.js"
+import { heldServer, providerSpec } from "./helpers.js"
 
 const spec = (endpoint: string): ProviderSpec => providerSpec("p", { endpoint, source: "api" })
 
@@ -58,63 +56,25 @@ describe("Upstream pools across a configuration change", () => {
     }).pipe(Effect.provide(UpstreamLive.layer)))
 })
 
-/** A backend that holds every request until the test answers the oldest, counting what is in flight. */
-const heldServer = Effect.acquireRelease(
-  Effect.promise(() =>
-    new Promise<{
-      url: string
-      received: () => number
-      inFlight: () => number
-      arrived: (n: number) => Promise<void>
-      answerOldest: () => void
-      close: () => Promise<void>
-    }>((resolve) => {
-      const held: Array<ServerResponse> = []
-      const waiters: Array<() => void> = []
-      const sockets = new Set<Socket>()
-      let answered = 0
-      let inFlight = 0
-      const server = createServer((req, res) => {
-        req.resume()
-        req.on("end", () => {
-          inFlight++
-          res.on("close", () => inFlight--)
-          held.push(res)
-          for (const wake of waiters.splice(0)) wake()
-        })
-      })
-      server.on("connection", (s) => {
-        sockets.add(s)
-        s.on("close", () => sockets.delete(s))
-      })
-      const arrived = (n: number): Promise<void> =>
-        held.length >= n ? Promise.resolve() : new Promise((r) => waiters.push(() => void arrived(n).then(r)))
-      server.listen(0, "127.0.0.1", () =>
-        resolve({
-          url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`,
-          received: () => held.length,
-          inFlight: () => inFlight,
-          arrived,
-          answerOldest: () => {
-            const body = JSON.stringify({ choices: [{ index: 0, message: { role: "assistant", content: `answer ${answered}` }, finish_reason: "stop" }] })
-            held[answered++]!.writeHead(200, { "content-type": "application/json" }).end(body)
-          },
-          close: () =>
-            new Promise<void>((r) => {
-              for (const s of sockets) s.destroy()
-              server.close(() => r())
-            })
-        })
-      )
-    })
-  ),
-  (s) => Effect.promise(s.close)
-)
+/** A held backend (`heldServer`) whose requests the test answers oldest first. */
+const heldServerInOrder = Effect.map(heldServer, (server) => {
+  let answered = 0
+  return {
+    url: server.url,
+    received: () => server.held.length,
+    inFlight: server.inFlight,
+    arrived: server.arrived,
+    answerOldest: () => {
+      const body = JSON.stringify({ choices: [{ index: 0, message: { role: "assistant", content: `answer ${answered}` }, finish_reason: "stop" }] })
+      server.held[answered++]!.writeHead(200, { "content-type": "application/json" }).end(body)
+    }
+  }
+})
 
 describe("Upstream pools and a provider's maxConnections", () => {
   it.live("sends at most maxConnections at once, and follows a changed cap; requests on the old pool still complete", () =>
     Effect.gen(function* () {
-      const server = yield* heldServer
+      const server = yield* heldServerInOrder
       const settle = Effect.promise(() => new Promise((r) => setTimeout(r, 100)))
       const capped = (maxConnections: number) => providerSpec("p", { endpoint: server.url, source: "api", maxConnections })
       const one = capped(1)

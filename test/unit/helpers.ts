@@ -3,7 +3,9 @@
  * in-memory `ChunkWriter`, and an `Upstream` that sends hand-written byte chunks (for framing tests
  * the fake cannot express, such as an event split across chunks).
  */
-import { Effect, Fiber, Layer, TestServices } from "effect"
+import { Effect, Fiber, FiberStatus, Layer, Option, TestServices } from "effect"
+import { createServer, type ServerResponse } from "node:http"
+import type { AddressInfo, Socket } from "node:net"
 import { discoveryRequestId } from "../../src/domain/Capabilities.js"
 import { UpstreamTransportError } from "../../src/domain/Errors.js"
 import type { ChatCompletionRequest } from "../../src/domain/OpenAi.js"
@@ -233,6 +235,14 @@ export const failureOf = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<
   Effect.flatMap(Effect.either(self), (r) =>
     r._tag === "Left" ? Effect.succeed(r.left) : Effect.dieMessage(`expected a failure, got a success: ${describeValue(r.right)}`))
 
+/** Whether the fiber is still to finish. */
+export const pending = <A, E>(fiber: Fiber.Fiber<A, E>): Effect.Effect<boolean> => Effect.map(Fiber.poll(fiber), Option.isNone)
+
+/** Until the fiber waits on something outside itself (a connection, an upstream call), or is done. */
+export const untilSuspended = <A, E>(fiber: Fiber.RuntimeFiber<A, E>): Effect.Effect<void> =>
+  Effect.flatMap(fiber.status, (s) =>
+    FiberStatus.isRunning(s) ? Effect.zipRight(Effect.yieldNow(), untilSuspended(fiber)) : Effect.void)
+
 /**
  * Joins a fiber that should be done now that the test clock has passed its deadline. If it is
  * still running a second of real time later, the test fails at once instead of waiting for the
@@ -245,3 +255,65 @@ export const joinNow = <A, E>(fiber: Fiber.Fiber<A, E>): Effect.Effect<A, E> =>
       Effect.zipRight(Effect.dieMessage("still running after the test clock passed its deadline"))
     )
   )
+
+/** A loopback backend whose requests the test answers itself, when it chooses (see `heldServer`). */
+export interface HeldServer {
+  readonly url: string
+  /** Every request held (all but `GET`), in arrival order, and its JSON body. */
+  readonly held: ReadonlyArray<ServerResponse>
+  readonly bodies: ReadonlyArray<unknown>
+  /** Held requests whose response is not closed yet. */
+  readonly inFlight: () => number
+  /** Resolves once `n` requests have been held. */
+  readonly arrived: (n: number) => Promise<void>
+}
+
+/**
+ * A backend on 127.0.0.1 that lists model `m` at once and holds every other request until the test
+ * answers it through `held`. Closed with its scope, its connections cut.
+ */
+export const heldServer = Effect.acquireRelease(
+  Effect.promise(() =>
+    new Promise<HeldServer & { readonly close: () => Promise<void> }>((resolve) => {
+      const held: Array<ServerResponse> = []
+      const bodies: Array<unknown> = []
+      const waiters: Array<() => void> = []
+      const sockets = new Set<Socket>()
+      let inFlight = 0
+      const server = createServer((req, res) => {
+        let raw = ""
+        req.setEncoding("utf8")
+        req.on("data", (c: string) => (raw += c))
+        req.on("end", () => {
+          if (req.method === "GET") return void res.end(JSON.stringify({ object: "list", data: [{ id: "m", object: "model", created: 0, owned_by: "x" }] }))
+          inFlight++
+          res.on("close", () => inFlight--)
+          bodies.push(JSON.parse(raw))
+          held.push(res)
+          for (const wake of waiters.splice(0)) wake()
+        })
+      })
+      server.on("connection", (s) => {
+        sockets.add(s)
+        s.on("close", () => sockets.delete(s))
+      })
+      const arrived = (n: number): Promise<void> =>
+        held.length >= n ? Promise.resolve() : new Promise((r) => waiters.push(() => void arrived(n).then(r)))
+      server.listen(0, "127.0.0.1", () =>
+        resolve({
+          url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`,
+          held,
+          bodies,
+          inFlight: () => inFlight,
+          arrived,
+          close: () =>
+            new Promise<void>((r) => {
+              for (const s of sockets) s.destroy()
+              server.close(() => r())
+            })
+        })
+      )
+    })
+  ),
+  (s) => Effect.promise(s.close)
+)
