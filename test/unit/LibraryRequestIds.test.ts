@@ -6,14 +6,10 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer } from "effect"
-import { mkdtempSync, rmSync } from "node:fs"
-import { tmpdir } from "node:os"
-import { join } from "node:path"
 import * as RequestLog from "../../src/persistence/RequestLog.js"
-import * as Sql from "../../src/persistence/Sql.js"
 import { Router } from "../../src/router/Router.js"
 import { FakeUpstream } from "../../src/testing/FakeUpstream.js"
-import { chat, endpoint, routerWith } from "./helpers.js"
+import { chat, endpoint, requestLogLayer, routerWith } from "./helpers.js"
 
 const weighted = {
   routing: { strategy: "weighted" },
@@ -21,15 +17,6 @@ const weighted = {
     a: { endpoint: endpoint("a"), models: ["m"], weight: 1 },
     b: { endpoint: endpoint("b"), models: ["m"], weight: 1 }
   }
-}
-
-/** A request log over a fresh database file, removed afterwards. */
-const logLayer = () => {
-  const dir = mkdtempSync(join(tmpdir(), "sanctum-ids-"))
-  return Layer.merge(
-    RequestLog.layerWith({ retentionDays: 0 }).pipe(Layer.provide(Sql.layer(join(dir, "router.db")))),
-    Layer.scopedDiscard(Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true }))))
-  )
 }
 
 describe("requests from a library caller without an id", () => {
@@ -59,5 +46,5 @@ describe("requests from a library caller without an id", () => {
       const made = ids.filter((id) => id !== "mine-1")
       for (const id of made) expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/)
       expect(new Set(made).size).toBe(2)
-    }).pipe(Effect.provide(routerWith(weighted).pipe(Layer.provideMerge(logLayer())))))
+    }).pipe(Effect.provide(routerWith(weighted).pipe(Layer.provideMerge(requestLogLayer(0))))))
 })

@@ -4,12 +4,9 @@
  * `TestClock`'s, so a month passes in a moment.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Layer, TestClock } from "effect"
-import { mkdtempSync, rmSync } from "node:fs"
-import { tmpdir } from "node:os"
-import { join } from "node:path"
+import { Duration, Effect, TestClock } from "effect"
 import * as RequestLog from "../../src/persistence/RequestLog.js"
-import * as Sql from "../../src/persistence/Sql.js"
+import { requestLogLayer } from "./helpers.js"
 
 const day = 86_400_000
 
@@ -26,15 +23,6 @@ const record = (requestId: string, createdAt: number): RequestLog.RequestRecord 
   attempts: [],
   durationMs: 1
 })
-
-/** A log over a fresh database file, removed afterwards. */
-const withLog = (retentionDays: number) => {
-  const dir = mkdtempSync(join(tmpdir(), "sanctum-log-"))
-  return Layer.merge(
-    RequestLog.layerWith({ retentionDays }).pipe(Layer.provide(Sql.layer(join(dir, "router.db")))),
-    Layer.scopedDiscard(Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true }))))
-  )
-}
 
 const ids = (limit = 10_000) =>
   Effect.flatMap(RequestLog.RequestLog, (log) => Effect.map(log.recent(limit), (rows) => rows.map((r) => r.request_id).sort()))
@@ -74,7 +62,7 @@ describe("RequestLog retention", () => {
 
       yield* TestClock.adjust(Duration.days(2))
       expect(yield* idsOnce((now) => now.length <= 1)).toEqual(["day-29"])
-    }).pipe(Effect.provide(withLog(30))), { timeout: 30_000 })
+    }).pipe(Effect.provide(requestLogLayer(30))), { timeout: 30_000 })
 
   it.effect("keeps every record with a retention of 0", () =>
     Effect.gen(function* () {
@@ -83,5 +71,5 @@ describe("RequestLog retention", () => {
       yield* TestClock.adjust(Duration.days(400))
       yield* Effect.repeatN(turn, 20)
       expect(yield* ids()).toEqual(["ancient"])
-    }).pipe(Effect.provide(withLog(0))))
+    }).pipe(Effect.provide(requestLogLayer(0))))
 })

@@ -4,8 +4,11 @@
  * the fake cannot express, such as an event split across chunks).
  */
 import { Effect, Fiber, FiberStatus, Layer, Option, TestServices } from "effect"
+import { mkdtempSync, rmSync } from "node:fs"
 import { createServer, type ServerResponse } from "node:http"
 import type { AddressInfo, Socket } from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { discoveryRequestId } from "../../src/domain/Capabilities.js"
 import { UpstreamTransportError } from "../../src/domain/Errors.js"
 import type { ChatCompletionRequest } from "../../src/domain/OpenAi.js"
@@ -22,6 +25,8 @@ import {
   type UpstreamResponse,
   type UpstreamService
 } from "../../src/providers/Upstream.js"
+import * as RequestLog from "../../src/persistence/RequestLog.js"
+import * as Sql from "../../src/persistence/Sql.js"
 import * as Router from "../../src/router/Router.js"
 import * as FakeUpstream from "../../src/testing/FakeUpstream.js"
 
@@ -317,3 +322,12 @@ export const heldServer = Effect.acquireRelease(
   ),
   (s) => Effect.promise(s.close)
 )
+
+/** A request log over a fresh SQLite file, keeping records for `retentionDays`; the file goes with the scope. */
+export const requestLogLayer = (retentionDays: number) => {
+  const dir = mkdtempSync(join(tmpdir(), "sanctum-log-"))
+  return Layer.merge(
+    RequestLog.layerWith({ retentionDays }).pipe(Layer.provide(Sql.layer(join(dir, "router.db")))),
+    Layer.scopedDiscard(Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true }))))
+  )
+}
