@@ -1027,22 +1027,35 @@ export const make = Effect.gen(function* () {
       return -1
     }
 
+    /**
+     * Where a refusal that says nothing against the request sends it: a provider without the model
+     * (its list out of date) to the next candidate, which may have it; a context too long to a
+     * larger window. -1 for any other outcome, and when there is none to go to (the last one's
+     * refusal goes to the client as it came).
+     */
+    const movesOnTo = (outcome: Outcome, i: number): number =>
+      outcome._tag !== "Rejected"
+        ? -1
+        : outcome.attempt.outcome === "context_too_long"
+        ? largerContext(i)
+        : outcome.attempt.outcome === "model_not_found" && i + 1 < ranked.length
+        ? i + 1
+        : -1
+    /** Lists such a refusal as a tried attempt and goes on at candidate j. */
+    const movedOn = (outcome: Outcome, j: number): Effect.Effect<Reply, ChatError> => {
+      if (outcome._tag === "Rejected") attempts.push(outcome.attempt)
+      tried++
+      return next(j, 0)
+    }
+
     const next = (i: number, retry: number): Effect.Effect<Reply, ChatError> => {
       const c = ranked[i]?.candidate
       if (c === undefined || now() >= deadlineAt) return giveUp()
       const hedge = aliasHedge ?? c.provider.hedgeAfterMs
       if (hedge !== null && ranked[i + 1] !== undefined) return hedged(i, hedge)
       return Effect.flatMap(attemptAt(i), (outcome) => {
-        if (outcome._tag === "Rejected" && (outcome.attempt.outcome === "context_too_long" || outcome.attempt.outcome === "model_not_found")) {
-          // A provider without the model (its list out of date) says nothing about the request:
-          // the next candidate may have it. The last one's 404 goes to the client as it came.
-          const j = outcome.attempt.outcome === "context_too_long" ? largerContext(i) : i + 1 < ranked.length ? i + 1 : -1
-          if (j !== -1) {
-            attempts.push(outcome.attempt)
-            tried++
-            return next(j, 0)
-          }
-        }
+        const j = movesOnTo(outcome, i)
+        if (j !== -1) return movedOn(outcome, j)
         return onOutcome(outcome, () => {
           // A provider that was busy (no free connection) is not asked again at once: the next one is.
           const transient = outcome._tag === "Failed" && outcome.classified.outcome !== "busy" &&
@@ -1058,7 +1071,8 @@ export const make = Effect.gen(function* () {
     /**
      * Hedging: candidate i alone for `delayMs`; if it has not answered by then, candidate i+1 as
      * well. The first to answer (or to refuse the request) wins and the other is interrupted,
-     * which aborts its upstream call. If both fail the chain goes on after them.
+     * which aborts its upstream call. A refusal that moves on (`movesOnTo`) is a failure here too.
+     * If both fail the chain goes on after them (or at the larger window a refusal pointed to).
      */
     const hedged = (i: number, delayMs: number): Effect.Effect<Reply, ChatError> => {
       let bStarted = false
@@ -1069,23 +1083,34 @@ export const make = Effect.gen(function* () {
           return attemptAt(i + 1)
         })
       )
-      const decisive = (o: Outcome) => o._tag === "Served" || o._tag === "Rejected"
-      const both = (first: Outcome, other: Outcome) => onOutcome(first, () => onOutcome(other, () => next(i + 2, 0)))
+      const decisive = (o: Outcome, at: number) => o._tag === "Served" || (o._tag === "Rejected" && movesOnTo(o, at) === -1)
+      /** One of the pair's outcomes, as `next` takes it, with `otherwise` to go on. */
+      const take = (o: Outcome, at: number, otherwise: () => Effect.Effect<Reply, ChatError>) => {
+        if (movesOnTo(o, at) === -1) return onOutcome(o, otherwise)
+        if (o._tag === "Rejected") attempts.push(o.attempt)
+        tried++
+        return otherwise()
+      }
+      const both = (first: Outcome, fi: number, other: Outcome, oi: number) =>
+        take(first, fi, () => take(other, oi, () => next(Math.max(i + 2, movesOnTo(first, fi), movesOnTo(other, oi)), 0)))
       return Effect.raceWith(attemptAt(i), second, {
-        onSelfDone: (exit, other) =>
-          Exit.isFailure(exit)
-            ? Effect.zipRight(Fiber.interrupt(other), Effect.failCause(exit.cause))
-            : decisive(exit.value) || !bStarted
-            // An answer, or a failure before the hedge began: the hedge is not needed.
-            ? Effect.zipRight(Fiber.interrupt(other), onOutcome(exit.value, () => next(i + 1, 0)))
-            : Effect.flatMap(Fiber.join(other), (ob) => both(exit.value, ob)),
+        onSelfDone: (exit, other) => {
+          if (Exit.isFailure(exit)) return Effect.zipRight(Fiber.interrupt(other), Effect.failCause(exit.cause))
+          const a = exit.value
+          // An answer, or a failure before the hedge began: the hedge is not needed.
+          if (decisive(a, i) || !bStarted) {
+            const j = movesOnTo(a, i)
+            return Effect.zipRight(Fiber.interrupt(other), j !== -1 ? movedOn(a, j) : onOutcome(a, () => next(i + 1, 0)))
+          }
+          return Effect.flatMap(Fiber.join(other), (ob) => both(a, i, ob, i + 1))
+        },
         onOtherDone: (exit, other) =>
           Exit.isFailure(exit)
             ? Effect.zipRight(Fiber.interrupt(other), Effect.failCause(exit.cause))
-            : decisive(exit.value)
+            : decisive(exit.value, i + 1)
             ? Effect.zipRight(Fiber.interrupt(other), onOutcome(exit.value, giveUp))
             // The hedge failed first: it is listed first, then whatever the first candidate does.
-            : Effect.flatMap(Fiber.join(other), (oa) => decisive(oa) ? both(exit.value, oa) : both(oa, exit.value))
+            : Effect.flatMap(Fiber.join(other), (oa) => decisive(oa, i) ? both(exit.value, i + 1, oa, i) : both(oa, i, exit.value, i + 1))
       })
     }
     // Interrupted before an answer (the client left, or shutdown cut it): recorded too, with the

@@ -98,4 +98,44 @@ describe("hedging", () => {
       a: { behaviour: { mode: "hang" } },
       b: { behaviour: { mode: "ok", firstByteMs: 50 } }
     }))))
+
+  const missingModel = { error: { message: "The model `m` does not exist", type: "invalid_request_error", param: null, code: "model_not_found" } }
+
+  it.effect("a model_not_found before the hedge began moves on to the next candidate, as without hedging", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const reply = yield* router.chat({ request: chat("fast") })
+      expect(reply.provider).toBe("b")
+      expect(summary(reply)).toEqual(["a:model_not_found", "b:ok"])
+    }).pipe(Effect.provide(routerWith(alias, { a: { behaviour: { mode: "status", status: 404, body: missingModel } } }))))
+
+  it.effect("a model_not_found after the hedge began leaves the answer to the hedge", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const fiber = yield* Effect.fork(router.chat({ request: chat("fast") }))
+      yield* TestClock.adjust("2 seconds")
+      const reply = yield* joinNow(fiber)
+      expect(reply.provider).toBe("b")
+      expect(summary(reply)).toEqual(["a:model_not_found", "b:ok"])
+    }).pipe(Effect.provide(routerWith(alias, {
+      a: { behaviour: { mode: "status", status: 404, body: missingModel, firstByteMs: 600 } },
+      b: { behaviour: { mode: "ok", firstByteMs: 500 } }
+    }))))
+
+  it.effect("a context_too_long moves on to the candidate with a larger window, as without hedging", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const reply = yield* router.chat({ request: chat("fast") })
+      expect(reply.provider).toBe("c")
+      expect(summary(reply)).toEqual(["a:context_too_long", "c:ok"])
+    }).pipe(Effect.provide(routerWith({
+      ...alias,
+      providers: {
+        a: { ...providers.a, model_overrides: { m: { context_length: 8000 } } },
+        b: { ...providers.b, model_overrides: { m: { context_length: 4000 } } },
+        c: { ...providers.c, model_overrides: { m: { context_length: 128000 } } }
+      }
+    }, {
+      a: { behaviour: { mode: "status", status: 400, body: { error: { message: "maximum context length is 8000 tokens", code: "context_length_exceeded" } } } }
+    }))))
 })
