@@ -398,6 +398,9 @@ export const make = (settings: ResilienceSettings, onTransition: (t: Transition)
     // Not a request: the statistics of requests stay as they are, only the last error is noted.
     e.lastError = `health check: ${result.detail}`
     e.lastErrorAt = now
+    // A 429 or a 402 says the provider is up but busy or unpaid, not down: as for requests, it
+    // does not count toward the breaker (rate limits and credits have their own gates).
+    if (result.classified.class === "rate_limited" || result.classified.class === "credits") return
     const before = e.breaker
     e.breaker = result.classified.class === "auth"
       ? Breaker.trip(before, now, settings.breaker, `misconfigured: ${result.detail}`, settings.misconfiguredCooldownMs)

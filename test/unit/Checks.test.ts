@@ -105,4 +105,17 @@ describe("active health checks", () => {
       expect((yield* stateOf("local")).state).toBe("misconfigured")
       expect((yield* stateOf("remote")).last_check?.healthy).toBe(true)
     }).pipe(Effect.provide(world({ local: { mode: "status", status: 401 }, remote: { mode: "status", status: 405 } }))))
+
+  it.effect("a 429 or a 402 on the check is not a health failure: the circuit stays closed however many come", () =>
+    Effect.gen(function* () {
+      yield* TestClock.adjust("1 millis")
+      yield* TestClock.adjust("5 minutes")
+      for (const id of ["local", "remote"]) {
+        const s = yield* stateOf(id)
+        expect(s.state, id).toBe("healthy")
+        expect(s.circuit, id).toMatchObject({ state: "closed", trips: 0 })
+        expect(s.last_check?.healthy, id).toBe(false)
+      }
+      expect((yield* stateOf("local")).last_check?.detail).toBe("GET /models answered HTTP 429")
+    }).pipe(Effect.provide(world({ local: { mode: "status", status: 429, retryAfter: 1 }, remote: { mode: "status", status: 402 } }))))
 })
