@@ -377,7 +377,9 @@ export const make = Effect.gen(function* () {
     deadlineAt: number,
     decision: Decision,
     /** No other candidate follows: waiting for a connection is better than giving up. */
-    last: boolean
+    last: boolean,
+    /** Told when the first byte arrives (a hedge waits for nothing else). */
+    firstByte?: () => void
   ): Effect.Effect<Outcome> =>
     Effect.suspend(() => {
       const started = now()
@@ -432,6 +434,7 @@ export const make = Effect.gen(function* () {
       const onFirstByte = () => {
         firstByteAt = now()
         timer.firstByte()
+        if (firstByte !== undefined) firstByte()
       }
       const attempt = (outcome: string, detail: string, status: number | null) => attemptOf(c, outcome, detail, status, started, now())
       const failed = (classified: Classified, detail: string, status: number | null): Outcome => {
@@ -1004,9 +1007,9 @@ export const make = Effect.gen(function* () {
       }
     }
 
-    const attemptAt = (i: number) => {
+    const attemptAt = (i: number, firstByte?: () => void) => {
       const r = ranked[i]!
-      return tryCandidate(r.candidate, path, bodyFor(r.candidate.upstreamModel, r.maxTokens), needs.stream, choices, requestId, attempts, deadlineAt, decision, i + 1 >= ranked.length)
+      return tryCandidate(r.candidate, path, bodyFor(r.candidate.upstreamModel, r.maxTokens), needs.stream, choices, requestId, attempts, deadlineAt, decision, i + 1 >= ranked.length, firstByte)
     }
     const aliasHedge = resolution.hedgeAfterMs ?? null
 
@@ -1069,16 +1072,20 @@ export const make = Effect.gen(function* () {
     }
 
     /**
-     * Hedging: candidate i alone for `delayMs`; if it has not answered by then, candidate i+1 as
-     * well. The first to answer (or to refuse the request) wins and the other is interrupted,
+     * Hedging: candidate i alone for `delayMs`; if it has sent nothing by then (no response
+     * headers for a plain answer, no first event for a stream), candidate i+1 as well. The first to answer (or to refuse the request) wins and the other is interrupted,
      * which aborts its upstream call. A refusal that moves on (`movesOnTo`) is a failure here too.
      * If both fail the chain goes on after them (or at the larger window a refusal pointed to).
      */
     const hedged = (i: number, delayMs: number): Effect.Effect<Reply, ChatError> => {
       let bStarted = false
+      // A first candidate whose first byte came in time is answering: it is left to finish (or to
+      // fail over by its own timeouts) alone.
+      let aSent = false
       const second = Effect.zipRight(
         Effect.sleep(delayMs),
         Effect.suspend(() => {
+          if (aSent) return Effect.never
           bStarted = true
           return attemptAt(i + 1)
         })
@@ -1093,7 +1100,7 @@ export const make = Effect.gen(function* () {
       }
       const both = (first: Outcome, fi: number, other: Outcome, oi: number) =>
         take(first, fi, () => take(other, oi, () => next(Math.max(i + 2, movesOnTo(first, fi), movesOnTo(other, oi)), 0)))
-      return Effect.raceWith(attemptAt(i), second, {
+      return Effect.raceWith(attemptAt(i, () => (aSent = true)), second, {
         onSelfDone: (exit, other) => {
           if (Exit.isFailure(exit)) return Effect.zipRight(Fiber.interrupt(other), Effect.failCause(exit.cause))
           const a = exit.value

@@ -138,4 +138,30 @@ describe("hedging", () => {
     }, {
       a: { behaviour: { mode: "status", status: 400, body: { error: { message: "maximum context length is 8000 tokens", code: "context_length_exceeded" } } } }
     }))))
+
+  it.effect("a first candidate that has sent its first event by hedge_after_ms gets no company", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const fiber = yield* Effect.fork(router.chat({ request: chat("fast", { stream: true }) }))
+      // Its role-only preamble comes at once, its content after 1 s.
+      yield* TestClock.adjust("600 millis")
+      expect((yield* calls).map((c) => c.provider)).toEqual(["a"])
+      yield* TestClock.adjust("500 millis")
+      const reply = yield* joinNow(fiber)
+      expect(reply.provider).toBe("a")
+      expect(summary(reply)).toEqual(["a:ok"])
+      expect((yield* calls).map((c) => c.provider)).toEqual(["a"])
+      yield* reply._tag === "Stream" ? reply.discard : Effect.void
+    }).pipe(Effect.provide(routerWith(alias, { a: { behaviour: { mode: "ok", chunkDelayMs: 1000 } } }))))
+
+  it.effect("a plain answer whose headers came by hedge_after_ms gets no company; if it then stalls, the chain goes on", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const fiber = yield* Effect.fork(router.chat({ request: chat("fast") }))
+      yield* TestClock.adjust("600 millis")
+      expect((yield* calls).map((c) => c.provider)).toEqual(["a"])
+      yield* TestClock.adjust("30 seconds")
+      const reply = yield* joinNow(fiber)
+      expect(summary(reply)).toEqual(["a:stalled", "b:ok"])
+    }).pipe(Effect.provide(routerWith(alias, { a: { behaviour: { mode: "stallBody", afterBytes: 10 } } }))))
 })
