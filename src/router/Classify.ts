@@ -145,13 +145,19 @@ export const looksLikeJsonObject = (body: Uint8Array): boolean => {
 
 /**
  * The error an answer or event stands for: its `error`, when it has one and no `choices` (a chunk
- * may carry `"error": null` beside its choices). `undefined` otherwise.
+ * may carry `"error": null` beside its choices); or, when a choice finished with `"error"`
+ * (OpenRouter's mid-generation error, some proxies' failed answers), the `error` beside it, else a
+ * description. `undefined` otherwise.
  */
 export const inBandError = (parsed: unknown): unknown => {
   if (typeof parsed !== "object" || parsed === null) return undefined
   const { error, choices } = parsed as { error?: unknown; choices?: unknown }
-  return error === null || choices !== undefined ? undefined : error
+  if (choices === undefined) return error === null ? undefined : error
+  if (!Array.isArray(choices) || !choices.some((c) => (c as { finish_reason?: unknown } | null)?.finish_reason === "error")) return undefined
+  return error === null || error === undefined ? finishedWithError : error
 }
+
+const finishedWithError = { message: 'the upstream finished the answer with finish_reason "error"' }
 
 /**
  * A 200 whose body is an error object is that error, never a success. OpenAI-compatible answers

@@ -156,9 +156,18 @@ const ERROR = Buffer.from('"error"')
 export const scanEvents = (chunk: Uint8Array): EventsSeen | null => {
   const buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
   const doneEnd = doneEventEnd(buf)
-  const error = errorEvent(doneEnd === -1 ? buf : buf.subarray(0, doneEnd))
-  const answer = error !== null ? buf.subarray(0, error.at) : doneEnd !== -1 ? buf.subarray(0, doneEnd) : buf
-  const finishes = finishesIn(answer)
+  let error = errorEvent(doneEnd === -1 ? buf : buf.subarray(0, doneEnd))
+  let answer = error !== null ? buf.subarray(0, error.at) : doneEnd !== -1 ? buf.subarray(0, doneEnd) : buf
+  let finishes = finishesIn(answer)
+  // A choice that finished with "error" and no `error` object beside it: an error event all the same.
+  if (finishes > 0 && error === null) {
+    const at = errorFinishAt(answer)
+    if (at !== -1) {
+      error = { at, message: 'finish_reason "error"' }
+      answer = buf.subarray(0, at)
+      finishes = finishesIn(answer)
+    }
+  }
   return finishes > 0 || doneEnd !== -1 || error !== null ? { finishes, doneEnd: error === null ? doneEnd : -1, error } : null
 }
 
@@ -205,6 +214,18 @@ const finishesIn = (buf: Buffer): number => {
     if (buf[at] === 0x22) n++
   }
   return n
+}
+
+const ERROR_VALUE = Buffer.from('"error"')
+
+/** Where the event of the first `"finish_reason": "error"` begins, or -1. */
+const errorFinishAt = (buf: Buffer): number => {
+  for (let at = keyAt(buf, FINISH, 0); at !== -1; at = keyAt(buf, FINISH, at)) {
+    while (buf[at] === 0x20) at++
+    const end = at + ERROR_VALUE.length
+    if (end <= buf.length && buf.compare(ERROR_VALUE, 0, ERROR_VALUE.length, at, end) === 0) return Math.max(0, lastEventEnd(buf.subarray(0, at)))
+  }
+  return -1
 }
 
 const errorEvent = (buf: Buffer): EventsSeen["error"] => {

@@ -57,6 +57,16 @@ describe("preamble (what the first events of a stream say)", () => {
     }
   })
 
+  it("reads a choice that finished with \"error\" as the error beside it (OpenRouter), or as a server error", () => {
+    const openRouter = { id: "c", error: { code: 502, message: "Provider returned error" }, choices: [{ index: 0, delta: { content: "" }, finish_reason: "error" }] }
+    const verdict = preamble(bytes(`: OPENROUTER PROCESSING\n\ndata: ${JSON.stringify(openRouter)}\n\n`))
+    if (typeof verdict === "string") throw new Error(`expected an error verdict, got ${verdict}`)
+    expect(verdict.status).toBe(502)
+    expect(JSON.parse(Buffer.from(verdict.body).toString()).error.message).toBe("Provider returned error")
+    const bare = preamble(bytes(chunk({}, "error")))
+    expect(typeof bare === "object" && bare.status).toBe(500)
+  })
+
   it("describes an error event nested deeper than it can be quoted, rather than failing", () => {
     const deep = "[".repeat(200_000) + "]".repeat(200_000)
     const verdict = preamble(bytes(`data: {"error":{"code":503,"message":"down","details":${deep}}}\n\n`))
@@ -121,6 +131,19 @@ describe("the commit point, through the router", () => {
       expect(reply.attempts[0]!.detail).toBe("stream event larger than 32 MiB before any content")
     }).pipe(Effect.provide(routerOver(two, chunkedUpstream({
       a: { chunks: ["data: {\"choices\":[{\"delta\":{\"content\":\"", ...Array.from({ length: 33 }, () => mib)], then: "hang" }
+    })))))
+
+  it.effect("a stream whose first event is an error beside a choice finished with \"error\" fails over invisibly", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const reply = yield* router.chat({ request: chat("m", { stream: true }) })
+      expect(reply.provider).toBe("b")
+      expect(reply.attempts.map((a) => `${a.provider}:${a.outcome}`)).toEqual(["a:server_error", "b:ok"])
+    }).pipe(Effect.provide(routerOver(two, chunkedUpstream({
+      a: {
+        chunks: [`data: ${JSON.stringify({ id: "c", error: { code: "server_error", message: "Provider disconnected" }, choices: [{ index: 0, delta: { content: "" }, finish_reason: "error" }] })}\n\n`, "data: [DONE]\n\n"],
+        then: "end"
+      }
     })))))
 
   it.effect("more than 1 MiB of whole events without content fails over as a bad response", () =>

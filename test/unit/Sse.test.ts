@@ -264,6 +264,14 @@ describe("Sse.scanEvents (how whole events say an answer ends)", () => {
     expect(scanEvents(bytes(event({ choices: [{ delta: { content: "x" }, error: null }] })))).toBeNull()
   })
 
+  it("a choice that finished with \"error\" is an error event, with or without an error beside it; a cut-off finish does not throw", () => {
+    const before = delta("Hi")
+    const openRouter = event({ error: { code: "server_error", message: "Provider disconnected" }, choices: [{ index: 0, delta: { content: "" }, finish_reason: "error" }] })
+    expect(scanEvents(bytes(before + openRouter))).toEqual({ finishes: 0, doneEnd: -1, error: { at: before.length, message: "Provider disconnected" } })
+    expect(scanEvents(bytes(before + delta("", "error") + "data: [DONE]\n\n"))).toEqual({ finishes: 0, doneEnd: -1, error: { at: before.length, message: 'finish_reason "error"' } })
+    expect(scanEvents(bytes('data: {"choices":[{"finish_reason":"er'))).toEqual({ finishes: 1, doneEnd: -1, error: null })
+  })
+
   it("an error event after [DONE] is not the answer's", () => {
     const answer = delta("Hi", "stop") + "data: [DONE]\n\n"
     expect(scanEvents(bytes(answer + event({ error: "late" })))).toEqual({ finishes: 1, doneEnd: answer.length, error: null })

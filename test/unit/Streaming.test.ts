@@ -222,6 +222,30 @@ describe("streaming replies", () => {
         a: { chunks: [role, words + errorEvent({ message: "upstream crashed mid-generation", code: 500 }), stop, done], then: "end" }
       })))))
 
+    // OpenRouter's mid-generation error: an event with an `error` beside a choice that finished
+    // with "error"; some proxies send the finish alone.
+    const finishedWithError = (error?: unknown) =>
+      `data: ${JSON.stringify({ id: "c", object: "chat.completion.chunk", ...(error === undefined ? {} : { error }), choices: [{ index: 0, delta: { content: "" }, finish_reason: "error" }] })}\n\n`
+
+    it.effect("an error beside a choice that finished with \"error\" (OpenRouter) is an interruption, not a finished answer", () =>
+      Effect.gen(function* () {
+        const { text, error } = yield* piped()
+        expect(error?._tag).toBe("StreamInterrupted")
+        expect(error?.detail).toBe("error event: Provider disconnected unexpectedly")
+        expect(text).toBe(role + words)
+        expect(yield* tally).toEqual([0, 1])
+      }).pipe(Effect.provide(routerOverWithHealth(two, chunkedUpstream({
+        a: { chunks: [role, words, finishedWithError({ code: "server_error", message: "Provider disconnected unexpectedly" }), done], then: "end" }
+      })))))
+
+    it.effect("a finish_reason \"error\" without an error object is an interruption too", () =>
+      Effect.gen(function* () {
+        const { text, error } = yield* piped()
+        expect(error?._tag).toBe("StreamInterrupted")
+        expect(text).toBe(role + words)
+        expect(text).not.toContain("[DONE]")
+      }).pipe(Effect.provide(routerOver(two, chunkedUpstream({ a: { chunks: [role, words, finishedWithError(), done], then: "end" } })))))
+
     it.effect("an Ollama-style error event (a string) is read the same way", () =>
       Effect.gen(function* () {
         expect((yield* piped()).error?.detail).toBe("error event: model runner has unexpectedly stopped")
