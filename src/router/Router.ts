@@ -1073,8 +1073,9 @@ export const make = Effect.gen(function* () {
 
     /**
      * Hedging: candidate i alone for `delayMs`; if it has sent nothing by then (no response
-     * headers for a plain answer, no first event for a stream), candidate i+1 as well. The first to answer (or to refuse the request) wins and the other is interrupted,
-     * which aborts its upstream call. A refusal that moves on (`movesOnTo`) is a failure here too.
+     * headers for a plain answer, no first event for a stream), candidate i+1 as well. The first
+     * to answer (or to refuse the request) wins and the other is interrupted, which aborts its
+     * upstream call. A refusal that moves on (`movesOnTo`) is a failure here too.
      * If both fail the chain goes on after them (or at the larger window a refusal pointed to).
      */
     const hedged = (i: number, delayMs: number): Effect.Effect<Reply, ChatError> => {

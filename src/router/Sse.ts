@@ -216,14 +216,13 @@ const finishesIn = (buf: Buffer): number => {
   return n
 }
 
-const ERROR_VALUE = Buffer.from('"error"')
-
 /** Where the event of the first `"finish_reason": "error"` begins, or -1. */
 const errorFinishAt = (buf: Buffer): number => {
   for (let at = keyAt(buf, FINISH, 0); at !== -1; at = keyAt(buf, FINISH, at)) {
     while (buf[at] === 0x20) at++
-    const end = at + ERROR_VALUE.length
-    if (end <= buf.length && buf.compare(ERROR_VALUE, 0, ERROR_VALUE.length, at, end) === 0) return Math.max(0, lastEventEnd(buf.subarray(0, at)))
+    // The value `"error"` is spelt as the key `ERROR` is.
+    const end = at + ERROR.length
+    if (end <= buf.length && buf.compare(ERROR, 0, ERROR.length, at, end) === 0) return Math.max(0, lastEventEnd(buf.subarray(0, at)))
   }
   return -1
 }
