@@ -114,7 +114,11 @@ const ProviderId = Schema.NonEmptyTrimmedString.annotations({ message: () => ({ 
 const FailoverRule = Schema.Struct({
   provider_id: ProviderId,
   condition: Schema.Literal("credit_threshold", "health"),
-  value: Schema.Number.pipe(Schema.nonNegative({ message: () => "must be a number, 0 or more" }))
+  // Finite too: `1e400` parses as Infinity, which would be stored as `null` and stop the next start.
+  value: Schema.Number.pipe(
+    Schema.finite({ message: () => "must be a finite number, 0 or more" }),
+    Schema.nonNegative({ message: () => "must be a number, 0 or more" })
+  )
 }).pipe(Schema.filter((f) =>
   f.condition !== "health" || f.value <= 1 || { path: ["value"], message: "a health threshold is a success rate from 0 to 1" }
 ))

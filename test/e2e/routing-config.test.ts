@@ -125,6 +125,16 @@ describe("/admin/routing-config", () => {
     expect(await get()).toEqual(defaults)
   })
 
+  it("refuses a failover value too large for a number (1e400 parses as Infinity, which JSON stores as null)", async () => {
+    for (const method of ["PUT", "PATCH"]) {
+      const body = `{"failover":[{"provider_id":"alpha","condition":"credit_threshold","value":1e400}]}`
+      const error = await expectOpenAiError(await adminCall(router, method, "/admin/routing-config", body), 400)
+      expect(error.param).toBe("failover[0].value")
+      expect(error.code).toBe("invalid_value")
+    }
+    expect(await get()).toEqual(defaults)
+  })
+
   it("refuses an unknown field, so a misspelt one cannot reset a setting", async () => {
     const error = await expectOpenAiError(await adminCall(router, "PUT", "/admin/routing-config", { stratgy: "cost" }), 400)
     expect(error.message).toContain("stratgy")
