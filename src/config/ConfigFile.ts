@@ -26,12 +26,17 @@ export class ConfigFileError extends Schema.TaggedError<ConfigFileError>()("Conf
 
 /**
  * Numbers and booleans also accept their text, because `${VAR}` substitution happens after YAML
- * parsing and yields strings: `port: ${PORT:-8480}` must work.
+ * parsing and yields strings: `port: ${PORT:-8480}` must work. Numbers are finite: YAML's `.inf`
+ * (or `1e400`) would be stored in the database as `null`, which the next start cannot read.
  */
 const NumberLike = Schema.transformOrFail(Schema.Union(Schema.Number, Schema.String), Schema.Number, {
   strict: true,
   decode: (value, _, ast) => {
-    if (typeof value === "number") return ParseResult.succeed(value)
+    if (typeof value === "number") {
+      return Number.isFinite(value)
+        ? ParseResult.succeed(value)
+        : ParseResult.fail(new ParseResult.Type(ast, value, `Expected a finite number, actual ${value}`))
+    }
     const n = Number(value)
     return value.trim() !== "" && Number.isFinite(n)
       ? ParseResult.succeed(n)

@@ -309,6 +309,27 @@ describe("decodeConfig", () => {
       expect(error.message).not.toContain("providers.a.timeouts.first_byte")
     }))
 
+  it.effect("refuses infinite numbers (YAML's .inf, or 1e400), naming each: JSON would store them as null", () =>
+    Effect.gen(function* () {
+      const error = yield* refused({
+        providers: {
+          a: {
+            endpoint: "https://x.example/v1",
+            timeouts: { first_byte: Number.POSITIVE_INFINITY },
+            weight: Number.POSITIVE_INFINITY,
+            model_overrides: { m: { pricing: { input: Number.POSITIVE_INFINITY, output: 1 } } }
+          }
+        },
+        routing: { failover: [{ provider_id: "a", condition: "credit_threshold", value: Number.POSITIVE_INFINITY }] }
+      })
+      const lines = issueLines(error.message)
+      expect(lines).toContainEqual(expect.stringMatching(/^providers\.a\.timeouts\.first_byte: /))
+      expect(lines).toContainEqual(expect.stringMatching(/^providers\.a\.weight: /))
+      expect(lines).toContainEqual(expect.stringMatching(/^providers\.a\.model_overrides\.m\.pricing\.input: /))
+      expect(lines).toContainEqual(expect.stringMatching(/^routing\.failover\[0\]\.value: /))
+      expect(lines).toHaveLength(4)
+    }))
+
   it.effect("refuses a max_connections that is not a positive integer, naming it", () =>
     Effect.gen(function* () {
       const error = yield* refused({
