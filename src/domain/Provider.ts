@@ -86,6 +86,40 @@ export interface Candidate {
 export const byPriority = (a: Candidate, b: Candidate): number =>
   a.provider.priority - b.provider.priority || (a.provider.id < b.provider.id ? -1 : a.provider.id > b.provider.id ? 1 : 0)
 
+const cheapness = (c: Candidate): number => {
+  const p = c.info?.pricing
+  return p == null ? Number.POSITIVE_INFINITY : p.inputPer1M + p.outputPer1M
+}
+
+const byId = (a: Candidate, b: Candidate) => {
+  const ia = pinnedId(a.provider.id, a.upstreamModel)
+  const ib = pinnedId(b.provider.id, b.upstreamModel)
+  return ia < ib ? -1 : ia > ib ? 1 : 0
+}
+
+/**
+ * A bare model's candidates in the routing config's base order: `provider_order` first, then
+ * priority (cheapest first on ties with `cost_optimization`), then id. The policy's order for a bare
+ * id, and the index's for a bare id inside an alias's chain, so both try its providers alike.
+ */
+export const inBaseOrder = (routing: RoutingConfig, candidates: ReadonlyArray<Candidate>): Array<Candidate> => {
+  const listed = new Map(routing.providerOrder.map((id, i) => [id, i] as const))
+  const cost = routing.costOptimization
+  return [...candidates].sort((a, b) => {
+    const la = listed.get(a.provider.id) ?? Number.POSITIVE_INFINITY
+    const lb = listed.get(b.provider.id) ?? Number.POSITIVE_INFINITY
+    if (la !== lb) return la < lb ? -1 : 1
+    const p = a.provider.priority - b.provider.priority
+    if (p !== 0) return p
+    if (cost) {
+      const ca = cheapness(a)
+      const cb = cheapness(b)
+      if (ca !== cb) return ca < cb ? -1 : 1
+    }
+    return byPriority(a, b) || byId(a, b)
+  })
+}
+
 /** `provider+model`: the id that pins a provider. The split is at the first `+`. */
 export const pinnedId = (providerId: string, model: string): string => `${providerId}+${model}`
 

@@ -5,7 +5,7 @@
  */
 import { createHash } from "node:crypto"
 import type { ChatCompletionRequest, EmbeddingRequest } from "../domain/OpenAi.js"
-import { byPriority, type Candidate, pinnedId } from "../domain/Provider.js"
+import { byPriority, type Candidate, inBaseOrder, pinnedId } from "../domain/Provider.js"
 import type { RoutingConfig, Strategy } from "../domain/Routing.js"
 
 // ---------------------------------------------------------------------------------------------
@@ -491,32 +491,9 @@ export const decide = (input: DecisionInput): Decision => {
   return { strategy, maxTokensRequested: needs.maxTokens, ranked, dropped: dropped.length === 0 ? none : dropped, notes: notes.length === 0 ? none : notes }
 }
 
-const byId = (a: Candidate, b: Candidate) => (idOf(a) < idOf(b) ? -1 : idOf(a) > idOf(b) ? 1 : 0)
-
-const cheapness = (c: Candidate): number => {
-  const p = c.info?.pricing
-  return p == null ? Number.POSITIVE_INFINITY : p.inputPer1M + p.outputPer1M
-}
-
 /** An alias's written order; otherwise `provider_order`, then priority (cheapest first on ties with cost_optimization), then id. */
-const baseOrder = (input: DecisionInput, candidates: ReadonlyArray<Candidate>): ReadonlyArray<Candidate> => {
-  if (input.kind === "alias" || candidates.length < 2) return candidates
-  const listed = new Map(input.routing.providerOrder.map((id, i) => [id, i] as const))
-  const cost = input.routing.costOptimization
-  return [...candidates].sort((a, b) => {
-    const la = listed.get(a.provider.id) ?? Number.POSITIVE_INFINITY
-    const lb = listed.get(b.provider.id) ?? Number.POSITIVE_INFINITY
-    if (la !== lb) return la < lb ? -1 : 1
-    const p = a.provider.priority - b.provider.priority
-    if (p !== 0) return p
-    if (cost) {
-      const ca = cheapness(a)
-      const cb = cheapness(b)
-      if (ca !== cb) return ca < cb ? -1 : 1
-    }
-    return byPriority(a, b) || byId(a, b)
-  })
-}
+const baseOrder = (input: DecisionInput, candidates: ReadonlyArray<Candidate>): ReadonlyArray<Candidate> =>
+  input.kind === "alias" || candidates.length < 2 ? candidates : inBaseOrder(input.routing, candidates)
 
 /** The USD a request is expected to cost at this candidate, `null` when its price is unknown. */
 export const expectedCost = (c: Candidate, needs: Needs, maxTokens: number | null): number | null => {

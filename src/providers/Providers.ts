@@ -10,7 +10,7 @@ import { RouterConfig } from "../config/RouterConfig.js"
 import { discoveryRequestId, infoFromListing, isUnknown, listingAvailable, mergeInfo, type ModelInfo, unknownModel } from "../domain/Capabilities.js"
 import { ModelNotFound } from "../domain/Errors.js"
 import type { ModelEntry } from "../domain/OpenAi.js"
-import { byPriority, type Candidate, type ConfigState, pinnedId, type ProviderSpec, splitPinned } from "../domain/Provider.js"
+import { type Candidate, type ConfigState, inBaseOrder, pinnedId, type ProviderSpec, splitPinned } from "../domain/Provider.js"
 import type { RoutingConfig, Strategy } from "../domain/Routing.js"
 import { Upstream, type UpstreamService } from "./Upstream.js"
 
@@ -204,7 +204,7 @@ export const buildIndex = (
       return provider === undefined ? [] : [candidateFor(provider, pinned[1])]
     }
     // A bare model in a chain stands for all its providers, in the order the bare id has.
-    return [...(models.get(target) ?? [])].sort(byPriority)
+    return inBaseOrder(state.routing, models.get(target) ?? [])
   }
   const aliases = new Map<string, Resolution>()
   for (const a of state.aliases) {
@@ -232,7 +232,7 @@ export const buildIndex = (
   }
   for (const id of [...models.keys()].sort()) {
     const cs = models.get(id)!
-    const extras = cs.length === 1 ? extrasOfOne(cs[0]!) : extrasOf([...cs].sort(byPriority))
+    const extras = cs.length === 1 ? extrasOfOne(cs[0]!) : extrasOf(inBaseOrder(state.routing, cs))
     list.push({ id, object: "model", created, owned_by: "sanctum-router", ...extras })
   }
   for (const p of sorted) {

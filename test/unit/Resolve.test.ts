@@ -156,6 +156,20 @@ describe("Router model resolution", () => {
       expect(viaAlias.attempts.map((a) => a.provider)).toEqual(["cheap", "alpha", "zeta"])
     }).pipe(Effect.provide(routerWith(config, { cheap: bothFail, alpha: bothFail, zeta: bothFail }))))
 
+  it.effect("a bare id inside an alias follows routing.provider_order, as the bare id itself does", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const viaAlias = yield* failureOf(router.chat({ request: chat("bare") }))
+      const direct = yield* failureOf(router.chat({ request: chat("m") }))
+      if (viaAlias._tag !== "AllCandidatesFailed" || direct._tag !== "AllCandidatesFailed") throw new Error("expected AllCandidatesFailed")
+      expect(direct.attempts.map((a) => a.provider)).toEqual(["zeta", "cheap", "alpha"])
+      expect(viaAlias.attempts.map((a) => a.provider)).toEqual(["zeta", "cheap", "alpha"])
+      // The model list names them in the order tried, for the bare id and the alias alike.
+      const list = (yield* indexOf({ ...config, routing: { provider_order: ["zeta"] } })).list
+      expect(list.find((e) => e.id === "m")?.providers).toEqual(["zeta", "cheap", "alpha"])
+      expect(list.find((e) => e.id === "bare")?.providers).toEqual(["zeta", "cheap", "alpha"])
+    }).pipe(Effect.provide(routerWith({ ...config, routing: { provider_order: ["zeta"] } }, { cheap: bothFail, alpha: bothFail, zeta: bothFail }))))
+
   it.effect("an unknown model is ModelNotFound and calls nobody", () =>
     Effect.gen(function* () {
       const router = yield* Router.Router
