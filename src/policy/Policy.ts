@@ -11,6 +11,7 @@ import type { RoutingConfig, Strategy } from "../domain/Routing.js"
 import { Health } from "../health/Health.js"
 import type { Resolution } from "../providers/Providers.js"
 import { calm, type Conditions, type Decision, decide, type Needs, type ProviderPrefs } from "./Rank.js"
+import { Sessions } from "./Sessions.js"
 
 export interface Ask {
   readonly resolution: Resolution
@@ -53,14 +54,18 @@ export const make = (conditionsAt: (now: number) => Conditions, pinOf: (sessionK
     })
 })
 
-/** The policy over `Health`, with `Credits` and session pins (`Pins`) when they are provided. */
+/**
+ * The policy over `Health`, with `Credits` and session pins when they are provided: `Pins`, else
+ * the `Sessions` registry.
+ */
 export const layer = Layer.effect(
   Policy,
   Effect.gen(function* () {
     const health = yield* Health
     // Without a `Credits` service, credits are what `Health` learned from 402s.
     const credits = Option.getOrElse(yield* Effect.serviceOption(Credits), () => CreditsModule.make(health))
-    const pins = Option.getOrNull(yield* Effect.serviceOption(Pins))
+    // The daemon gives `Pins`; a library app gives the `Sessions` registry (`Sessions.layerMemory`).
+    const pins = Option.getOrNull(yield* Effect.serviceOption(Pins)) ?? Option.getOrNull(yield* Effect.serviceOption(Sessions))
     // One snapshot object for every request (no allocation on the hot path): `at` is set just
     // before each decision, which runs synchronously to its end.
     let at = 0

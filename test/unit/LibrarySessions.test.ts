@@ -1,0 +1,33 @@
+/**
+ * Sessions for a library caller (an Effect app calling `Router.chat` without HTTP): a pin set
+ * through `Sessions.layerMemory` (the in-memory registry for apps without a database) is applied,
+ * to that session only, as the daemon applies a pin set through `POST /admin/override`.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Layer } from "effect"
+import { Sessions } from "../../src/policy/Sessions.js"
+import * as SessionsModule from "../../src/policy/Sessions.js"
+import { Router } from "../../src/router/Router.js"
+import { chat, endpoint, routerWith } from "./helpers.js"
+
+const providers = {
+  a: { endpoint: endpoint("a"), models: ["m"], weight: 1 },
+  b: { endpoint: endpoint("b"), models: ["m"], weight: 1 },
+  c: { endpoint: endpoint("c"), models: ["m"], weight: 1 }
+}
+
+describe("a library caller's sessions", () => {
+  it.effect("follow a pin set through Sessions.layerMemory, and only for that session", () =>
+    Effect.gen(function* () {
+      const router = yield* Router
+      const sessions = yield* Sessions
+      yield* sessions.set("alice", "c")
+      const alice = yield* router.chat({ request: chat("m"), sessionKey: "alice" })
+      const bob = yield* router.chat({ request: chat("m"), sessionKey: "bob" })
+      const nobody = yield* router.chat({ request: chat("m") })
+      expect([alice.provider, bob.provider, nobody.provider]).toEqual(["c", "a", "a"])
+      expect(alice.decision?.notes).toContain("session pin: c")
+      yield* sessions.set("alice", null)
+      expect((yield* router.chat({ request: chat("m"), sessionKey: "alice" })).provider).toBe("a")
+    }).pipe(Effect.provide(routerWith({ providers }).pipe(Layer.provideMerge(SessionsModule.layerMemory)))))
+})
