@@ -6,7 +6,7 @@ import { Redacted } from "effect"
 import { createHash, timingSafeEqual } from "node:crypto"
 import type { IncomingHttpHeaders } from "node:http"
 import { Unauthorized } from "../domain/Errors.js"
-import { sessionIdPrefix } from "../policy/Rank.js"
+import { callerKeyPrefix, sessionIdPrefix } from "../policy/Rank.js"
 
 const digest = (s: string) => createHash("sha256").update(s).digest()
 
@@ -62,7 +62,7 @@ export const sessionKeyOf = (headers: IncomingHttpHeaders): string | null => {
   if (hashed === undefined) {
     // A client sends the same few keys again and again: hash each once (~1 µs), within a bound.
     if (hashedKeys.size >= 1024) hashedKeys.clear()
-    hashed = `key:${createHash("sha256").update(key).digest("hex").slice(0, 32)}`
+    hashed = `${callerKeyPrefix}${createHash("sha256").update(key).digest("hex").slice(0, 32)}`
     hashedKeys.set(key, hashed)
   }
   return hashed

@@ -342,25 +342,30 @@ export const rendezvousScore = (key: string, c: Candidate): number => c.provider
 
 /**
  * How a session key made from an `X-Router-Session-Id` begins (`sessionKeyOf` makes it); its other
- * kind (`key:`) hashes the caller's key.
+ * kind (`callerKeyPrefix`) hashes the caller's key.
  */
 export const sessionIdPrefix = "session:"
+
+/** How a session key made from the hash of the caller's key begins (`sessionKeyOf`). */
+export const callerKeyPrefix = "key:"
 
 /** Noted when `weighted` had nothing to tell this request from others (`/admin/explain`, a library call without an id). */
 export const noWeightedKeyNote =
   "weighted: no X-Router-Session-Id, user or request id, so ranked as for an empty key (requests without a session or user are spread by request id)"
 
 /**
- * What the `weighted` strategy hashes: the `X-Router-Session-Id` (so a session keeps its provider),
- * else the body's `user` (a stable per-user id from Letta and many clients), else the request id,
- * so anonymous traffic spreads in proportion to the weights instead of all hashing one string.
- * A hash of the caller's key is not used: there is one client key (or none), which every caller
- * presents alike. The kinds are prefixed so a `user` can never pass for a session or a request id.
- * `null` when there is none of them.
+ * What the `weighted` strategy hashes: the session (an `X-Router-Session-Id`, or any `sessionKey` a
+ * library caller gives, so a session keeps its provider), else the body's `user` (a stable per-user
+ * id from Letta and many clients), else the request id, so anonymous traffic spreads in proportion
+ * to the weights instead of all hashing one string. A hash of the caller's key is not used: there
+ * is one client key (or none), which every caller presents alike. The kinds are prefixed so a
+ * `user` can never pass for a session or a request id. `null` when there is none of them.
  */
 export const weightedKey = (input: Pick<DecisionInput, "sessionKey" | "user" | "requestId">): string | null => {
   const session = input.sessionKey
-  if (session != null && session.startsWith(sessionIdPrefix)) return session
+  if (session != null && session !== "" && !session.startsWith(callerKeyPrefix)) {
+    return session.startsWith(sessionIdPrefix) ? session : `${sessionIdPrefix}${session}`
+  }
   const user = input.user
   if (typeof user === "string" && user !== "") return `user:${user.length > 256 ? user.slice(0, 256) : user}`
   const id = input.requestId

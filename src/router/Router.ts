@@ -66,8 +66,9 @@ export interface ChatInput {
   /** Lowers the request's end-to-end deadline (`x-router-timeout-ms`); it never raises it. */
   readonly timeoutMs?: number | undefined
   /**
-   * Whose request this is (`sessionKeyOf`): for session pins and the `weighted` strategy, which
-   * without an `X-Router-Session-Id` hashes the body's `user`, else `requestId`.
+   * Whose request this is: the HTTP edge's `sessionKeyOf`, or any string a library caller chooses.
+   * For session pins and the `weighted` strategy, which without a session hashes the body's `user`,
+   * else `requestId` (a caller key's hash, `key:…`, is not a session there).
    */
   readonly sessionKey?: string | null | undefined
 }

@@ -1,7 +1,8 @@
 /**
- * Sessions for a library caller (an Effect app calling `Router.chat` without HTTP): a pin set
- * through `Sessions.layerMemory` (the in-memory registry for apps without a database) is applied,
- * to that session only, as the daemon applies a pin set through `POST /admin/override`.
+ * Sessions for a library caller (an Effect app calling `Router.chat` without HTTP): the
+ * `sessionKey` it gives keeps a session on one provider under `weighted`, and a pin set through
+ * `Sessions.layerMemory` (the in-memory registry for apps without a database) is applied, to that
+ * session only, as the daemon applies a pin set through `POST /admin/override`.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer } from "effect"
@@ -17,6 +18,18 @@ const providers = {
 }
 
 describe("a library caller's sessions", () => {
+  it.effect("keep one provider per sessionKey under weighted, whatever the key looks like", () =>
+    Effect.gen(function* () {
+      const router = yield* Router
+      const served = new Map<string, Set<string>>()
+      for (const key of ["alice", "bob", "carol", "dave", "erin", "session:frank"]) {
+        const seen = new Set<string>()
+        for (let i = 0; i < 8; i++) seen.add((yield* router.chat({ request: chat("m"), sessionKey: key })).provider)
+        served.set(key, seen)
+      }
+      for (const [key, seen] of served) expect([...seen], key).toHaveLength(1)
+    }).pipe(Effect.provide(routerWith({ routing: { strategy: "weighted" }, providers }))))
+
   it.effect("follow a pin set through Sessions.layerMemory, and only for that session", () =>
     Effect.gen(function* () {
       const router = yield* Router
