@@ -22,7 +22,7 @@ import {
   UpstreamTransportError
 } from "../domain/Errors.js"
 import { type ChatCompletionRequest, type EmbeddingRequest, isRecord, isTooDeep, nestedTooDeeply, orTooDeep } from "../domain/OpenAi.js"
-import { bodyWithoutKey, type Candidate, pinnedId, type ProviderSpec, withoutKey } from "../domain/Provider.js"
+import { bodyWithoutKey, type Candidate, inBaseOrder, pinnedId, type ProviderSpec, withoutKey } from "../domain/Provider.js"
 import * as RawJson from "../domain/RawJson.js"
 import { bodyTail, RequestLog, type RequestLogService, type RequestRecord } from "../persistence/RequestLog.js"
 import * as Policy from "../policy/Policy.js"
@@ -727,7 +727,9 @@ export const make = Effect.gen(function* () {
         continue
       }
       first ??= r
-      for (const c of r.candidates) {
+      // A bare id's providers in the order the bare id alone would have (the chain is kept as
+      // written, like an alias's): its index entry lists them by id.
+      for (const c of r.kind === "model" ? inBaseOrder(providers.index().routing, r.candidates) : r.candidates) {
         const key = pinnedId(c.provider.id, c.upstreamModel)
         if (!seen.has(key)) {
           seen.add(key)

@@ -170,6 +170,30 @@ describe("Router model resolution", () => {
       expect(list.find((e) => e.id === "bare")?.providers).toEqual(["zeta", "cheap", "alpha"])
     }).pipe(Effect.provide(routerWith({ ...config, routing: { provider_order: ["zeta"] } }, { cheap: bothFail, alpha: bothFail, zeta: bothFail }))))
 
+  it.effect("a bare id in OpenRouter's models list is tried in the bare id's order (priority, then provider_order)", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const tried = (e: unknown) => {
+        const error = e as { _tag: string; attempts: ReadonlyArray<{ provider: string; upstreamModel: string }> }
+        if (error._tag !== "AllCandidatesFailed") throw new Error(`unexpected ${error._tag}`)
+        return error.attempts.map((a) => `${a.provider}+${a.upstreamModel}`)
+      }
+      const plain = tried(yield* failureOf(router.chat({ request: chat("m") })))
+      expect(plain).toEqual(["cheap+m", "alpha+m", "zeta+m"])
+      // No fallbacks at all: the same order as without the field.
+      expect(tried(yield* failureOf(router.chat({ request: chat("m", { models: [] }) })))).toEqual(plain)
+      // Fallbacks: the model's providers first, in its order, then each fallback's, in theirs.
+      expect(tried(yield* failureOf(router.chat({ request: chat("m", { models: ["shared"] }) })))).toEqual([...plain, "alpha+shared", "zeta+shared"])
+    }).pipe(Effect.provide(routerWith(config, { cheap: bothFail, alpha: bothFail, zeta: bothFail }))))
+
+  it.effect("a bare id in OpenRouter's models list follows routing.provider_order", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const error = yield* failureOf(router.chat({ request: chat("m", { models: ["shared"] }) }))
+      if (error._tag !== "AllCandidatesFailed") throw new Error(`unexpected ${error._tag}`)
+      expect(error.attempts.map((a) => `${a.provider}+${a.upstreamModel}`)).toEqual(["zeta+m", "cheap+m", "alpha+m", "zeta+shared", "alpha+shared"])
+    }).pipe(Effect.provide(routerWith({ ...config, routing: { provider_order: ["zeta"] } }, { cheap: bothFail, alpha: bothFail, zeta: bothFail }))))
+
   it.effect("an unknown model is ModelNotFound and calls nobody", () =>
     Effect.gen(function* () {
       const router = yield* Router.Router
