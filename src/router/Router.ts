@@ -712,10 +712,13 @@ export const make = Effect.gen(function* () {
   const withFallbacks = (
     model: string,
     fields: { readonly models?: unknown }
-  ): { readonly resolution: Resolution; readonly notes: ReadonlyArray<string> } | ModelNotFound | InvalidRequest => {
+  ): { readonly resolution: Resolution; readonly notes: ReadonlyArray<string> } | Resolution | ModelNotFound | InvalidRequest => {
     const models = modelsOf(fields)
     if (models instanceof InvalidRequest) return models
     const ids = [...new Set([model, ...(models ?? [])])]
+    // No fallback beyond the model itself (`models: []`): the request as without the field, so an
+    // alias keeps its own strategy.
+    if (ids.length === 1) return providers.resolve(model)
     const notes: Array<string> = []
     const chain: Array<Candidate> = []
     const seen = new Set<string>()

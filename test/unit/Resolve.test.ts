@@ -194,6 +194,26 @@ describe("Router model resolution", () => {
       expect(error.attempts.map((a) => `${a.provider}+${a.upstreamModel}`)).toEqual(["zeta+m", "cheap+m", "alpha+m", "zeta+shared", "alpha+shared"])
     }).pipe(Effect.provide(routerWith({ ...config, routing: { provider_order: ["zeta"] } }, { cheap: bothFail, alpha: bothFail, zeta: bothFail }))))
 
+  it.effect("models: [] (or models naming only the model) routes as a request without the field: an alias keeps its strategy", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const order = (extra: Record<string, unknown>) =>
+        Effect.map(
+          router.explain({ endpoint: "chat", request: chat("thrifty", extra) }),
+          (e) => [e.decision.strategy, ...e.decision.ranked.map((r) => r.candidate.provider.id)]
+        )
+      const plain = yield* order({})
+      expect(plain).toEqual(["cost", "cheap", "zeta"])
+      expect(yield* order({ models: [] })).toEqual(plain)
+      expect(yield* order({ models: ["thrifty"] })).toEqual(plain)
+    }).pipe(Effect.provide(routerWith({
+      providers: {
+        zeta: { endpoint: endpoint("zeta"), models: ["m"], priority: 1, model_overrides: { m: { pricing: { input: 5, output: 5 } } } },
+        cheap: { endpoint: endpoint("cheap"), models: ["m"], priority: 2, model_overrides: { m: { pricing: { input: 1, output: 1 } } } }
+      },
+      aliases: { thrifty: { targets: ["zeta+m", "cheap+m"], strategy: "cost" } }
+    }))))
+
   it.effect("an unknown model is ModelNotFound and calls nobody", () =>
     Effect.gen(function* () {
       const router = yield* Router.Router
