@@ -44,17 +44,23 @@ export const adminKeyCheck = (key: Redacted.Redacted<string> | null): KeyCheck =
     : check(digest(Redacted.value(key)), "admin key")
 })
 
+/** Longer session ids are kept as a hash: cutting them short would merge sessions sharing a prefix. */
+const maxSessionIdLength = 256
+
+const longSessionId = (id: string): string => `sha256:${createHash("sha256").update(id).digest("hex")}`
+
 /**
- * Who a request belongs to, for session pins (`/admin/override`): its `X-Router-Session-Id`, else a
- * hash of the key it presented (never the key itself), else `null`. The two kinds are prefixed so a
- * session id can never pass for a key's hash. The `weighted` strategy takes only the session id from
- * it (see `Rank.weightedKey`): every caller presents the same client key.
+ * Who a request belongs to, for session pins (`/admin/override`): its `X-Router-Session-Id` (past
+ * 256 characters, its hash), else a hash of the key it presented (never the key itself), else
+ * `null`. The two kinds are prefixed so a session id can never pass for a key's hash. The
+ * `weighted` strategy takes only the session id from it (see `Rank.weightedKey`): every caller
+ * presents the same client key.
  */
 export const sessionKeyOf = (headers: IncomingHttpHeaders): string | null => {
   const id = headers["x-router-session-id"]
   if (typeof id === "string") {
     const trimmed = id.trim()
-    if (trimmed !== "") return `${sessionIdPrefix}${trimmed.slice(0, 256)}`
+    if (trimmed !== "") return `${sessionIdPrefix}${trimmed.length <= maxSessionIdLength ? trimmed : longSessionId(trimmed)}`
   }
   const key = presentedKey(headers)
   if (key === undefined) return null

@@ -51,6 +51,17 @@ describe("/admin/override", () => {
     expect(await pinOf(a)).toMatchObject({ provider_id: "beta" })
   })
 
+  it("keeps apart long session ids that share their first 256 characters", async () => {
+    const common = `${fresh()}-${"x".repeat(300)}`
+    const [a, b] = [`${common}-alice`, `${common}-bob`]
+    const pinned = (await okJson(await pin(a, "beta"))) as { session: string }
+    expect(await pinOf(a)).toEqual({ session: pinned.session, provider_id: "beta" })
+    expect(await pinOf(b)).toMatchObject({ provider_id: null })
+    expect((await pinOf(b) as { session: string }).session).not.toBe(pinned.session)
+    // A long id's key stays bounded.
+    expect(pinned.session.length).toBeLessThanOrEqual("session:".length + 256)
+  })
+
   it("removes the pin with provider_id null (also when there was none)", async () => {
     const s = fresh()
     await okJson(await pin(s, "alpha"))
