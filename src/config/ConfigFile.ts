@@ -71,6 +71,16 @@ const Timeouts = Schema.Struct({
 }).annotations({ identifier: "timeouts (a mapping of connect, first_byte, idle, total in seconds)" })
 
 /**
+ * An endpoint as an error message may show it: a query string (`?key=…`) or a `user:password@`
+ * is where a key would sit, so neither is repeated.
+ */
+export const shownUrl = (s: string): string => {
+  const cut = s.search(/[?#]/)
+  const base = cut === -1 ? s : `${s.slice(0, cut)}${s[cut]}…`
+  return base.replace(/^([^/]*\/\/)[^/]*@/, "$1…@")
+}
+
+/**
  * A provider's endpoint: the base the router appends `/chat/completions` and the like to, so a
  * query string or fragment would be lost, and so would a `user:password@` (the key goes in
  * `api_key`): refused rather than dropped without a word.
@@ -81,12 +91,12 @@ const HttpUrl = Schema.String.pipe(
     try {
       u = new URL(s)
     } catch {
-      return `must be an http:// or https:// URL, got '${s}'`
+      return `must be an http:// or https:// URL, got '${shownUrl(s)}'`
     }
-    if (u.protocol !== "http:" && u.protocol !== "https:") return `must be an http:// or https:// URL, got '${s}'`
+    if (u.protocol !== "http:" && u.protocol !== "https:") return `must be an http:// or https:// URL, got '${shownUrl(s)}'`
     if (u.username !== "" || u.password !== "") return "must not carry a user or password (put the provider's key in api_key)"
     if (u.search !== "" || u.hash !== "" || s.includes("?") || s.includes("#")) {
-      return `must be a base URL without a query string or fragment (the router appends /chat/completions and the like to it), got '${s}'`
+      return `must be a base URL without a query string or fragment (the router appends /chat/completions and the like to it), got '${shownUrl(s)}'`
     }
     return true
   })
@@ -297,8 +307,36 @@ export const decodeConfig = (
 const describeIssues = (issues: ReadonlyArray<ParseResult.ArrayFormatterIssue>, secrets: ReadonlyArray<string>): Array<string> => {
   const noise = /^Expected (undefined|null), actual/
   const useful = issues.filter((i) => !noise.test(i.message))
-  const lines = (useful.length > 0 ? useful : issues).map((i) => `  ${formatPath(i.path)}: ${brief(i.message, secrets)}`)
+  const lines = oneLinePerChoice(useful.length > 0 ? useful : issues).map((i) => `  ${formatPath(i.path)}: ${brief(i.message, secrets)}`)
   return [...new Set(lines)]
+}
+
+const literalMiss = /^Expected ("(?:[^"\\]|\\.)*"), actual ([\s\S]*)$/
+
+/**
+ * A value that is none of a fixed set of words fails each of them ("Expected "venice", actual …",
+ * "Expected "featherless", actual …"): said once, as the list to choose from.
+ */
+const oneLinePerChoice = (issues: ReadonlyArray<ParseResult.ArrayFormatterIssue>): Array<ParseResult.ArrayFormatterIssue> => {
+  const out: Array<ParseResult.ArrayFormatterIssue> = []
+  const choices = new Map<string, { readonly at: number; readonly words: Array<string>; readonly actual: string }>()
+  for (const issue of issues) {
+    const miss = literalMiss.exec(issue.message)
+    if (miss === null) {
+      out.push(issue)
+      continue
+    }
+    const key = `${JSON.stringify(issue.path)} ${miss[2]}`
+    const seen = choices.get(key)
+    if (seen !== undefined) {
+      seen.words.push(miss[1]!)
+      out[seen.at] = { ...issue, message: `Expected one of ${seen.words.join(", ")}, actual ${seen.actual}` }
+    } else {
+      choices.set(key, { at: out.length, words: [miss[1]!], actual: miss[2]! })
+      out.push(issue)
+    }
+  }
+  return out
 }
 
 /**

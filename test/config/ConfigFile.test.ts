@@ -161,6 +161,31 @@ describe("decodeConfig", () => {
       expect(credentials.message).not.toContain("hunter2")
     }))
 
+  it.effect("does not repeat an endpoint's query string or credentials, where a key would sit", () =>
+    Effect.gen(function* () {
+      const query = yield* refused({ providers: { a: { endpoint: "https://x.example/v1?key=sk-query-secret" } } })
+      expect(issueLines(query.message)).toEqual([
+        "providers.a.endpoint: must be a base URL without a query string or fragment (the router appends /chat/completions and the like to it), got 'https://x.example/v1?…'"
+      ])
+      // Not a URL at all (no scheme): still cut at the query.
+      const bare = yield* refused({ providers: { a: { endpoint: "x.example/v1?key=sk-bare-secret" } } })
+      expect(issueLines(bare.message)).toEqual(["providers.a.endpoint: must be an http:// or https:// URL, got 'x.example/v1?…'"])
+      const scheme = yield* refused({ providers: { a: { endpoint: "ftp://me:sk-ftp-secret@x.example/v1" } } })
+      expect(issueLines(scheme.message)).toEqual(["providers.a.endpoint: must be an http:// or https:// URL, got 'ftp://…@x.example/v1'"])
+    }))
+
+  it.effect("names a word outside a fixed set once, with the words to choose from", () =>
+    Effect.gen(function* () {
+      const error = yield* refused({
+        providers: { a: { endpoint: "https://x.example/v1", provider_type: "venicex" } },
+        routing: { strategy: "fastest" }
+      })
+      expect(issueLines(error.message)).toEqual([
+        `routing.strategy: Expected one of "priority", "cost", "latency", "weighted", actual "fastest"`,
+        `providers.a.provider_type: Expected one of "venice", "featherless", "openai_compat", actual "venicex"`
+      ])
+    }))
+
   it.effect("refuses a key of digits alone (a YAML number) without printing it", () =>
     Effect.gen(function* () {
       const error = yield* refused({ providers: { a: { endpoint: "https://x.example/v1", api_key: 1234567890123 } } })
