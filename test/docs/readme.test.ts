@@ -43,4 +43,15 @@ describe("README library example", () => {
     expect(out).toContain("steady flaky:server_error,steady:ok")
     expect(out).toContain("Hello from steady!")
   })
+
+  // What the README says below the example: a CommonJS app can `require` both entry points.
+  it("loads with require() from a CommonJS app, both entry points", () => {
+    writeFileSync(join(dir, "example.cjs"), [
+      `const { Router, Providers, FakeUpstream } = require("sanctum-router")`,
+      `const { startFakeServer } = require("sanctum-router/testing")`,
+      `console.log(typeof Router.layer, typeof Providers.layerStatic, typeof FakeUpstream.layer, typeof startFakeServer)`
+    ].join("\n"))
+    const out = execFileSync(process.execPath, ["--no-warnings", join(dir, "example.cjs")], { encoding: "utf8", timeout: 20_000 })
+    expect(out.trim()).toBe("object function function function")
+  })
 })
