@@ -1085,7 +1085,9 @@ export const make = Effect.gen(function* () {
      * If both fail the chain goes on after them (or at the larger window a refusal pointed to).
      */
     const hedged = (i: number, delayMs: number): Effect.Effect<Reply, ChatError> => {
+      const aStartedAt = now()
       let bStarted = false
+      let bStartedAt = 0
       // A first candidate whose first byte came in time is answering: it is left to finish (or to
       // fail over by its own timeouts) alone.
       let aSent = false
@@ -1094,9 +1096,16 @@ export const make = Effect.gen(function* () {
         Effect.suspend(() => {
           if (aSent) return Effect.never
           bStarted = true
+          bStartedAt = now()
           return attemptAt(i + 1)
         })
       )
+      /**
+       * The pair's loser, listed (before the answer) as the attempt it was: called and billed, then
+       * aborted. Its health is not touched (it was left, not failed).
+       */
+      const lost = (at: number, since: number) =>
+        attempts.push(attemptOf(ranked[at]!.candidate, "hedge_lost", "another candidate answered first; this one was aborted", null, since, now()))
       const decisive = (o: Outcome, at: number) => o._tag === "Served" || (o._tag === "Rejected" && movesOnTo(o, at) === -1)
       /** One of the pair's outcomes, as `next` takes it, with `otherwise` to go on. */
       const take = (o: Outcome, at: number, otherwise: () => Effect.Effect<Reply, ChatError>) => {
@@ -1114,7 +1123,13 @@ export const make = Effect.gen(function* () {
           // An answer, or a failure before the hedge began: the hedge is not needed.
           if (decisive(a, i) || !bStarted) {
             const j = movesOnTo(a, i)
-            return Effect.zipRight(Fiber.interrupt(other), j !== -1 ? movedOn(a, j) : onOutcome(a, () => next(i + 1, 0)))
+            return Effect.zipRight(
+              Fiber.interrupt(other),
+              Effect.suspend(() => {
+                if (bStarted && decisive(a, i)) lost(i + 1, bStartedAt)
+                return j !== -1 ? movedOn(a, j) : onOutcome(a, () => next(i + 1, 0))
+              })
+            )
           }
           return Effect.flatMap(Fiber.join(other), (ob) => both(a, i, ob, i + 1))
         },
@@ -1122,7 +1137,7 @@ export const make = Effect.gen(function* () {
           Exit.isFailure(exit)
             ? Effect.zipRight(Fiber.interrupt(other), Effect.failCause(exit.cause))
             : decisive(exit.value, i + 1)
-            ? Effect.zipRight(Fiber.interrupt(other), onOutcome(exit.value, giveUp))
+            ? Effect.zipRight(Fiber.interrupt(other), Effect.suspend(() => (lost(i, aStartedAt), onOutcome(exit.value, giveUp))))
             // The hedge failed first: it is listed first, then whatever the first candidate does.
             : Effect.flatMap(Fiber.join(other), (oa) => decisive(oa, i) ? both(exit.value, i + 1, oa, i) : both(oa, i, exit.value, i + 1))
       })

@@ -744,11 +744,14 @@ describe("hedging through the server", () => {
     const { data, response } = await ask(client, requestId)
     expect(data.choices[0]?.message.content).toBe("Hello from beta!")
     expect(response.headers.get("x-router-provider")).toBe("beta")
-    expect(response.headers.get("x-router-attempts")).toBe("beta:ok")
+    // Both were called: the loser is listed, before the answer.
+    expect(response.headers.get("x-router-attempts")).toBe("alpha:hedge_lost,beta:ok")
     expect(requestsTo(beta)).toHaveLength(1)
     const abandoned = await alpha.waitForAbort()
     expect(abandoned.aborted).toBe(true)
-    expect(await recordOf(router, requestId)).toMatchObject({ provider: "beta", status: 200, outcome: "ok" })
+    const record = await recordOf(router, requestId)
+    expect(record).toMatchObject({ provider: "beta", status: 200, outcome: "ok" })
+    expect(attemptsOf(record).map((a) => `${a.provider}:${a.outcome}`)).toEqual(["alpha:hedge_lost", "beta:ok"])
   })
 
   it("streams too: the hedge's events reach the client whole", async () => {

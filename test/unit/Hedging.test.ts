@@ -30,12 +30,29 @@ describe("hedging", () => {
       yield* TestClock.adjust("100 millis")
       const reply = yield* joinNow(fiber)
       expect(reply.provider).toBe("b")
-      expect(summary(reply)).toEqual(["b:ok"])
+      // Both were called (and billed): the loser is listed before the answer, for as long as it ran.
+      expect(summary(reply)).toEqual(["a:hedge_lost", "b:ok"])
+      expect(reply.attempts.map((a) => a.durationMs)).toEqual([600, 100])
       // The loser was aborted upstream.
       expect((yield* calls).map((c) => [c.provider, c.aborted])).toEqual([["a", true], ["b", false]])
     }).pipe(Effect.provide(routerWith(alias, {
       a: { behaviour: { mode: "ok", firstByteMs: 2000 } },
       b: { behaviour: { mode: "ok", firstByteMs: 100 } }
+    }))))
+
+  it.effect("a first candidate that answers after the hedge began wins; the hedge is listed as lost", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const fiber = yield* Effect.fork(router.chat({ request: chat("fast") }))
+      yield* TestClock.adjust("700 millis")
+      const reply = yield* joinNow(fiber)
+      expect(reply.provider).toBe("a")
+      expect(summary(reply)).toEqual(["b:hedge_lost", "a:ok"])
+      expect(reply.attempts.map((a) => a.durationMs)).toEqual([200, 700])
+      expect((yield* calls).map((c) => [c.provider, c.aborted])).toEqual([["a", false], ["b", true]])
+    }).pipe(Effect.provide(routerWith(alias, {
+      a: { behaviour: { mode: "ok", firstByteMs: 700 } },
+      b: { behaviour: { mode: "ok", firstByteMs: 2000 } }
     }))))
 
   it.effect("an answer before hedge_after_ms never starts the next candidate", () =>
