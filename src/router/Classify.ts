@@ -157,16 +157,20 @@ export const inBandError = (parsed: unknown): unknown => {
   return error === null || error === undefined ? finishedWithError : error
 }
 
+const errorWord = Buffer.from('"error"')
+
 const finishedWithError = { message: 'the upstream finished the answer with finish_reason "error"' }
 
 /**
- * A 200 whose body is an error object is that error, never a success. OpenAI-compatible answers
- * start with `{"id"`, so only a body whose first bytes name `error` is parsed to find out.
+ * A 200 whose body is an error object is that error, never a success: an `error` without choices,
+ * or a choice that finished with `"error"` (a generation that failed half-way, as OpenRouter and
+ * some proxies report it). Either needs the JSON string `"error"`, which an answer's text cannot
+ * hold unescaped, so only a body with it is parsed to find out: one byte search on the others.
  */
 export const errorInBody = (body: Uint8Array): { readonly status: number; readonly text: string } | null => {
-  const head = Buffer.from(body.buffer, body.byteOffset, Math.min(body.byteLength, 64)).toString("latin1")
-  if (!/^\s*\{\s*"error"/.test(head)) return null
-  const text = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("utf8")
+  const bytes = Buffer.from(body.buffer, body.byteOffset, body.byteLength)
+  if (bytes.indexOf(errorWord) === -1) return null
+  const text = bytes.toString("utf8")
   try {
     const error = inBandError(JSON.parse(text))
     return error === undefined ? null : { status: statusOfErrorObject(error), text }

@@ -189,6 +189,28 @@ describe("the commit point, through the router", () => {
       expect(reply.attempts.map((a) => `${a.provider}:${a.outcome}`)).toEqual(["a:server_error", "b:ok"])
     }).pipe(Effect.provide(routerWith(two, { a: { behaviour: { mode: "error200", code: 503 } } }))))
 
+  it.effect("a whole answer whose choice finished with \"error\" fails over, never passed on as success", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const reply = yield* router.chat({ request: chat("m") })
+      expect(reply.provider).toBe("b")
+      expect(reply.attempts.map((a) => `${a.provider}:${a.outcome}`)).toEqual(["a:server_error", "b:ok"])
+      expect(reply.attempts[0]!.detail).toContain("Provider disconnected")
+    }).pipe(Effect.provide(routerWith(two, {
+      a: {
+        behaviour: {
+          mode: "status",
+          status: 200,
+          body: {
+            id: "chatcmpl-a",
+            object: "chat.completion",
+            choices: [{ index: 0, message: { role: "assistant", content: "Half an ans" }, finish_reason: "error" }],
+            error: { code: "server_error", message: "Provider disconnected" }
+          }
+        }
+      }
+    }))))
+
   it.effect("a 200 carrying a request error is returned as that error, not retried elsewhere", () =>
     Effect.gen(function* () {
       const router = yield* Router.Router

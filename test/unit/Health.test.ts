@@ -168,6 +168,17 @@ describe("Classify: what a refused answer means", () => {
       expect(errorInBody(view)).toEqual({ status: 402, text: `{"error":{"code":"402"}}` })
     })
 
+    it("finds a choice that finished with \"error\", or an error without choices, wherever the key is", () => {
+      const finished = `{"id":"c","choices":[{"index":0,"message":{"content":"Hal"},"finish_reason":"error"}]}`
+      expect(errorInBody(bytes(finished))).toEqual({ status: 500, text: finished })
+      const beside = `{"id":"c","choices":[{"index":0,"finish_reason": "error"}],"error":{"code":429,"message":"slow down"}}`
+      expect(errorInBody(bytes(beside))).toEqual({ status: 429, text: beside })
+      const late = `{"id":"c","object":"chat.completion","error":{"type":"invalid_api_key"}}`
+      expect(errorInBody(bytes(late))).toEqual({ status: 401, text: late })
+      // The word inside an answer's text is escaped, so it is not the key: the answer stands.
+      expect(errorInBody(bytes(`{"id":"c","choices":[{"message":{"content":"an \\"error\\" here"},"finish_reason":"stop"}]}`))).toBeNull()
+    })
+
     it("is null for answers, for bodies that also carry choices, and for what is not such JSON", () => {
       expect(errorInBody(bytes(`{"id":"chatcmpl-1","error":{"message":"x"},"choices":[]}`))).toBeNull()
       expect(errorInBody(bytes(`{"error":{"message":"partial"},"choices":[{"index":0}]}`))).toBeNull()
