@@ -32,6 +32,15 @@ const config = {
   }
 }
 
+/** The providers tried, in order, for the bare id `m` and for the alias `bare` over it, all failing. */
+const triedDirectAndViaAlias = Effect.gen(function* () {
+  const router = yield* Router.Router
+  const viaAlias = yield* failureOf(router.chat({ request: chat("bare") }))
+  const direct = yield* failureOf(router.chat({ request: chat("m") }))
+  if (viaAlias._tag !== "AllCandidatesFailed" || direct._tag !== "AllCandidatesFailed") throw new Error("expected AllCandidatesFailed")
+  return { direct: direct.attempts.map((a) => a.provider), viaAlias: viaAlias.attempts.map((a) => a.provider) }
+})
+
 describe("Providers.resolveIn", () => {
   it.effect("a bare id resolves to every provider serving it", () =>
     Effect.gen(function* () {
@@ -148,22 +157,16 @@ describe("Router model resolution", () => {
 
   it.effect("a bare id inside an alias is tried by priority, as the bare id itself is", () =>
     Effect.gen(function* () {
-      const router = yield* Router.Router
-      const viaAlias = yield* failureOf(router.chat({ request: chat("bare") }))
-      const direct = yield* failureOf(router.chat({ request: chat("m") }))
-      if (viaAlias._tag !== "AllCandidatesFailed" || direct._tag !== "AllCandidatesFailed") throw new Error("expected AllCandidatesFailed")
-      expect(direct.attempts.map((a) => a.provider)).toEqual(["cheap", "alpha", "zeta"])
-      expect(viaAlias.attempts.map((a) => a.provider)).toEqual(["cheap", "alpha", "zeta"])
+      const { direct, viaAlias } = yield* triedDirectAndViaAlias
+      expect(direct).toEqual(["cheap", "alpha", "zeta"])
+      expect(viaAlias).toEqual(["cheap", "alpha", "zeta"])
     }).pipe(Effect.provide(routerWith(config, { cheap: bothFail, alpha: bothFail, zeta: bothFail }))))
 
   it.effect("a bare id inside an alias follows routing.provider_order, as the bare id itself does", () =>
     Effect.gen(function* () {
-      const router = yield* Router.Router
-      const viaAlias = yield* failureOf(router.chat({ request: chat("bare") }))
-      const direct = yield* failureOf(router.chat({ request: chat("m") }))
-      if (viaAlias._tag !== "AllCandidatesFailed" || direct._tag !== "AllCandidatesFailed") throw new Error("expected AllCandidatesFailed")
-      expect(direct.attempts.map((a) => a.provider)).toEqual(["zeta", "cheap", "alpha"])
-      expect(viaAlias.attempts.map((a) => a.provider)).toEqual(["zeta", "cheap", "alpha"])
+      const { direct, viaAlias } = yield* triedDirectAndViaAlias
+      expect(direct).toEqual(["zeta", "cheap", "alpha"])
+      expect(viaAlias).toEqual(["zeta", "cheap", "alpha"])
       // The model list names them in the order tried, for the bare id and the alias alike.
       const list = (yield* indexOf({ ...config, routing: { provider_order: ["zeta"] } })).list
       expect(list.find((e) => e.id === "m")?.providers).toEqual(["zeta", "cheap", "alpha"])
