@@ -52,9 +52,17 @@ export class NoCandidates extends Schema.TaggedError<NoCandidates>()("NoCandidat
   attempts: Schema.optionalWith(Schema.Array(Schema.suspend(() => Attempt)), { default: () => [] }),
   /** The routing decision in short (`X-Router-Decision`), when routing got that far. */
   decision: Schema.optional(Schema.String),
+  /**
+   * Set when no candidate ever can, and the prompt alone is why some could not: the largest such
+   * window and the prompt's estimate. The client gets OpenAI's 400 `context_length_exceeded`.
+   */
+  tooLong: Schema.optional(Schema.Struct({ window: Schema.Number, needed: Schema.Number })),
   ...Retry
 }) {
   get message() {
+    if (this.tooLong !== undefined) {
+      return `This model's maximum context length is ${this.tooLong.window} tokens. However, your messages resulted in about ${this.tooLong.needed} tokens (the router's estimate). Please reduce the length of the messages. (${this.reasons.join("; ")})`
+    }
     const why = this.reasons.length > 0 ? `: ${this.reasons.join("; ")}` : ""
     return `No provider can serve model '${this.model}' for this request${why}`
   }

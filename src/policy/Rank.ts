@@ -279,6 +279,8 @@ export interface Dropped {
   readonly reason: string
   /** For health and credit gates: the attempt outcome it is listed under. */
   readonly outcome?: Unavailable["outcome"] | undefined
+  /** Dropped by the context gate alone (it can do everything else the request needs): its window. */
+  readonly contextWindow?: number | undefined
 }
 
 export interface Decision {
@@ -306,7 +308,16 @@ const fmtPrice = (n: number) => String(Math.round(n * 1e4) / 1e4)
  * Why a candidate cannot serve this request, or `null`. Unknown capabilities (`null`) pass: only an
  * explicit `false` from the config or the upstream's model list rules a candidate out.
  */
-export const unfit = (c: Candidate, needs: Needs): string | null => {
+export const unfit = (c: Candidate, needs: Needs): string | null => unfitButForSize(c, needs) ?? tooLong(c, needs)
+
+/** The prompt estimate alone does not fit the candidate's known window: the reason, else `null`. */
+const tooLong = (c: Candidate, needs: Needs): string | null => {
+  const window = c.info?.contextWindow ?? null
+  return window !== null && needs.promptTokens() >= window ? `context ${window} < needed ${needs.promptTokens()}` : null
+}
+
+/** What `unfit` checks before the prompt's size. */
+const unfitButForSize = (c: Candidate, needs: Needs): string | null => {
   const info = c.info
   const p = c.provider
   if (needs.endpoint === "embeddings" ? info?.embeddings === false : info?.embeddings === true) {
@@ -316,8 +327,6 @@ export const unfit = (c: Candidate, needs: Needs): string | null => {
   if (needs.tools && (info?.tools ?? p.supportsTools) === false) return "does not support tools"
   if (needs.vision && (info?.vision ?? p.supportsMultimodal) === false) return "does not support images"
   if (needs.jsonSchema && info?.jsonSchema === false) return "does not support json_schema response_format"
-  const window = info?.contextWindow ?? null
-  if (window !== null && needs.promptTokens() >= window) return `context ${window} < needed ${needs.promptTokens()}`
   return null
 }
 
@@ -401,10 +410,17 @@ export const decide = (input: DecisionInput): Decision => {
     const key = pid.toLowerCase()
     let reason: string | null = null
     let outcome: Unavailable["outcome"] | undefined
+    let contextWindow: number | undefined
     if (only !== null && !only.has(key)) reason = "not in provider.only"
     else if (ignore?.has(key)) reason = "in provider.ignore"
     else if (orderIds !== null && prefs?.allowFallbacks === false && !orderIds.has(key)) reason = "not in provider.order (allow_fallbacks: false)"
-    else reason = unfit(c, needs)
+    else {
+      reason = unfitButForSize(c, needs)
+      if (reason === null) {
+        reason = tooLong(c, needs)
+        if (reason !== null) contextWindow = c.info!.contextWindow!
+      }
+    }
     if (reason === null && prefs?.maxPrice != null && c.info?.pricing != null) {
       const { prompt, completion } = prefs.maxPrice
       const price = c.info.pricing
@@ -444,7 +460,7 @@ export const decide = (input: DecisionInput): Decision => {
       }
     }
     if (reason !== null) {
-      dropped.push(outcome === undefined ? { candidate: c, reason } : { candidate: c, reason, outcome })
+      dropped.push(outcome === undefined ? contextWindow === undefined ? { candidate: c, reason } : { candidate: c, reason, contextWindow } : { candidate: c, reason, outcome })
       continue
     }
     let maxTokens: number | null = null

@@ -923,8 +923,13 @@ export const make = Effect.gen(function* () {
     const noneLeft = (reasons: ReadonlyArray<string>, attempts: ReadonlyArray<Attempt>): Effect.Effect<never, NoCandidates> => {
       // Dropped by the request's own needs alone (tools, context, price, …), it never can be served.
       const retry = ranked.length === 0 && resting().length === 0 ? { final: true } : { retryAfterMs: retryAfterMs() }
-      const failure = new NoCandidates({ model: request.model, reasons, attempts, decision: summary(decision), ...retry })
-      recordAs(null, null, 503, "no_candidates", attempts, { error: failure.message })
+      // The prompt alone kept some candidate out: the client's context-length error, on which an
+      // agent (Letta) compacts its history and sends again, where a 503 would end its step.
+      let window = 0
+      if (retry.final === true) for (const d of decision.dropped) if (d.contextWindow !== undefined && d.contextWindow > window) window = d.contextWindow
+      const tooLong = window > 0 ? { tooLong: { window, needed: needs.promptTokens() } } : {}
+      const failure = new NoCandidates({ model: request.model, reasons, attempts, decision: summary(decision), ...retry, ...tooLong })
+      recordAs(null, null, window > 0 ? 400 : 503, "no_candidates", attempts, { error: failure.message })
       return Effect.fail(failure)
     }
     if (ranked.length === 0) {

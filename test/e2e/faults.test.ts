@@ -60,6 +60,66 @@ describe("what the official client does with the router's 5xx", () => {
     expect(sent()).toBe(1)
   })
 
+  it("a prompt too long for every window that could take it is OpenAI's 400 context_length_exceeded, not a 503", async () => {
+    // Letta compacts an agent's history on this 400 (its code, or "maximum context length" in its
+    // message) and sends the request again; a 503 ends the agent's step with an error instead.
+    const a = await h.fake({ name: "alpha" })
+    const b = await h.fake({ name: "beta" })
+    const c = await h.fake({ name: "gamma" })
+    const router = await h.router({
+      config: {
+        providers: {
+          alpha: { endpoint: a.url, models: ["m1"], model_overrides: { m1: { context_length: 8192 } } },
+          beta: { endpoint: b.url, models: ["m1"], model_overrides: { m1: { context_length: 4096 } } },
+          gamma: { endpoint: c.url, models: ["m1"], supports_tools: false }
+        },
+        aliases: { smart: ["alpha+m1", "beta+m1", "gamma+m1"] }
+      }
+    })
+    const { client, sent } = retrying(router)
+    const error = await client.chat.completions
+      .create({
+        model: "smart",
+        messages: [{ role: "system", content: "word ".repeat(9600) }, { role: "user", content: "hi" }],
+        tools: [{ type: "function", function: { name: "f", parameters: {} } }],
+        max_completion_tokens: 16384
+      })
+      .catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(OpenAI.BadRequestError)
+    const e = error as InstanceType<typeof OpenAI.BadRequestError>
+    expect(e.status).toBe(400)
+    expect(e.code).toBe("context_length_exceeded")
+    expect(e.param).toBe("messages")
+    expect(e.type).toBe("invalid_request_error")
+    // The largest window among the candidates the prompt alone ruled out.
+    expect(e.message).toMatch(/maximum context length is 8192 tokens/)
+    expect(e.headers?.get("x-router-decision")).toContain("alpha+m1(context 8192 < needed")
+    expect(sent()).toBe(1)
+    expect([...requestsTo(a), ...requestsTo(b), ...requestsTo(c)]).toHaveLength(0)
+    // Short enough, the same request is served.
+    const ok = await client.chat.completions.create({ model: "smart", messages: [{ role: "user", content: "hi" }] })
+    expect(ok.choices[0]?.message.content).toBeTypeOf("string")
+  })
+
+  it("a prompt too long for the one candidate not resting is still a 503 with Retry-After: the other may take it later", async () => {
+    const a = await h.fake({ name: "alpha", behaviour: { mode: "status", status: 429, retryAfter: 30 } })
+    const b = await h.fake({ name: "beta" })
+    const router = await h.router({
+      config: {
+        providers: {
+          alpha: { endpoint: a.url, models: ["m1"], priority: 1 },
+          beta: { endpoint: b.url, models: ["m1"], priority: 2, model_overrides: { m1: { context_length: 4096 } } }
+        }
+      }
+    })
+    // alpha says 429 and rests.
+    expect((await postJson(router, "/v1/chat/completions", { model: "alpha+m1", messages: [{ role: "user", content: "hi" }] })).status).toBe(502)
+    const res = await postJson(router, "/v1/chat/completions", { model: "m1", messages: [{ role: "user", content: "word ".repeat(9600) }] })
+    expect(res.status).toBe(503)
+    expect(res.headers.get("retry-after")).not.toBeNull()
+    expect((await res.json() as { error: { code: string } }).error.code).toBe("no_available_provider")
+  })
+
   it("a rate-limited provider's Retry-After reaches the client, on the 502 and on the 503 after it", async () => {
     const a = await h.fake({ name: "alpha", behaviour: { mode: "status", status: 429, retryAfter: 30 } })
     const router = await h.router({ config: { providers: { alpha: { endpoint: a.url, models: ["m1"] } } } })
