@@ -56,12 +56,13 @@ export class NoCandidates extends Schema.TaggedError<NoCandidates>()("NoCandidat
    * Set when no candidate ever can, and the prompt alone is why some could not: the largest such
    * window and the prompt's estimate. The client gets OpenAI's 400 `context_length_exceeded`.
    */
-  tooLong: Schema.optional(Schema.Struct({ window: Schema.Number, needed: Schema.Number })),
+  tooLong: Schema.optional(Schema.Struct({ window: Schema.Number, needed: Schema.Number, param: Schema.Literal("messages", "input") })),
   ...Retry
 }) {
   get message() {
     if (this.tooLong !== undefined) {
-      return `This model's maximum context length is ${this.tooLong.window} tokens. However, your messages resulted in about ${this.tooLong.needed} tokens (the router's estimate). Please reduce the length of the messages. (${this.reasons.join("; ")})`
+      const what = this.tooLong.param === "input" ? "an input" : "your messages"
+      return `This model's maximum context length is ${this.tooLong.window} tokens. However, ${what} resulted in about ${this.tooLong.needed} tokens (the router's estimate). Please reduce the length of the ${this.tooLong.param}. (${this.reasons.join("; ")})`
     }
     const why = this.reasons.length > 0 ? `: ${this.reasons.join("; ")}` : ""
     return `No provider can serve model '${this.model}' for this request${why}`

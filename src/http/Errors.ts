@@ -153,7 +153,7 @@ export const toErrorResponse = (e: HttpError): ErrorResponse => {
     case "ModelNotFound":
       return json(404, e.message, "invalid_request_error", "model", "model_not_found")
     case "NoCandidates":
-      if (e.tooLong !== undefined) return json(400, e.message, "invalid_request_error", "messages", "context_length_exceeded")
+      if (e.tooLong !== undefined) return json(400, e.message, "invalid_request_error", e.tooLong.param, "context_length_exceeded")
       return json(503, e.message, "upstream_error", "model", "no_available_provider", retryHeaders(e))
     case "AllCandidatesFailed":
       return json(502, e.message, "upstream_error", null, "all_providers_failed", retryHeaders(e))

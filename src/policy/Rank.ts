@@ -21,6 +21,11 @@ export interface Needs {
   readonly jsonSchema: boolean
   /** Estimated prompt tokens (see `estimateChatTokens`); computed only when a decision asks. */
   readonly promptTokens: () => number
+  /**
+   * The tokens that must fit one context window, when that is not the whole prompt: an embeddings
+   * model takes each input on its own, so its longest input. Omitted: `promptTokens`.
+   */
+  readonly windowTokens?: (() => number) | undefined
   /** `max_completion_tokens` (else `max_tokens`) as the client sent it, or `null`. */
   readonly maxTokens: number | null
 }
@@ -124,6 +129,20 @@ export const estimateEmbeddingTokens = (request: EmbeddingRequest): number => {
   return n
 }
 
+/** The estimate of an embeddings request's longest input: each must fit the model's window. */
+export const estimateLongestEmbeddingInput = (request: EmbeddingRequest): number => {
+  const input = request.input
+  if (typeof input === "string") return Math.ceil(quarterTokens(input) / 4)
+  // A flat array of numbers is one input of token ids.
+  if (input.length > 0 && typeof input[0] === "number") return input.length
+  let n = 0
+  for (const item of input) n = Math.max(n, typeof item === "string" ? Math.ceil(quarterTokens(item) / 4) : typeof item === "number" ? 1 : item.length)
+  return n
+}
+
+/** The tokens that must fit one context window (see `Needs.windowTokens`). */
+export const windowNeed = (needs: Needs): number => (needs.windowTokens ?? needs.promptTokens)()
+
 const hasImagePart = (content: unknown): boolean => {
   if (!Array.isArray(content)) return false
   for (const part of content) if (isImagePart((part as { type?: unknown })?.type)) return true
@@ -165,6 +184,7 @@ export const needsOfEmbeddings = (request: EmbeddingRequest): Needs => ({
   vision: false,
   jsonSchema: false,
   promptTokens: lazy(() => estimateEmbeddingTokens(request)),
+  windowTokens: lazy(() => estimateLongestEmbeddingInput(request)),
   maxTokens: null
 })
 
@@ -313,7 +333,7 @@ export const unfit = (c: Candidate, needs: Needs): string | null => unfitButForS
 /** The prompt estimate alone does not fit the candidate's known window: the reason, else `null`. */
 const tooLong = (c: Candidate, needs: Needs): string | null => {
   const window = c.info?.contextWindow ?? null
-  return window !== null && needs.promptTokens() >= window ? `context ${window} < needed ${needs.promptTokens()}` : null
+  return window !== null && windowNeed(needs) >= window ? `context ${window} < needed ${windowNeed(needs)}` : null
 }
 
 /** What `unfit` checks before the prompt's size. */

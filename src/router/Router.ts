@@ -27,7 +27,7 @@ import * as RawJson from "../domain/RawJson.js"
 import { bodyTail, RequestLog, type RequestLogService, type RequestRecord } from "../persistence/RequestLog.js"
 import * as Policy from "../policy/Policy.js"
 import { modelsOf, prefsOf } from "../policy/Preferences.js"
-import { type Decision, type Needs, needsOfChat, needsOfEmbeddings, summary } from "../policy/Rank.js"
+import { type Decision, type Needs, needsOfChat, needsOfEmbeddings, summary, windowNeed } from "../policy/Rank.js"
 import { Providers, type Resolution } from "../providers/Providers.js"
 import { AbortSwitch, type ChunkWriter, Upstream, type UpstreamComplete, type UpstreamResponse } from "../providers/Upstream.js"
 import {
@@ -927,7 +927,7 @@ export const make = Effect.gen(function* () {
       // agent (Letta) compacts its history and sends again, where a 503 would end its step.
       let window = 0
       if (retry.final === true) for (const d of decision.dropped) if (d.contextWindow !== undefined && d.contextWindow > window) window = d.contextWindow
-      const tooLong = window > 0 ? { tooLong: { window, needed: needs.promptTokens() } } : {}
+      const tooLong = window > 0 ? { tooLong: { window, needed: windowNeed(needs), param: needs.endpoint === "embeddings" ? "input" as const : "messages" as const } } : {}
       const failure = new NoCandidates({ model: request.model, reasons, attempts, decision: summary(decision), ...retry, ...tooLong })
       recordAs(null, null, window > 0 ? 400 : 503, "no_candidates", attempts, { error: failure.message })
       return Effect.fail(failure)
@@ -1035,7 +1035,7 @@ export const make = Effect.gen(function* () {
         if (window === null) continue
         // Read only once a window is known: the policy's gate then already estimated the prompt (in
         // `plan`, where a body too deep to estimate is a 400), so this never walks the body anew.
-        floor ??= needs.promptTokens()
+        floor ??= windowNeed(needs)
         if (window > floor) return j
       }
       return -1

@@ -101,6 +101,27 @@ describe("what the official client does with the router's 5xx", () => {
     expect(ok.choices[0]?.message.content).toBeTypeOf("string")
   })
 
+  it("an embeddings batch is held to the window input by input: a long batch is sent, one input too long is a 400", async () => {
+    const a = await h.fake({ name: "alpha", models: ["emb-1"] })
+    const router = await h.router({
+      config: { providers: { alpha: { endpoint: a.url, models: ["emb-1"], model_overrides: { "emb-1": { context_length: 512 } } } } }
+    })
+    const { client, sent } = retrying(router)
+    // Letta embeds up to 2048 chunks of a file at once: 64 of ~300 tokens each, far more than 512 in all.
+    const batch = await client.embeddings.create({ model: "emb-1", input: Array.from({ length: 64 }, (_, i) => `${i} ${"word ".repeat(240)}`), encoding_format: "float" })
+    expect(batch.data).toHaveLength(64)
+    expect(requestsTo(a, "/embeddings")).toHaveLength(1)
+    const error = await client.embeddings
+      .create({ model: "emb-1", input: ["short", "word ".repeat(600)], encoding_format: "float" })
+      .catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(OpenAI.BadRequestError)
+    const e = error as InstanceType<typeof OpenAI.BadRequestError>
+    expect([e.code, e.param]).toEqual(["context_length_exceeded", "input"])
+    expect(e.message).toMatch(/maximum context length is 512 tokens/)
+    expect(sent()).toBe(2)
+    expect(requestsTo(a, "/embeddings")).toHaveLength(1)
+  })
+
   it("a prompt too long for the one candidate not resting is still a 503 with Retry-After: the other may take it later", async () => {
     const a = await h.fake({ name: "alpha", behaviour: { mode: "status", status: 429, retryAfter: 30 } })
     const b = await h.fake({ name: "beta" })

@@ -635,6 +635,22 @@ describe("Rank.needsOfChat", () => {
     expect(needsOfEmbeddings({ model: "e", input: "向量".repeat(10) }).promptTokens()).toBe(20)
     expect(needsOfEmbeddings({ model: "e", input: ["한국어", "x".repeat(8)] }).promptTokens()).toBe(3 + 2)
   })
+
+  it("an embeddings batch must fit a window input by input, not in sum (Letta sends up to 2048 chunks at once)", () => {
+    const emb = (window: number) => cand("e", 1, {}, { embeddings: true, contextWindow: window })
+    // 30 inputs of ~375 tokens: 11,250 in all, each far below 8192.
+    const batch = needsOfEmbeddings({ model: "e", input: Array.from({ length: 30 }, () => "word ".repeat(300)) })
+    expect(batch.promptTokens()).toBe(11250)
+    expect(unfit(emb(8192), batch)).toBeNull()
+    expect(order(run({ candidates: [emb(8192)], needs: batch }))).toEqual(["e"])
+    // One input longer than the window still rules the candidate out.
+    const long = needsOfEmbeddings({ model: "e", input: ["short", "word ".repeat(2000)] })
+    expect(unfit(emb(2048), long)).toBe("context 2048 < needed 2500")
+    expect(run({ candidates: [emb(2048)], needs: long }).dropped.map((d) => d.contextWindow)).toEqual([2048])
+    // Token-id inputs count one a token, each array on its own.
+    expect(unfit(emb(4), needsOfEmbeddings({ model: "e", input: [[1, 2, 3], [4, 5, 6]] }))).toBeNull()
+    expect(unfit(emb(3), needsOfEmbeddings({ model: "e", input: [[1, 2, 3], [4]] }))).toBe("context 3 < needed 3")
+  })
 })
 
 describe("Rank.summary", () => {
