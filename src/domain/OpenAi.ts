@@ -45,6 +45,55 @@ export const EmbeddingRequest = Schema.Struct({
 })
 export type EmbeddingRequest = typeof EmbeddingRequest.Type & Extra
 
+const embeddingKey = Buffer.from('"embedding"')
+
+const isJsonSpace = (b: number | undefined) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09
+
+/** Where the value of the first `"embedding"` key begins (not the `"object": "embedding"` value), or -1. */
+const firstValueOf = (bytes: Buffer): number => {
+  for (let at = bytes.indexOf(embeddingKey); at !== -1; at = bytes.indexOf(embeddingKey, at)) {
+    at += embeddingKey.length
+    while (isJsonSpace(bytes[at])) at++
+    if (bytes[at] !== 0x3a) continue // :
+    at++
+    while (isJsonSpace(bytes[at])) at++
+    return at
+  }
+  return -1
+}
+
+/**
+ * An embeddings answer as a client that asked for `encoding_format: "base64"` can read it, or
+ * `null` when it already is one (or is not an answer). The official openai clients ask for base64
+ * by default and decode every vector from it; a backend that ignores the field (several local
+ * servers do) sends arrays of numbers, which the Node client turns into empty vectors without a
+ * word. So such arrays become what OpenAI sends: little-endian float32s in base64. Only the first
+ * vector is looked at before deciding, so a base64 answer costs one byte search.
+ */
+export const embeddingsAsBase64 = (body: Uint8Array): Uint8Array | null => {
+  const bytes = Buffer.from(body.buffer, body.byteOffset, body.byteLength)
+  const value = firstValueOf(bytes)
+  if (value === -1 || bytes[value] !== 0x5b) return null // [
+  let answer: unknown
+  try {
+    answer = JSON.parse(bytes.toString("utf8"))
+  } catch {
+    return null
+  }
+  const data = isRecord(answer) && Array.isArray(answer.data) ? answer.data : null
+  if (data === null) return null
+  for (const item of data) {
+    if (!isRecord(item) || !Array.isArray(item.embedding) || !item.embedding.every((x) => typeof x === "number")) return null
+  }
+  const out = data.map((item: Record<string, unknown>) => {
+    const vector = item.embedding as ReadonlyArray<number>
+    const buf = Buffer.alloc(vector.length * 4)
+    for (let i = 0; i < vector.length; i++) buf.writeFloatLE(vector[i]!, i * 4)
+    return { ...item, embedding: buf.toString("base64") }
+  })
+  return Buffer.from(JSON.stringify({ ...(answer as Record<string, unknown>), data: out }))
+}
+
 /** The body of every error the router itself returns, in OpenAI's shape. */
 export interface ErrorBody {
   readonly error: {

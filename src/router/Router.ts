@@ -21,7 +21,7 @@ import {
   UpstreamRejected,
   UpstreamTransportError
 } from "../domain/Errors.js"
-import { type ChatCompletionRequest, type EmbeddingRequest, isRecord, isTooDeep, nestedTooDeeply, orTooDeep } from "../domain/OpenAi.js"
+import { type ChatCompletionRequest, type EmbeddingRequest, embeddingsAsBase64, isRecord, isTooDeep, nestedTooDeeply, orTooDeep } from "../domain/OpenAi.js"
 import { bodyWithoutKey, type Candidate, inBaseOrder, pinnedId, type ProviderSpec, withoutKey } from "../domain/Provider.js"
 import * as RawJson from "../domain/RawJson.js"
 import { bodyTail, RequestLog, type RequestLogService, type RequestRecord } from "../persistence/RequestLog.js"
@@ -1164,11 +1164,18 @@ export const make = Effect.gen(function* () {
       Effect.suspend(() =>
         route("chat", "/chat/completions", input.request, input.raw, needsOfChat(input.request), input.requestId ?? randomUUID(), input.timeoutMs, input.sessionKey)
       ),
-    embeddings: (input) =>
-      Effect.suspend(() => route("embeddings", "/embeddings", input.request, input.raw, needsOfEmbeddings(input.request), input.requestId ?? randomUUID(), input.timeoutMs, input.sessionKey)) as Effect.Effect<
-        JsonReply,
-        ChatError
-      >,
+    embeddings: (input) => {
+      const routed = Effect.suspend(() =>
+        route("embeddings", "/embeddings", input.request, input.raw, needsOfEmbeddings(input.request), input.requestId ?? randomUUID(), input.timeoutMs, input.sessionKey)
+      ) as Effect.Effect<JsonReply, ChatError>
+      // Asked for base64 (the official clients' default): what a backend sent as numbers is encoded.
+      return (input.request as { readonly encoding_format?: unknown }).encoding_format === "base64"
+        ? Effect.map(routed, (reply) => {
+          const encoded = reply.status >= 200 && reply.status < 300 ? embeddingsAsBase64(reply.body) : null
+          return encoded === null ? reply : { ...reply, body: encoded }
+        })
+        : routed
+    },
     explain: (what, sessionKey) =>
       Effect.suspend(() => {
         const needs = what.endpoint === "chat" ? needsOfChat(what.request) : needsOfEmbeddings(what.request)

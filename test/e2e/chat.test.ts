@@ -379,6 +379,34 @@ describe("chat, embeddings and model resolution", () => {
     expect(lastRequest(alpha, "/embeddings").body).toMatchObject({ model: "emb-1", input: "just one" })
   })
 
+  it("gives the client's default base64 vectors from a backend that ignores encoding_format and sends numbers", async () => {
+    // Several local servers answer with arrays of numbers whatever was asked; the official client
+    // asks for base64 and decodes every vector from it.
+    const asked: Array<unknown> = []
+    const upstream = await loopbackServer((req, res, raw) => {
+      if (req.method !== "POST") return void res.writeHead(404).end()
+      const body = JSON.parse(raw) as { readonly encoding_format?: unknown }
+      asked.push(body.encoding_format)
+      res.writeHead(200, { "content-type": "application/json" })
+      // Spaced as Python's json.dumps writes it.
+      res.end(`{"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.5, -1, 2.25]}, {"object": "embedding", "index": 1, "embedding": [1e-3, 0, 3]}], "model": "emb-num", "usage": {"prompt_tokens": 4, "total_tokens": 4}}`)
+    })
+    const numbersRouter = await h.router({ config: { providers: { numbers: { endpoint: upstream.url, models: ["emb-num"] } } } })
+    try {
+      const client = clientOf(numbersRouter)
+      const defaulted = await client.embeddings.create({ model: "emb-num", input: ["one", "two"] })
+      expect(asked).toEqual(["base64"])
+      expect(defaulted.data.map((d) => d.embedding)).toEqual([[0.5, -1, 2.25], [Math.fround(1e-3), 0, 3]])
+      expect(defaulted.model).toBe("emb-num")
+      expect(defaulted.usage).toEqual({ prompt_tokens: 4, total_tokens: 4 })
+      // Asked for floats, the numbers pass as they came.
+      const floats = await client.embeddings.create({ model: "emb-num", input: ["one", "two"], encoding_format: "float" })
+      expect(floats.data.map((d) => d.embedding)).toEqual([[0.5, -1, 2.25], [1e-3, 0, 3]])
+    } finally {
+      await upstream.close()
+    }
+  })
+
   describe("model resolution", () => {
     it("sends a bare id to the provider with the lowest priority", async () => {
       const { response } = await client.chat.completions.create({ model: "m1", messages: [{ role: "user", content: "x" }] }).withResponse()

@@ -4,6 +4,7 @@ import type { InvalidRequest } from "../../src/domain/Errors.js"
 import {
   ChatCompletionRequest,
   EmbeddingRequest,
+  embeddingsAsBase64,
   looksLikeChat,
   looksLikeEmbeddings,
   parseChatRequest,
@@ -212,5 +213,28 @@ describe("OpenRouter's models field", () => {
       param: "models",
       message: "Invalid value for 'models': lists at most 64 models"
     })
+  })
+})
+
+describe("embeddingsAsBase64", () => {
+  const bytes = (v: unknown) => new Uint8Array(Buffer.from(typeof v === "string" ? v : JSON.stringify(v)))
+  const decode = (b64: string) => Array.from(new Float32Array(new Uint8Array(Buffer.from(b64, "base64")).buffer))
+
+  it("encodes arrays of numbers as OpenAI does: little-endian float32s in base64, everything else kept", () => {
+    const out = embeddingsAsBase64(bytes({ object: "list", data: [{ object: "embedding", index: 0, embedding: [0.5, -1, 1e-3] }], model: "e", usage: { prompt_tokens: 1, total_tokens: 1 } }))
+    if (out === null) throw new Error("expected an encoded answer")
+    const answer = JSON.parse(Buffer.from(out).toString("utf8"))
+    expect(answer).toMatchObject({ object: "list", model: "e", usage: { prompt_tokens: 1, total_tokens: 1 }, data: [{ object: "embedding", index: 0 }] })
+    expect(Buffer.from(answer.data[0].embedding, "base64").toString("hex")).toBe("0000003f000080bf6f12833a")
+    expect(decode(answer.data[0].embedding)).toEqual([0.5, -1, Math.fround(1e-3)])
+  })
+
+  it("reads spaced JSON, and leaves answers already in base64, partial ones and non-answers alone", () => {
+    expect(embeddingsAsBase64(bytes(`{"data": [{"embedding" :\n [1, 2]}]}`))).not.toBeNull()
+    expect(embeddingsAsBase64(bytes({ data: [{ embedding: "AAAAPw==" }] }))).toBeNull()
+    expect(embeddingsAsBase64(bytes({ data: [{ embedding: [1, 2] }, { embedding: "AAAAPw==" }] }))).toBeNull()
+    expect(embeddingsAsBase64(bytes({ data: [{ embedding: [1, "2"] }] }))).toBeNull()
+    expect(embeddingsAsBase64(bytes({ error: { message: "x" } }))).toBeNull()
+    expect(embeddingsAsBase64(bytes(`{"data":[{"embedding":[1,2`))).toBeNull()
   })
 })
