@@ -126,8 +126,12 @@ export class UpstreamRejected extends Schema.TaggedError<UpstreamRejected>()("Up
   }
 }
 
-/** Why a transport-level call to an upstream failed before producing a usable answer. */
-export const TransportReason = Schema.Literal("connect", "reset", "timeout", "protocol", "aborted")
+/**
+ * Why a transport-level call to an upstream failed before producing a usable answer. `local`: the
+ * router's own process could not make the call (out of file descriptors, ports or buffers), so the
+ * provider was never reached.
+ */
+export const TransportReason = Schema.Literal("connect", "reset", "timeout", "protocol", "aborted", "local")
 export type TransportReason = typeof TransportReason.Type
 
 /** A failure talking to one upstream: the connection, not the answer. */

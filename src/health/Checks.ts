@@ -49,7 +49,8 @@ export const layer = Layer.scopedDiscard(
               },
             onSuccess: (result) => result
           }),
-          Effect.catchAll((e) => Effect.succeed<CheckResult>({ _tag: "Unhealthy", classified: classifyTransport(e), detail: e.detail })),
+          // A check the router could not even open (out of file descriptors) never reached the provider either.
+          Effect.catchAll((e) => Effect.succeed<CheckResult | null>(e.reason === "local" ? null : { _tag: "Unhealthy", classified: classifyTransport(e), detail: e.detail })),
           Effect.flatMap((result) =>
             result === null ? Effect.void : Effect.map(Clock.currentTimeMillis, (now) => health.reportCheck(p.id, result, now))
           )

@@ -178,6 +178,14 @@ export const classifyTransportError = (provider: string, e: unknown): UpstreamTr
       return make("aborted", "connection pool closed (the router is shutting down)")
     case "UND_ERR_RES_EXCEEDED_MAX_SIZE":
       return make("protocol", message)
+    // The router's own process is out of something (a flood of client connections can use up its
+    // file descriptors): the provider was never reached, and is not to blame.
+    case "EMFILE":
+    case "ENFILE":
+    case "ENOBUFS":
+    case "ENOMEM":
+    case "EADDRNOTAVAIL":
+      return make("local", `the router could not open a connection (${code}: out of file descriptors, ports or memory)`)
   }
   if (tlsCode.test(code)) return make("connect", `TLS error: ${message} (${code})`)
   return make("protocol", message)

@@ -42,6 +42,8 @@ export const outcomeOfTransport = (e: UpstreamTransportError): string => {
       return "protocol_error"
     case "aborted":
       return "aborted"
+    case "local":
+      return "local_error"
   }
 }
 

@@ -441,9 +441,9 @@ export const make = Effect.gen(function* () {
       const failed = (classified: Classified, detail: string, status: number | null): Outcome => {
         timer.cancel()
         // Cut short by the request's own deadline (perhaps a caller's x-router-timeout-ms), while it
-        // still waited for a connection, or by the router itself (shutting down): none says
-        // anything about the provider's health.
-        const ours = expiry === "deadline" || expiry === "queued" || classified.outcome === "aborted"
+        // still waited for a connection, by the router itself (shutting down), or never sent for
+        // want of a file descriptor: none says anything about the provider's health.
+        const ours = expiry === "deadline" || expiry === "queued" || classified.outcome === "aborted" || classified.outcome === "local_error"
         settle(ours ? { _tag: "Abandoned" } : { _tag: "Failed", classified, detail })
         return { _tag: "Failed", attempt: attempt(classified.outcome, detail, status), classified }
       }

@@ -8,7 +8,7 @@ import * as Resilience from "../../src/config/Resilience.js"
 import * as Checks from "../../src/health/Checks.js"
 import * as Health from "../../src/health/Health.js"
 import * as Providers from "../../src/providers/Providers.js"
-import { Upstream } from "../../src/providers/Upstream.js"
+import { classifyTransportError, Upstream } from "../../src/providers/Upstream.js"
 import * as FakeUpstream from "../../src/testing/FakeUpstream.js"
 import type { FakeBehaviour } from "../../src/testing/Script.js"
 
@@ -43,6 +43,20 @@ const connectionsBusy = (id: string) =>
         send: inner.send,
         request: (call) =>
           call.provider.id === id ? Effect.zipRight(Effect.sync(() => call.onRequestWaiting?.()), Effect.never) : inner.request(call)
+      }))
+  )
+
+/** Checks of `id` cannot even open a connection: the router's process is out of file descriptors. */
+const outOfDescriptors = (id: string) =>
+  Layer.effect(
+    Upstream,
+    Effect.map(Upstream, (inner) =>
+      Upstream.of({
+        send: inner.send,
+        request: (call) =>
+          call.provider.id === id
+            ? Effect.fail(classifyTransportError(id, Object.assign(new Error("connect EMFILE 127.0.0.1:1 - Local (undefined:undefined)"), { code: "EMFILE" })))
+            : inner.request(call)
       }))
   )
 
@@ -98,6 +112,17 @@ describe("active health checks", () => {
       expect((yield* stateOf("remote")).last_check).toBeNull()
       expect((yield* stateOf("remote")).state).toBe("healthy")
     }).pipe(Effect.provide(world({}, connectionsBusy("remote")))))
+
+  it.effect("a check the router could not even open (its process out of file descriptors) is not counted: it never reached the provider", () =>
+    Effect.gen(function* () {
+      yield* TestClock.adjust("1 millis")
+      for (let i = 0; i < 4; i++) yield* TestClock.adjust("60 seconds")
+      const remote = yield* stateOf("remote")
+      expect(remote.state).toBe("healthy")
+      expect(remote.circuit).toMatchObject({ state: "closed", consecutive_failures: 0 })
+      expect(remote.last_check).toBeNull()
+      expect((yield* stateOf("local")).last_check?.healthy).toBe(true)
+    }).pipe(Effect.provide(world({}, outOfDescriptors("remote")))))
 
   it.effect("a 401 on the check marks the provider misconfigured; 404 and 405 are healthy", () =>
     Effect.gen(function* () {

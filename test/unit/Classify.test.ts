@@ -57,7 +57,8 @@ describe("Classify", () => {
       ["reset", "connection_reset"],
       ["timeout", "timeout"],
       ["protocol", "protocol_error"],
-      ["aborted", "aborted"]
+      ["aborted", "aborted"],
+      ["local", "local_error"]
     ] as const
     for (const [reason, outcome] of cases) {
       it(`${reason} -> ${outcome}`, () => {

@@ -12,7 +12,7 @@ import type { BreakerConfig } from "../../src/health/Breaker.js"
 import * as Health from "../../src/health/Health.js"
 import * as Policy from "../../src/policy/Policy.js"
 import * as Providers from "../../src/providers/Providers.js"
-import { Upstream } from "../../src/providers/Upstream.js"
+import { classifyTransportError, Upstream } from "../../src/providers/Upstream.js"
 import * as Router from "../../src/router/Router.js"
 import * as FakeUpstream from "../../src/testing/FakeUpstream.js"
 import type { FakeBehaviour } from "../../src/testing/Script.js"
@@ -336,6 +336,33 @@ describe("an attempt the router itself cut short", () => {
         Layer.provide(Layer.succeed(Upstream, Upstream.of({
           send: () => Effect.fail(closing),
           request: () => Effect.fail(closing)
+        }))),
+        Layer.provideMerge(Health.layer.pipe(Layer.provideMerge(Resilience.layer(Resilience.defaults))))
+      )
+    )))
+})
+
+describe("an attempt the router itself could not make", () => {
+  // What undici reports when the router's process has no file descriptor left (a flood of idle
+  // client connections can do that): the provider was never reached.
+  const emfile = classifyTransportError("a", Object.assign(new Error("connect EMFILE 127.0.0.1:1 - Local (undefined:undefined)"), { code: "EMFILE", errno: -24, syscall: "connect" }))
+  it.effect("(out of file descriptors) is not held against the provider, however often", () =>
+    Effect.gen(function* () {
+      for (let i = 0; i < 8; i++) {
+        const failed = (yield* failureOf(ask())) as AllCandidatesFailed
+        expect(failed.attempts.map((a) => `${a.provider}:${a.outcome}`)).toEqual(["a:local_error"])
+        expect(failed.attempts[0]!.detail).toMatch(/EMFILE/)
+      }
+      const a = yield* statusOf("a")
+      expect(a.circuit).toMatchObject({ state: "closed", consecutive_failures: 0 })
+      expect(a.stats).toMatchObject({ requests: 0, failures: 0 })
+    }).pipe(Effect.provide(
+      Router.layerWithoutDependencies.pipe(
+        Layer.provide(Policy.layer),
+        Layer.provide(Providers.layerStatic({ providers: { a: { endpoint: endpoint("a"), models: ["m"] } } })),
+        Layer.provide(Layer.succeed(Upstream, Upstream.of({
+          send: () => Effect.fail(emfile),
+          request: () => Effect.fail(emfile)
         }))),
         Layer.provideMerge(Health.layer.pipe(Layer.provideMerge(Resilience.layer(Resilience.defaults))))
       )
