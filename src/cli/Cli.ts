@@ -3,6 +3,7 @@
  * which wins over the config file.
  */
 import { Command, HelpDoc, Options, ValidationError } from "@effect/cli"
+import * as HttpServerError from "@effect/platform/HttpServerError"
 import { Effect, Layer, Option } from "effect"
 import { wholeNumberIn } from "../config/Settings.js"
 import { startFakeServer } from "../testing/FakeServer.js"
@@ -121,15 +122,18 @@ export const fakeProvider = Command.make(
   },
   (o) =>
     Effect.acquireRelease(
-      Effect.promise(() =>
-        startFakeServer({
+      // A port in use (or a host that cannot be bound) stops the command with one line, as for serve.
+      Effect.tryPromise({
+        try: () =>
+          startFakeServer({
           name: o.name,
           models: o.models.split(",").map((m) => m.trim()).filter((m) => m !== ""),
           port: o.port,
           host: o.host,
           behaviour: behaviourOf({ ...o, content: Option.getOrUndefined(o.content) })
-        })
-      ),
+        }),
+        catch: (cause) => new HttpServerError.ServeError({ cause })
+      }),
       (server) => Effect.promise(() => server.close())
     ).pipe(
       Effect.tap((server) => Effect.logInfo(`fake provider '${o.name}' (${o.mode}) listening on ${server.url.replace("127.0.0.1", o.host)}`)),

@@ -407,6 +407,24 @@ describe.concurrent("serve: start-up failures exit non-zero with one clear line"
   })
 })
 
+describe("fake-provider: a port it cannot listen on", () => {
+  it("a port already in use: one line saying it cannot listen, as serve says it", async ({ expect }) => {
+    const blocker: Server = createServer()
+    const port = await new Promise<number>((res) => blocker.listen(0, "127.0.0.1", () => res((blocker.address() as { port: number }).port)))
+    try {
+      const r = await runToExit(["fake-provider", "--port", String(port)])
+      expect(r.code).toBe(1)
+      const err = lines(r.stderr)
+      expect(err, r.stderr).toHaveLength(1)
+      expect(err[0]).toMatch(/^sanctum-router: cannot listen: .*EADDRINUSE/)
+      expect(err[0]).toContain(String(port))
+      expect(stackTrace.test(r.stderr + r.stdout)).toBe(false)
+    } finally {
+      await new Promise<void>((res) => blocker.close(() => res()))
+    }
+  })
+})
+
 describe.concurrent("fake-provider: a bad number in a flag stops it with one line naming the flag", () => {
   for (const [flag, value, expected] of [
     ["--port", "abc", "a port number (0-65535)"],
