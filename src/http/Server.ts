@@ -63,6 +63,20 @@ const onCheckExpectation = (req: IncomingMessage, res: ServerResponse) => {
   req.resume()
 }
 
+/**
+ * `CONNECT`, a proxy's method: Node emits it instead of `request` and, with no listener, closes the
+ * connection without a word. The socket is the router's from here (no Node timeouts, no error
+ * handler), so it is answered and closed at once.
+ */
+const onConnect = (req: IncomingMessage, socket: Duplex) => {
+  socket.on("error", () => socket.destroy())
+  const body = JSON.stringify(errorBody("Method CONNECT is not allowed: this is an API server, not a proxy", "invalid_request_error", null, "method_not_allowed"))
+  socket.end(
+    `HTTP/1.1 405 Method Not Allowed\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestIdOf(req)}\r\nallow: GET, HEAD, POST\r\nconnection: close\r\n\r\n${body}`,
+    () => socket.destroy()
+  )
+}
+
 /** An `HttpServer` that serves the fast lane first, on the host and port from `Settings`. */
 export const serverLayer = Layer.scoped(
   HttpServer.HttpServer,
@@ -72,6 +86,7 @@ export const serverLayer = Layer.scoped(
     const server = createServer({ keepAliveTimeout: 65_000 })
     server.on("clientError", onClientError)
     server.on("checkExpectation", onCheckExpectation)
+    server.on("connect", onConnect)
     const base = yield* NodeHttpServer.make(() => server, { port: settings.port, host: settings.host })
     // Runs before `NodeHttpServer`'s own close, which waits for every open connection: idle ones
     // go at once, and open requests (streams included) get `drainMs` to finish. Those still open

@@ -317,6 +317,20 @@ describe("bad requests", () => {
       }
     })
 
+    it("answers CONNECT (a proxy's method) with 405 in the OpenAI error shape, not a bare close", async () => {
+      for (const target of ["127.0.0.1:1", "api.openai.com:443"]) {
+        const answer = rawAnswer(await rawExchange(router.port, `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\nX-Request-Id: connect-1\r\n\r\n`))
+        expect(answer.status, target).toBe(405)
+        expect(headerOf(answer.head, "content-type")).toBe("application/json")
+        expect(headerOf(answer.head, "x-request-id")).toBe("connect-1")
+        expect(headerOf(answer.head, "connection")).toBe("close")
+        expect(JSON.parse(answer.body)).toEqual({
+          error: { message: expect.stringContaining("CONNECT"), type: "invalid_request_error", param: null, code: "method_not_allowed" }
+        })
+      }
+      expect((await fetch(`${router.url}/health`)).status).toBe(200)
+    })
+
     it("answers an Expect it cannot meet with 417 in the OpenAI error shape", async () => {
       const body = JSON.stringify({ model: "m1", messages: [{ role: "user", content: "x" }] })
       for (const path of ["/v1/chat/completions", "/v1/models"]) {
