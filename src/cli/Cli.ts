@@ -126,12 +126,12 @@ export const fakeProvider = Command.make(
       Effect.tryPromise({
         try: () =>
           startFakeServer({
-          name: o.name,
-          models: o.models.split(",").map((m) => m.trim()).filter((m) => m !== ""),
-          port: o.port,
-          host: o.host,
-          behaviour: behaviourOf({ ...o, content: Option.getOrUndefined(o.content) })
-        }),
+            name: o.name,
+            models: o.models.split(",").map((m) => m.trim()).filter((m) => m !== ""),
+            port: o.port,
+            host: o.host,
+            behaviour: behaviourOf({ ...o, content: Option.getOrUndefined(o.content) })
+          }),
         catch: (cause) => new HttpServerError.ServeError({ cause })
       }),
       (server) => Effect.promise(() => server.close())
