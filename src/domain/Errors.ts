@@ -25,12 +25,18 @@ export class Unauthorized extends Schema.TaggedError<Unauthorized>()("Unauthoriz
   message: Schema.String
 }) {}
 
+/**
+ * A model id as an error message quotes it: whole up to 256 characters, else its start. A request
+ * may name a model of megabytes, and its error should not send them back.
+ */
+export const shownModel = (model: string): string => (model.length <= 256 ? model : `${model.slice(0, 256)}… (${model.length} characters)`)
+
 /** The requested model is neither an upstream model id, a `provider+model` id nor an alias. */
 export class ModelNotFound extends Schema.TaggedError<ModelNotFound>()("ModelNotFound", {
   model: Schema.String
 }) {
   get message() {
-    return `The model '${this.model}' does not exist on this router (see GET /v1/models)`
+    return `The model '${shownModel(this.model)}' does not exist on this router (see GET /v1/models)`
   }
 }
 
@@ -65,7 +71,7 @@ export class NoCandidates extends Schema.TaggedError<NoCandidates>()("NoCandidat
       return `This model's maximum context length is ${this.tooLong.window} tokens. However, ${what} resulted in about ${this.tooLong.needed} tokens (the router's estimate). Please reduce the length of the ${this.tooLong.param}. (${this.reasons.join("; ")})`
     }
     const why = this.reasons.length > 0 ? `: ${this.reasons.join("; ")}` : ""
-    return `No provider can serve model '${this.model}' for this request${why}`
+    return `No provider can serve model '${shownModel(this.model)}' for this request${why}`
   }
 }
 
@@ -90,7 +96,7 @@ export class AllCandidatesFailed extends Schema.TaggedError<AllCandidatesFailed>
 }) {
   get message() {
     const tried = this.attempts.map((a) => `${a.provider}+${a.upstreamModel} (${a.detail})`).join(", ")
-    return `All providers failed for model '${this.model}': ${tried}`
+    return `All providers failed for model '${shownModel(this.model)}': ${tried}`
   }
 }
 
@@ -104,7 +110,7 @@ export class RequestTimedOut extends Schema.TaggedError<RequestTimedOut>()("Requ
 }) {
   get message() {
     const tried = this.attempts.map((a) => `${a.provider}+${a.upstreamModel} (${a.detail})`).join(", ")
-    return `No answer for model '${this.model}' within the request deadline of ${this.timeoutMs} ms${tried === "" ? "" : `: ${tried}`}`
+    return `No answer for model '${shownModel(this.model)}' within the request deadline of ${this.timeoutMs} ms${tried === "" ? "" : `: ${tried}`}`
   }
 }
 

@@ -136,6 +136,15 @@ describe("bad requests", () => {
       }
     })
 
+    it("quotes a long model id by its start, not sending it all back (a body may hold megabytes of it)", async () => {
+      // This router's body limit is 1000 bytes; the quote stops at 256 characters whatever the length.
+      const model = `huge-${"x".repeat(800)}`
+      const res = await postJson(router, "/v1/chat/completions", { model, messages: [{ role: "user", content: "x" }] })
+      const error = await expectOpenAiError(res, 404)
+      expect(error.code).toBe("model_not_found")
+      expect(error.message).toBe(`The model '${model.slice(0, 256)}… (805 characters)' does not exist on this router (see GET /v1/models)`)
+    })
+
     it("surfaces as NotFoundError in the openai client", async () => {
       const error = await clientOf(router)
         .chat.completions.create({ model: "no-such-model", messages: [{ role: "user", content: "x" }] })
