@@ -136,7 +136,8 @@ export const fakeProvider = Command.make(
       }),
       (server) => Effect.promise(() => server.close())
     ).pipe(
-      Effect.tap((server) => Effect.logInfo(`fake provider '${o.name}' (${o.mode}) listening on ${server.url.replace("127.0.0.1", o.host)}`)),
+      // An IPv6 host goes in brackets, or the URL printed is not one (`http://::1:9001/v1`).
+      Effect.tap((server) => Effect.logInfo(`fake provider '${o.name}' (${o.mode}) listening on ${server.url.replace("127.0.0.1", o.host.includes(":") ? `[${o.host}]` : o.host)}`)),
       Effect.zipRight(Effect.never),
       Effect.scoped
     )

@@ -28,7 +28,7 @@ const fake = (args: ReadonlyArray<string>): Promise<string> =>
     let out = ""
     const onData = (d: Buffer) => {
       out += d.toString()
-      const m = out.match(/listening on (http:\/\/127\.0\.0\.1:\d+\/v1)/)
+      const m = out.match(/listening on (http:\/\/(?:127\.0\.0\.1|\[::1\]):\d+\/v1)/)
       if (m !== null) resolveUrl(m[1]!)
     }
     child.stdout.on("data", onData)
@@ -46,6 +46,13 @@ describe("sanctum-router fake-provider", () => {
     const res = await fetch(`${url}/chat/completions`, { method: "POST", body, headers: { "content-type": "application/json" } })
     expect(res.status).toBe(200)
     expect(((await res.json()) as { choices: Array<{ message: { content: string } }> }).choices[0]?.message.content).toBe("rehearsal")
+  })
+
+  it("prints a URL that works for an IPv6 host too (in brackets)", async () => {
+    const url = await fake(["--host", "::1", "--models", "v6"])
+    expect(url).toMatch(/^http:\/\/\[::1\]:\d+\/v1$/)
+    const models = (await (await fetch(`${url}/models`)).json()) as { data: Array<{ id: string }> }
+    expect(models.data.map((m) => m.id)).toEqual(["v6"])
   })
 
   it("fails with the given status, and rate-limits with Retry-After", async () => {
