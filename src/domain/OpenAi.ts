@@ -5,6 +5,7 @@
  */
 import { Cause, Either, ParseResult, Runtime, Schema } from "effect"
 import { InvalidRequest } from "./Errors.js"
+import { isWhitespace } from "./RawJson.js"
 
 /**
  * Fields not named here are kept as they came: the schemas are decoded with
@@ -47,16 +48,14 @@ export type EmbeddingRequest = typeof EmbeddingRequest.Type & Extra
 
 const embeddingKey = Buffer.from('"embedding"')
 
-const isJsonSpace = (b: number | undefined) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09
-
 /** Where the value of the first `"embedding"` key begins (not the `"object": "embedding"` value), or -1. */
 const firstValueOf = (bytes: Buffer): number => {
   for (let at = bytes.indexOf(embeddingKey); at !== -1; at = bytes.indexOf(embeddingKey, at)) {
     at += embeddingKey.length
-    while (isJsonSpace(bytes[at])) at++
+    while (isWhitespace(bytes[at])) at++
     if (bytes[at] !== 0x3a) continue // :
     at++
-    while (isJsonSpace(bytes[at])) at++
+    while (isWhitespace(bytes[at])) at++
     return at
   }
   return -1

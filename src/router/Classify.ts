@@ -159,7 +159,8 @@ export const inBandError = (parsed: unknown): unknown => {
   return error === null || error === undefined ? finishedWithError : error
 }
 
-const errorWord = Buffer.from('"error"')
+/** The JSON string `"error"`: as a key (an error object) and as a value (`finish_reason`). */
+export const errorWord = Buffer.from('"error"')
 
 const finishedWithError = { message: 'the upstream finished the answer with finish_reason "error"' }
 

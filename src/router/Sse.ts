@@ -4,7 +4,7 @@
  * never receives half an event followed by the router's error event.
  */
 import type { ChunkWriter } from "../providers/Upstream.js"
-import { inBandError } from "./Classify.js"
+import { errorWord as ERROR, inBandError } from "./Classify.js"
 
 /** Past this, held-back bytes are forwarded anyway: the body is evidently not SSE. */
 export const maxHeldBack = 1024 * 1024
@@ -145,7 +145,6 @@ export const maxHeldEvent = 32 * 1024 * 1024
 
 const DONE = Buffer.from("[DONE]")
 const FINISH = Buffer.from('"finish_reason"')
-const ERROR = Buffer.from('"error"')
 
 /**
  * Reads whole events (as `framed` passes them on) for the end of an answer: `[DONE]`, finishes, or
@@ -220,7 +219,6 @@ const finishesIn = (buf: Buffer): number => {
 const errorFinishAt = (buf: Buffer): number => {
   for (let at = keyAt(buf, FINISH, 0); at !== -1; at = keyAt(buf, FINISH, at)) {
     while (buf[at] === 0x20) at++
-    // The value `"error"` is spelt as the key `ERROR` is.
     const end = at + ERROR.length
     if (end <= buf.length && buf.compare(ERROR, 0, ERROR.length, at, end) === 0) return Math.max(0, lastEventEnd(buf.subarray(0, at)))
   }
