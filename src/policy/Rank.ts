@@ -121,22 +121,26 @@ export const estimateChatTokens = (request: ChatCompletionRequest): number => {
   return tokens + Math.ceil(quarters / 4)
 }
 
+/** One element of an embeddings `input`, in tokens: a text estimated, a token id, a list of token ids. */
+const inputTokens = (item: string | number | ReadonlyArray<number>): number =>
+  typeof item === "string" ? Math.ceil(quarterTokens(item) / 4) : typeof item === "number" ? 1 : item.length
+
 export const estimateEmbeddingTokens = (request: EmbeddingRequest): number => {
   const input = request.input
-  if (typeof input === "string") return Math.ceil(quarterTokens(input) / 4)
+  if (typeof input === "string") return inputTokens(input)
   let n = 0
-  for (const item of input) n += typeof item === "string" ? Math.ceil(quarterTokens(item) / 4) : typeof item === "number" ? 1 : item.length
+  for (const item of input) n += inputTokens(item)
   return n
 }
 
 /** The estimate of an embeddings request's longest input: each must fit the model's window. */
 export const estimateLongestEmbeddingInput = (request: EmbeddingRequest): number => {
   const input = request.input
-  if (typeof input === "string") return Math.ceil(quarterTokens(input) / 4)
+  if (typeof input === "string") return inputTokens(input)
   // A flat array of numbers is one input of token ids.
   if (input.length > 0 && typeof input[0] === "number") return input.length
   let n = 0
-  for (const item of input) n = Math.max(n, typeof item === "string" ? Math.ceil(quarterTokens(item) / 4) : typeof item === "number" ? 1 : item.length)
+  for (const item of input) n = Math.max(n, inputTokens(item))
   return n
 }
 
