@@ -1055,11 +1055,11 @@ export const make = Effect.gen(function* () {
         : outcome.attempt.outcome === "model_not_found" && i + 1 < ranked.length
         ? i + 1
         : -1
-    /** Lists such a refusal as a tried attempt and goes on at candidate j. */
-    const movedOn = (outcome: Outcome, j: number): Effect.Effect<Reply, ChatError> => {
+    /** Lists such a refusal as a tried attempt, then goes on with `then`. */
+    const movedOn = (outcome: Outcome, then: () => Effect.Effect<Reply, ChatError>): Effect.Effect<Reply, ChatError> => {
       if (outcome._tag === "Rejected") attempts.push(outcome.attempt)
       tried++
-      return next(j, 0)
+      return then()
     }
 
     const next = (i: number, retry: number): Effect.Effect<Reply, ChatError> => {
@@ -1069,7 +1069,7 @@ export const make = Effect.gen(function* () {
       if (hedge !== null && ranked[i + 1] !== undefined) return hedged(i, hedge)
       return Effect.flatMap(attemptAt(i), (outcome) => {
         const j = movesOnTo(outcome, i)
-        if (j !== -1) return movedOn(outcome, j)
+        if (j !== -1) return movedOn(outcome, () => next(j, 0))
         return onOutcome(outcome, () => {
           // A provider that was busy (no free connection) is not asked again at once: the next one is.
           const transient = outcome._tag === "Failed" && outcome.classified.outcome !== "busy" &&
@@ -1113,26 +1113,23 @@ export const make = Effect.gen(function* () {
         attempts.push(attemptOf(ranked[at]!.candidate, "hedge_lost", "another candidate answered first; this one was aborted", null, since, now()))
       const decisive = (o: Outcome, at: number) => o._tag === "Served" || (o._tag === "Rejected" && movesOnTo(o, at) === -1)
       /** One of the pair's outcomes, as `next` takes it, with `otherwise` to go on. */
-      const take = (o: Outcome, at: number, otherwise: () => Effect.Effect<Reply, ChatError>) => {
-        if (movesOnTo(o, at) === -1) return onOutcome(o, otherwise)
-        if (o._tag === "Rejected") attempts.push(o.attempt)
-        tried++
-        return otherwise()
-      }
+      const take = (o: Outcome, at: number, otherwise: () => Effect.Effect<Reply, ChatError>) =>
+        movesOnTo(o, at) === -1 ? onOutcome(o, otherwise) : movedOn(o, otherwise)
       const both = (first: Outcome, fi: number, other: Outcome, oi: number) =>
         take(first, fi, () => take(other, oi, () => next(Math.max(i + 2, movesOnTo(first, fi), movesOnTo(other, oi)), 0)))
       return Effect.raceWith(attemptAt(i, () => (aSent = true)), second, {
         onSelfDone: (exit, other) => {
           if (Exit.isFailure(exit)) return Effect.zipRight(Fiber.interrupt(other), Effect.failCause(exit.cause))
           const a = exit.value
+          const won = decisive(a, i)
           // An answer, or a failure before the hedge began: the hedge is not needed.
-          if (decisive(a, i) || !bStarted) {
+          if (won || !bStarted) {
             const j = movesOnTo(a, i)
             return Effect.zipRight(
               Fiber.interrupt(other),
               Effect.suspend(() => {
-                if (bStarted && decisive(a, i)) lost(i + 1, bStartedAt)
-                return j !== -1 ? movedOn(a, j) : onOutcome(a, () => next(i + 1, 0))
+                if (won && bStarted) lost(i + 1, bStartedAt)
+                return j !== -1 ? movedOn(a, () => next(j, 0)) : onOutcome(a, () => next(i + 1, 0))
               })
             )
           }
