@@ -8,7 +8,7 @@ import * as Resilience from "../../src/config/Resilience.js"
 import * as Checks from "../../src/health/Checks.js"
 import * as Health from "../../src/health/Health.js"
 import * as Providers from "../../src/providers/Providers.js"
-import { classifyTransportError, Upstream } from "../../src/providers/Upstream.js"
+import { classifyTransportError, Upstream, type UpstreamService } from "../../src/providers/Upstream.js"
 import * as FakeUpstream from "../../src/testing/FakeUpstream.js"
 import type { FakeBehaviour } from "../../src/testing/Script.js"
 
@@ -34,31 +34,23 @@ const world = (
   return Checks.layer.pipe(Layer.provide(wrap.pipe(Layer.provide(base))), Layer.provideMerge(base))
 }
 
-/** Checks of `id` wait for one of its connections (all busy), and wait on. */
-const connectionsBusy = (id: string) =>
+/** The upstream as it is, except that requests (checks) to `id` go to `request` instead. */
+const checksOf = (id: string, request: UpstreamService["request"]) =>
   Layer.effect(
     Upstream,
     Effect.map(Upstream, (inner) =>
       Upstream.of({
         send: inner.send,
-        request: (call) =>
-          call.provider.id === id ? Effect.zipRight(Effect.sync(() => call.onRequestWaiting?.()), Effect.never) : inner.request(call)
+        request: (call) => (call.provider.id === id ? request(call) : inner.request(call))
       }))
   )
 
+/** Checks of `id` wait for one of its connections (all busy), and wait on. */
+const connectionsBusy = (id: string) => checksOf(id, (call) => Effect.zipRight(Effect.sync(() => call.onRequestWaiting?.()), Effect.never))
+
 /** Checks of `id` cannot even open a connection: the router's process is out of file descriptors. */
 const outOfDescriptors = (id: string) =>
-  Layer.effect(
-    Upstream,
-    Effect.map(Upstream, (inner) =>
-      Upstream.of({
-        send: inner.send,
-        request: (call) =>
-          call.provider.id === id
-            ? Effect.fail(classifyTransportError(id, Object.assign(new Error("connect EMFILE 127.0.0.1:1 - Local (undefined:undefined)"), { code: "EMFILE" })))
-            : inner.request(call)
-      }))
-  )
+  checksOf(id, () => Effect.fail(classifyTransportError(id, Object.assign(new Error("connect EMFILE 127.0.0.1:1 - Local (undefined:undefined)"), { code: "EMFILE" }))))
 
 const stateOf = (id: string) =>
   Effect.gen(function* () {
