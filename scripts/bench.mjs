@@ -140,6 +140,8 @@ const main = async () => {
   const routerPort = await startRouter(upstreamPort)
   const targets = { direct: upstreamPort, baseline: baselinePort, router: routerPort }
   console.log(`sanctum-router bench: ${seconds}s per target in ${rounds} interleaved rounds after ${warmup}s warm-up, node ${process.version}`)
+  // The router's busy polling (README, Performance) is on by default; ROUTER_BUSY_POLL_US=0 measures it off.
+  console.log(`router busy polling: ${process.env.ROUTER_BUSY_POLL_US?.trim() ? `${process.env.ROUTER_BUSY_POLL_US.trim()} µs (ROUTER_BUSY_POLL_US)` : "500 µs (the default)"}`)
   const report = {}
   for (const [level, concurrency] of levels.entries()) {
     for (const port of Object.values(targets)) await run(port, concurrency, level === 0 ? warmup : Math.min(warmup, 1))

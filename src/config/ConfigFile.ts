@@ -17,6 +17,7 @@ import {
   ProviderType,
   splitPinned
 } from "../domain/Provider.js"
+import { maxBusyPollUs } from "./Settings.js"
 
 /** The file could not be read, parsed or validated. The message names the file and the key path. */
 export class ConfigFileError extends Schema.TaggedError<ConfigFileError>()("ConfigFileError", {
@@ -169,7 +170,10 @@ export const ServerFile = Schema.Struct({
   request_retention_days: Schema.optional(
     IntLike.pipe(Schema.nonNegative({ message: (issue) => `must be a whole number of days (0 keeps every record), got ${String(issue.actual)}` }))
   ),
-  drain_timeout: Schema.optional(NumberLike.pipe(Schema.nonNegative({ message: (issue) => `must be a number of seconds (0 or more), got ${String(issue.actual)}` })))
+  drain_timeout: Schema.optional(NumberLike.pipe(Schema.nonNegative({ message: (issue) => `must be a number of seconds (0 or more), got ${String(issue.actual)}` }))),
+  busy_poll_us: Schema.optional(
+    IntLike.pipe(Schema.between(0, maxBusyPollUs, { message: (issue) => `must be a number of microseconds (0-${maxBusyPollUs}, 0 turns busy polling off), got ${String(issue.actual)}` }))
+  )
 }).annotations({ identifier: "server settings (a mapping)" })
 export type ServerFile = typeof ServerFile.Type
 

@@ -30,6 +30,8 @@ export interface SettingsShape {
   readonly drainMs: number
   /** Request records older than this many days are deleted; 0 keeps them all. */
   readonly requestRetentionDays: number
+  /** The longest the event loop keeps polling after a request arrives or ends (see `BusyPoll`); 0 never. */
+  readonly busyPollUs: number
 }
 
 export class Settings extends Context.Tag("sanctum/Settings")<Settings, SettingsShape>() {}
@@ -45,8 +47,12 @@ export const defaults = {
   dbPath: "./data/router.db",
   maxBodyBytes: 20 * 1024 * 1024,
   drainMs: 10_000,
-  requestRetentionDays: 30
+  requestRetentionDays: 30,
+  busyPollUs: 500
 } as const
+
+/** The longest busy-polling window accepted, in µs: polling for longer is a core spent waiting. */
+export const maxBusyPollUs = 100_000
 
 const nonEmpty = (name: string) =>
   Config.option(Config.string(name)).pipe(Config.map(Option.filter((s) => s.trim() !== "")))
@@ -98,7 +104,8 @@ export const EnvSettings = Config.all({
   adminKey: nonEmpty("ROUTER_ADMIN_KEY"),
   maxBodyBytes: wholeNumber("ROUTER_MAX_BODY_BYTES", (n) => n > 0, "Expected a positive number of bytes"),
   requestRetentionDays: wholeNumber("ROUTER_REQUEST_RETENTION_DAYS", () => true, "Expected a whole number of days, 0 to keep every record"),
-  drainTimeout: seconds("ROUTER_DRAIN_TIMEOUT")
+  drainTimeout: seconds("ROUTER_DRAIN_TIMEOUT"),
+  busyPollUs: wholeNumber("ROUTER_BUSY_POLL_US", (n) => n <= maxBusyPollUs, `Expected a number of microseconds (0-${maxBusyPollUs}, 0 turns busy polling off)`)
 })
 
 /** Which config file to load, if any: `--config` wins over `ROUTER_CONFIG`. */
@@ -125,7 +132,8 @@ export const resolveSettings = (flags: Flags, file: ServerFile | null | undefine
       adminKey: Option.getOrNull(Option.map(env.adminKey, Redacted.make)),
       maxBodyBytes: Option.getOrUndefined(env.maxBodyBytes) ?? file?.max_body_bytes ?? defaults.maxBodyBytes,
       drainMs: Math.round(1000 * (Option.getOrUndefined(env.drainTimeout) ?? file?.drain_timeout ?? defaults.drainMs / 1000)),
-      requestRetentionDays: Option.getOrUndefined(env.requestRetentionDays) ?? file?.request_retention_days ?? defaults.requestRetentionDays
+      requestRetentionDays: Option.getOrUndefined(env.requestRetentionDays) ?? file?.request_retention_days ?? defaults.requestRetentionDays,
+      busyPollUs: Option.getOrUndefined(env.busyPollUs) ?? file?.busy_poll_us ?? defaults.busyPollUs
     }
     if (!Number.isInteger(settings.port) || settings.port < 0 || settings.port > 65535) {
       return yield* new StartupError({ message: `Invalid port ${settings.port}: expected 0-65535` })

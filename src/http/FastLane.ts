@@ -20,6 +20,7 @@ import { type ChatError, type Reply, Router, shutdownInterruptor } from "../rout
 import { modelFromModels } from "../policy/Preferences.js"
 import { summary } from "../policy/Rank.js"
 import { clientKeyCheck, sessionKeyOf } from "./Auth.js"
+import * as BusyPoll from "./BusyPoll.js"
 import { type ErrorResponse, type HttpError, internalErrorBody, interruptedEvent, shutdownEvent, ShuttingDown, toErrorResponse } from "./Errors.js"
 
 export interface FastLaneService {
@@ -228,6 +229,7 @@ export const make = Effect.gen(function* () {
   const runFork = Runtime.runFork(Runtime.disableRuntimeFlag(runtime, RuntimeFlags.RuntimeMetrics))
   const auth = clientKeyCheck(settings.clientKey)
   const limit = settings.maxBodyBytes
+  const poll = BusyPoll.make(settings.busyPollUs)
   /** The requests being answered, for a shutdown to cut; a request leaves when its response closes. */
   const inFlight = new Map<ServerResponse, { readonly fiber: Fiber.RuntimeFiber<void>; readonly requestId: string }>()
 
@@ -315,6 +317,7 @@ export const make = Effect.gen(function* () {
     const q = url.indexOf("?")
     const endpoint = paths[q === -1 ? url : url.slice(0, q)] ?? variants.find("POST", url)?.handler
     if (endpoint === undefined) return false
+    poll.touch()
     const requestId = requestIdOf(req)
     const denied = auth.check(req.headers)
     if (denied !== null) {
@@ -338,6 +341,7 @@ export const make = Effect.gen(function* () {
         if (Either.isLeft(decoded)) return sendError(res, requestId, decoded.left)
         const fiber = runFork(program(decoded.right.stream, decoded.right.route, res, requestId))
         inFlight.set(res, { fiber, requestId })
+        fiber.addObserver(poll.touch)
         // A client that hangs up interrupts the workflow, which aborts the upstream call.
         res.once("close", () => {
           inFlight.delete(res)

@@ -416,6 +416,16 @@ describe("decodeConfig", () => {
       expect(drain.message).toMatch(/server\.drain_timeout: .*seconds.*-1/)
     }))
 
+  it.effect("refuses a server.busy_poll_us outside 0-100000 or not a whole number, naming the key", () =>
+    Effect.gen(function* () {
+      for (const bad of [-1, 100_001, 2.5, "soon"]) {
+        const error = yield* refused({ server: { busy_poll_us: bad } })
+        expect(error.message).toMatch(/server\.busy_poll_us: .*/)
+      }
+      const negative = yield* refused({ server: { busy_poll_us: -1 } })
+      expect(negative.message).toContain("microseconds (0-100000, 0 turns busy polling off), got -1")
+    }))
+
   it.effect("reports every invalid key, not only the first", () =>
     Effect.gen(function* () {
       const error = yield* refused({

@@ -50,7 +50,8 @@ describe("resolveSettings", () => {
         clientKey: null,
         adminKey: null,
         maxBodyBytes: defaults.maxBodyBytes,
-        requestRetentionDays: 30
+        requestRetentionDays: 30,
+        busyPollUs: 500
       })
       expect(defaults.port).toBe(8480)
       expect(defaults.dbPath).toBe("./data/router.db")
@@ -139,6 +140,18 @@ describe("resolveSettings", () => {
       for (const bad of ["-1", "soon", "1e3", "5s"]) {
         const e = yield* refusal({}, null, { ROUTER_DRAIN_TIMEOUT: bad })
         expect(e.message).toContain("ROUTER_DRAIN_TIMEOUT")
+        expect(e.message).toContain(JSON.stringify(bad))
+      }
+    }))
+
+  it.effect("takes the busy-polling window from ROUTER_BUSY_POLL_US over the file's server.busy_poll_us, in µs", () =>
+    Effect.gen(function* () {
+      expect((yield* resolve({}, { busy_poll_us: 200 })).busyPollUs).toBe(200)
+      expect((yield* resolve({}, { busy_poll_us: 200 }, { ROUTER_BUSY_POLL_US: "0" })).busyPollUs).toBe(0)
+      expect((yield* resolve({}, null, { ROUTER_BUSY_POLL_US: "100000" })).busyPollUs).toBe(100_000)
+      for (const bad of ["-1", "100001", "0.5", "off"]) {
+        const e = yield* refusal({}, null, { ROUTER_BUSY_POLL_US: bad })
+        expect(e.message).toContain("ROUTER_BUSY_POLL_US")
         expect(e.message).toContain(JSON.stringify(bad))
       }
     }))
