@@ -229,6 +229,8 @@ export const make = Effect.gen(function* () {
   const runFork = Runtime.runFork(Runtime.disableRuntimeFlag(runtime, RuntimeFlags.RuntimeMetrics))
   const auth = clientKeyCheck(settings.clientKey)
   const limit = settings.maxBodyBytes
+  // Told when a request arrives and when it ends, so a quick upstream answer or a client's next
+  // request finds the CPU awake (see BusyPoll).
   const poll = BusyPoll.make(settings.busyPollUs)
   /** The requests being answered, for a shutdown to cut; a request leaves when its response closes. */
   const inFlight = new Map<ServerResponse, { readonly fiber: Fiber.RuntimeFiber<void>; readonly requestId: string }>()
