@@ -3,6 +3,8 @@
  * section, then defaults. Nothing else in the router reads the environment.
  */
 import { Config, ConfigError, Context, Effect, Either, Option, Redacted, Schema } from "effect"
+import { readFileSync } from "node:fs"
+import { availableParallelism } from "node:os"
 import type { ServerFile } from "./ConfigFile.js"
 
 /** Flags of `sanctum-router serve`; each wins over its environment variable. */
@@ -53,6 +55,51 @@ export const defaults = {
 
 /** The longest busy-polling window accepted, in µs: polling for longer is a core spent waiting. */
 export const maxBusyPollUs = 100_000
+
+/** What the machine gives the process: CPUs, and the CPU time a cgroup quota allows (in CPUs). */
+export interface MachineFacts {
+  readonly cpus: number
+  /** `null` when no quota is set. */
+  readonly quotaCpus: number | null
+}
+
+/**
+ * Busy polling by default only where it cannot cost the router its own speed: with one CPU the
+ * polling competes with a backend or client on the same machine, and under a CPU quota (a container
+ * limit) it spends the quota and gets the process throttled for the rest of the period.
+ */
+export const busyPollDefault = (machine: MachineFacts): number =>
+  machine.cpus >= 2 && (machine.quotaCpus === null || machine.quotaCpus >= 2) ? defaults.busyPollUs : 0
+
+/** A cgroup's `quota period` pair (v2 `cpu.max`, or v1's two files) as CPUs; `null` for no quota. */
+export const quotaCpusOf = (quota: string, period: string): number | null => {
+  const q = Number(quota.trim())
+  const p = Number(period.trim())
+  return Number.isFinite(q) && q > 0 && Number.isFinite(p) && p > 0 ? q / p : null
+}
+
+const readOr = (path: string): string | null => {
+  try {
+    return readFileSync(path, "utf8")
+  } catch {
+    return null
+  }
+}
+
+/** The CPUs this process may use, read from the OS and the cgroup files (v2, else v1). */
+export const machineFacts = (): MachineFacts => {
+  const v2 = readOr("/sys/fs/cgroup/cpu.max")
+  let quotaCpus: number | null = null
+  if (v2 !== null) {
+    const [quota = "", period = ""] = v2.trim().split(/\s+/)
+    quotaCpus = quotaCpusOf(quota, period)
+  } else {
+    const quota = readOr("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+    const period = readOr("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+    if (quota !== null && period !== null) quotaCpus = quotaCpusOf(quota, period)
+  }
+  return { cpus: availableParallelism(), quotaCpus }
+}
 
 const nonEmpty = (name: string) =>
   Config.option(Config.string(name)).pipe(Config.map(Option.filter((s) => s.trim() !== "")))
@@ -118,7 +165,12 @@ export const isLoopback = (host: string): boolean =>
   host === "localhost" || host === "::1" || host === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(host)
 
 /** Merges flags, environment and file into settings, refusing to expose `/v1` without a key. */
-export const resolveSettings = (flags: Flags, file: ServerFile | null | undefined, path: string | null) =>
+export const resolveSettings = (
+  flags: Flags,
+  file: ServerFile | null | undefined,
+  path: string | null,
+  machine: () => MachineFacts = machineFacts
+) =>
   Effect.gen(function* () {
     const env = yield* EnvSettings.pipe(
       Effect.mapError((e) => new StartupError({ message: `Invalid environment: ${e.toString()}` }))
@@ -133,7 +185,7 @@ export const resolveSettings = (flags: Flags, file: ServerFile | null | undefine
       maxBodyBytes: Option.getOrUndefined(env.maxBodyBytes) ?? file?.max_body_bytes ?? defaults.maxBodyBytes,
       drainMs: Math.round(1000 * (Option.getOrUndefined(env.drainTimeout) ?? file?.drain_timeout ?? defaults.drainMs / 1000)),
       requestRetentionDays: Option.getOrUndefined(env.requestRetentionDays) ?? file?.request_retention_days ?? defaults.requestRetentionDays,
-      busyPollUs: Option.getOrUndefined(env.busyPollUs) ?? file?.busy_poll_us ?? defaults.busyPollUs
+      busyPollUs: Option.getOrUndefined(env.busyPollUs) ?? file?.busy_poll_us ?? busyPollDefault(machine())
     }
     if (!Number.isInteger(settings.port) || settings.port < 0 || settings.port > 65535) {
       return yield* new StartupError({ message: `Invalid port ${settings.port}: expected 0-65535` })

@@ -8,14 +8,27 @@ import { writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { afterAll } from "vitest"
 import type { ServerFile } from "../../src/config/ConfigFile.js"
-import { configPath, defaults, type Flags, isLoopback, resolveSettings, StartupError } from "../../src/config/Settings.js"
+import {
+  busyPollDefault,
+  configPath,
+  defaults,
+  type Flags,
+  isLoopback,
+  type MachineFacts,
+  quotaCpusOf,
+  resolveSettings,
+  StartupError
+} from "../../src/config/Settings.js"
 import { loadSettings } from "../../src/Daemon.js"
 import { removeDir, tempDir } from "./support.js"
 
 const withEnv = (env: Record<string, string>) => Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))
 
-const resolve = (flags: Flags, file: ServerFile | null, env: Record<string, string> = {}, path: string | null = null) =>
-  resolveSettings(flags, file, path).pipe(withEnv(env))
+/** A machine with two CPUs and no quota, whatever machine the tests run on. */
+const twoCpus: MachineFacts = { cpus: 2, quotaCpus: null }
+
+const resolve = (flags: Flags, file: ServerFile | null, env: Record<string, string> = {}, path: string | null = null, machine = twoCpus) =>
+  resolveSettings(flags, file, path, () => machine).pipe(withEnv(env))
 
 const refusal = (flags: Flags, file: ServerFile | null, env: Record<string, string> = {}) =>
   Effect.gen(function* () {
@@ -35,6 +48,25 @@ describe("isLoopback", () => {
     for (const host of ["0.0.0.0", "::", "[::]", "192.168.1.10", "10.0.0.1", "example.com", "127.0.0.1.example.com", "localhost.example.com", ""]) {
       expect(isLoopback(host), host).toBe(false)
     }
+  })
+})
+
+describe("busyPollDefault", () => {
+  it("polls by default with two CPUs or more and no quota below two", () => {
+    expect(busyPollDefault({ cpus: 2, quotaCpus: null })).toBe(500)
+    expect(busyPollDefault({ cpus: 16, quotaCpus: 2 })).toBe(500)
+    expect(busyPollDefault({ cpus: 1, quotaCpus: null })).toBe(0)
+    expect(busyPollDefault({ cpus: 16, quotaCpus: 1.5 })).toBe(0)
+  })
+})
+
+describe("quotaCpusOf", () => {
+  it("reads a cgroup quota and period as CPUs, and no quota as null", () => {
+    expect(quotaCpusOf("50000", "100000\n")).toBe(0.5)
+    expect(quotaCpusOf("200000", "100000")).toBe(2)
+    expect(quotaCpusOf("max", "100000")).toBeNull()
+    expect(quotaCpusOf("-1\n", "100000\n")).toBeNull()
+    expect(quotaCpusOf("", "")).toBeNull()
   })
 })
 
@@ -154,6 +186,15 @@ describe("resolveSettings", () => {
         expect(e.message).toContain("ROUTER_BUSY_POLL_US")
         expect(e.message).toContain(JSON.stringify(bad))
       }
+    }))
+
+  it.effect("turns busy polling off by default on one CPU or under a CPU quota below two, unless it is set", () =>
+    Effect.gen(function* () {
+      expect((yield* resolve({}, null, {}, null, { cpus: 1, quotaCpus: null })).busyPollUs).toBe(0)
+      expect((yield* resolve({}, null, {}, null, { cpus: 8, quotaCpus: 0.5 })).busyPollUs).toBe(0)
+      expect((yield* resolve({}, null, {}, null, { cpus: 8, quotaCpus: 4 })).busyPollUs).toBe(500)
+      expect((yield* resolve({}, { busy_poll_us: 300 }, {}, null, { cpus: 1, quotaCpus: null })).busyPollUs).toBe(300)
+      expect((yield* resolve({}, null, { ROUTER_BUSY_POLL_US: "200" }, null, { cpus: 8, quotaCpus: 0.5 })).busyPollUs).toBe(200)
     }))
 
   it.effect("takes an empty or blank number variable for unset, and blanks around its digits for nothing", () =>
