@@ -10,11 +10,12 @@
  * concurrency 1 the router slept twice per request, and its request path ran at that speed
  * throughout: ~75 µs above a bare proxy, where with polling it runs at or below one.
  *
- * The window adapts as KVM's halt polling does, so traffic that gains nothing costs nothing: it
+ * The window adapts as KVM's halt polling does, so traffic that gains little costs little: it
  * doubles (from 50 µs up to the configured maximum) while the gaps between events are longer than
  * it but within the maximum, and drops to 0 after a gap past the maximum. Any real model backend
- * answers in milliseconds or more, past any sensible maximum: a router in front of one does not
- * poll at all, and an idle router never does.
+ * answers in milliseconds or more, past any sensible maximum, so each answer resets the window: in
+ * front of one the router polls 50 µs at most per request (one that came soon after the last one
+ * ended), and an idle router never polls.
  *
  * It is written on `setImmediate` rather than as an Effect loop: a pending immediate is what makes
  * libuv poll without blocking, and each turn must cost next to nothing.
