@@ -332,13 +332,21 @@ const fmtPrice = (n: number) => String(Math.round(n * 1e4) / 1e4)
  * Why a candidate cannot serve this request, or `null`. Unknown capabilities (`null`) pass: only an
  * explicit `false` from the config or the upstream's model list rules a candidate out.
  */
-export const unfit = (c: Candidate, needs: Needs): string | null => unfitButForSize(c, needs) ?? tooLong(c, needs)
-
-/** The prompt estimate alone does not fit the candidate's known window: the reason, else `null`. */
-const tooLong = (c: Candidate, needs: Needs): string | null => {
-  const window = c.info?.contextWindow ?? null
-  return window !== null && windowNeed(needs) >= window ? `context ${window} < needed ${windowNeed(needs)}` : null
+export const unfit = (c: Candidate, needs: Needs): string | null => {
+  const other = unfitButForSize(c, needs)
+  if (other !== null) return other
+  // The prompt is estimated only for a candidate that could otherwise serve.
+  const window = windowTooSmall(c, needs)
+  return window === null ? null : tooLongReason(window, needs)
 }
+
+/** The candidate's known window, when the prompt estimate alone does not fit it; else `null`. */
+const windowTooSmall = (c: Candidate, needs: Needs): number | null => {
+  const window = c.info?.contextWindow ?? null
+  return window !== null && windowNeed(needs) >= window ? window : null
+}
+
+const tooLongReason = (window: number, needs: Needs): string => `context ${window} < needed ${windowNeed(needs)}`
 
 /** What `unfit` checks before the prompt's size. */
 const unfitButForSize = (c: Candidate, needs: Needs): string | null => {
@@ -441,8 +449,8 @@ export const decide = (input: DecisionInput): Decision => {
     else {
       reason = unfitButForSize(c, needs)
       if (reason === null) {
-        reason = tooLong(c, needs)
-        if (reason !== null) contextWindow = c.info!.contextWindow!
+        contextWindow = windowTooSmall(c, needs) ?? undefined
+        if (contextWindow !== undefined) reason = tooLongReason(contextWindow, needs)
       }
     }
     if (reason === null && prefs?.maxPrice != null && c.info?.pricing != null) {
